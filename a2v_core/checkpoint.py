@@ -1,0 +1,64 @@
+"""Checkpoint directories: ``model.pt`` (state dicts), ``config.yaml`` (resolved), ``meta.json``.
+
+``model.pt`` holds only tensors and plain containers so that it loads with
+``torch.load(..., weights_only=True)``: keys such as ``model``, ``teacher``, ``optimizer``,
+``scheduler``, ``scaler`` map to state dicts; step, classes and rates live in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from a2v_core.config import FinetuneJob, ModelConfig
+from a2v_core.finetune import FrameClassifier
+
+CODE_VERSION = "0.1.0"
+
+
+def save_checkpoint(directory: str | Path, states: dict[str, Any], config_yaml: str, meta: dict) -> Path:
+    """Write the three files; ``model.pt`` is written to a temp name and renamed (atomic)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "model.pt.tmp"
+    torch.save(states, tmp)
+    os.replace(tmp, d / "model.pt")
+    (d / "config.yaml").write_text(config_yaml)
+    full_meta = {"code_version": CODE_VERSION, "python": platform.python_version(), **meta}
+    (d / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+    return d
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """-> (states, config dict, meta). Raises FileNotFoundError naming the missing file."""
+    d = Path(directory)
+    for name in ("model.pt", "config.yaml", "meta.json"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"not a checkpoint directory: {d} has no {name}")
+    states = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+    config = yaml.safe_load((d / "config.yaml").read_text()) or {}
+    meta = json.loads((d / "meta.json").read_text())
+    return states, config, meta
+
+
+def load_classifier(directory: str | Path) -> tuple[FrameClassifier, dict[str, Any]]:
+    """A fine-tuned checkpoint -> eval-mode FrameClassifier and its meta (classes, rates...)."""
+    states, config, meta = load_checkpoint(directory)
+    if meta.get("kind") != "finetune":
+        raise ValueError(f"{directory} is a '{meta.get('kind')}' checkpoint; labelling needs a fine-tuned one")
+    job = FinetuneJob.model_validate(config)
+    model = FrameClassifier(job.model, n_classes=len(meta["classes"]))
+    model.load_state_dict(states["model"])
+    model.eval()
+    return model, meta
+
+
+def model_config_of(directory: str | Path) -> ModelConfig:
+    _, config, _ = load_checkpoint(directory)
+    return ModelConfig.model_validate(config["model"])

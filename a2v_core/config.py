@@ -1,0 +1,399 @@
+"""Typed configs: one config type per job, built from small groups.
+
+Defaults live here, a YAML file under ``configs/<job>/<preset>.yaml`` overrides them and
+repeated ``--set group.key=value`` flags override the YAML. One loader (``load_config``) does
+all three and turns every validation failure into a ``ConfigError`` that names the key and
+what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Layer spec of the conv feature stack: (channels, kernel, stride).
+ConvLayer = tuple[int, int, int]
+
+_LARGE_CONV: list[ConvLayer] = [(512, 10, 5)] + [(512, 3, 2)] * 3 + [(512, 3, 1)] + [(512, 2, 1)] * 2
+
+#: Architecture presets. Numbers of ``large`` follow the released MeerKAT recipe
+#: (animal2vec_spec.md sections 2-3); ``base`` is the 768-wide hyena/Xeno-canto model.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        sinc_filters=24, sinc_taps=63, conv_layers=[(48, 10, 5), (48, 3, 2), (48, 3, 2), (48, 3, 2)],
+        width=64, heads=4, ffn_dim=192, prenet_depth=1, depth=2,
+        conv_pos_depth=2, conv_pos_width=10, conv_pos_groups=4,
+        decoder_dim=64, decoder_layers=2, decoder_kernel=7, decoder_groups=4,
+        average_top_k_layers=2, clone_batch=4,
+    ),
+    "base": dict(
+        sinc_filters=127, sinc_taps=63, conv_layers=_LARGE_CONV,
+        width=768, heads=12, ffn_dim=3072, prenet_depth=0, depth=12,
+        conv_pos_depth=5, conv_pos_width=95, conv_pos_groups=16,
+        decoder_dim=384, decoder_layers=4, decoder_kernel=7, decoder_groups=16,
+        average_top_k_layers=12, clone_batch=8,
+    ),
+    "large": dict(
+        sinc_filters=127, sinc_taps=63, conv_layers=_LARGE_CONV,
+        width=1024, heads=16, ffn_dim=4096, prenet_depth=8, depth=16,
+        conv_pos_depth=5, conv_pos_width=95, conv_pos_groups=16,
+        decoder_dim=768, decoder_layers=4, decoder_kernel=7, decoder_groups=16,
+        average_top_k_layers=16, clone_batch=12,
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """A config key or value was rejected; the message names the key and what is allowed."""
+
+
+class Group(BaseModel):
+    """Base of every config group: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelConfig(Group):
+    """Architecture. ``preset`` fills every field that the YAML does not set."""
+
+    preset: Literal["tiny", "base", "large"] = "tiny"
+    sample_rate_hz: int = Field(8000, gt=0, description="model input rate")
+    sinc_filters: int = Field(24, ge=1)
+    sinc_taps: int = Field(63, ge=3, description="odd kernel length of the Sinc filters")
+    sinc_min_low_hz: float = Field(50.0, ge=0)
+    conv_layers: list[ConvLayer] = Field(default_factory=lambda: list(MODEL_PRESETS["tiny"]["conv_layers"]))
+    width: int = Field(64, ge=8)
+    heads: int = Field(4, ge=1)
+    ffn_dim: int = Field(192, ge=8)
+    prenet_depth: int = Field(1, ge=0)
+    depth: int = Field(2, ge=1)
+    conv_pos_depth: int = Field(2, ge=1)
+    conv_pos_width: int = Field(10, ge=3)
+    conv_pos_groups: int = Field(4, ge=1)
+    decoder_dim: int = Field(64, ge=8)
+    decoder_layers: int = Field(2, ge=1)
+    decoder_kernel: int = Field(7, ge=1)
+    decoder_groups: int = Field(4, ge=1)
+    average_top_k_layers: int = Field(2, ge=1)
+    clone_batch: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention_dropout: float = Field(0.1, ge=0, lt=1)
+    activation_dropout: float = Field(0.0, ge=0, lt=1)
+    prenet_dropout: float = Field(0.1, ge=0, lt=1)
+    layerdrop: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = data.get("preset", "tiny")
+            if preset in MODEL_PRESETS:
+                data = {**MODEL_PRESETS[preset], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelConfig:
+        if self.sinc_taps % 2 == 0:
+            raise ValueError(f"model.sinc_taps must be odd, got {self.sinc_taps}")
+        if self.width % self.heads:
+            raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
+        if self.width % self.conv_pos_groups:
+            raise ValueError("model.width must be divisible by model.conv_pos_groups")
+        if self.average_top_k_layers > self.depth:
+            raise ValueError(f"model.average_top_k_layers must be <= model.depth ({self.depth})")
+        return self
+
+    @property
+    def sinc_min_band_hz(self) -> float:
+        """ceil(sr / kernel): 127 Hz for 63 taps at 8 kHz (spec section 2)."""
+        return float(math.ceil(self.sample_rate_hz / self.sinc_taps))
+
+    @property
+    def hop_samples(self) -> int:
+        return math.prod(s for _, _, s in self.conv_layers)
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.sample_rate_hz / self.hop_samples
+
+    @property
+    def receptive_field_samples(self) -> int:
+        rf, jump = self.sinc_taps, 1
+        for _, kernel, stride in self.conv_layers:
+            rf += (kernel - 1) * jump
+            jump *= stride
+        return rf
+
+
+class MaskingConfig(Group):
+    """Span masking of the student (pretraining): rate x length, ~93 % masked for 1.5 x 2."""
+
+    mask_prob: float = Field(1.5, gt=0, le=10, description="span-start rate, not a probability")
+    mask_length: int = Field(2, ge=1, description="frames per span (5 ms each)")
+
+
+class FinetuneMaskingConfig(Group):
+    """Fine-tuning time masks (noise fill) and channel masks (zeros)."""
+
+    time_mask_prob: float = Field(0.825, ge=0, le=10)
+    time_mask_length: int = Field(4, ge=1)
+    channel_mask_prob: float = Field(0.5, ge=0, le=10)
+    channel_mask_length: int = Field(64, ge=1)
+
+
+class EmaConfig(Group):
+    """EMA teacher: decay annealed linearly from ``decay`` to ``end_decay`` over ``anneal_steps``."""
+
+    decay: float = Field(0.9997, ge=0, le=1)
+    end_decay: float = Field(1.0, ge=0, le=1)
+    anneal_steps: int = Field(300_000, ge=1)
+    collapse_after_steps: int = Field(5000, ge=0, description="collapse guard starts here")
+    min_target_std: float = Field(0.1, ge=0)
+    min_pred_std: float = Field(0.01, ge=0)
+    stop_on_collapse: bool = False
+
+
+class LossConfig(Group):
+    """Sigmoid focal loss (alpha, gamma) of the fine-tuning head."""
+
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0, le=10)
+
+
+class MixupConfig(Group):
+    """A-weighted BC mixup of waveforms (and soft targets when fine-tuning)."""
+
+    enabled: bool = True
+    prob: float = Field(1.0, ge=0, le=1)
+
+
+class OptimConfig(Group):
+    """AdamW with warmup + cosine; ``grad_accum`` micro-batches per optimizer step."""
+
+    lr: float = Field(1e-4, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(10_000, ge=0)
+    max_steps: int = Field(384_230, ge=1)
+    clip_norm: float = Field(1.0, ge=0, description="0 disables clipping")
+    batch_size: int = Field(5, ge=1, description="clips per worker per micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    freeze_steps: int = Field(0, ge=0, description="fine-tuning: head-only for this many steps")
+    freeze_frontend: bool = True
+
+
+class DataConfig(Group):
+    """Where audio comes from and how it is cut into chunks."""
+
+    archive: str = Field("demo_out/archive", min_length=1)
+    annotations: str | None = None
+    sample_rate_hz: int = Field(8000, gt=0)
+    clip_s: float = Field(10.0, gt=0, le=600)
+    overlap_s: float = Field(0.0, ge=0)
+    extensions: list[str] = Field(default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"])
+    channel: Literal["first", "loudest"] = "first"
+    min_duration_s: float = Field(0.1, ge=0)
+    split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
+    read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")
+    chunks_per_block: int = Field(4, ge=1)
+    label_fraction: float = Field(1.0, gt=0, le=1)
+    valid_fraction: float = Field(0.2, ge=0, lt=1)
+    split_seed: int = 1612
+    classes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> DataConfig:
+        if self.overlap_s >= self.clip_s:
+            raise ValueError(f"data.overlap_s ({self.overlap_s}) must be < data.clip_s ({self.clip_s})")
+        return self
+
+
+class ClusterConfig(Group):
+    """Ray resources. ``address`` empty = local Ray (or the job's cluster under ray job submit)."""
+
+    address: str | None = None
+    num_workers: int = Field(1, ge=1, le=4096)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0, le=256)
+    gpus_per_actor: float = Field(0.0, ge=0, le=8)
+    num_actors: int = Field(1, ge=1, le=4096)
+
+
+class RunConfig(Group):
+    """Names, storage, checkpoint cadence and fault tolerance of a run."""
+
+    name: str = Field("a2v-run", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    storage_path: str = Field("outputs", min_length=1)
+    seed: int = 0
+    log_every_steps: int = Field(10, ge=1)
+    checkpoint_every_steps: int = Field(50, ge=1)
+    validate_every_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=-1)
+    fail_at_step: int | None = Field(None, ge=1, description="test hook: rank 1 raises once here")
+    dry_run: bool = False
+
+
+class TrackingConfig(Group):
+    """MLflow: ``uri`` None means $MLFLOW_TRACKING_URI, else a local sqlite store."""
+
+    uri: str | None = None
+    experiment: str = "a2v"
+    enabled: bool = True
+    registered_model: str = "animal2vec-finetuned"
+
+
+class EventConfig(Group):
+    """Frame probabilities -> events (spec section 8)."""
+
+    threshold: float = Field(0.15, gt=0, lt=1)
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
+    pool_s: float = Field(0.1, ge=0)
+    min_event_s: float = Field(0.05, ge=0)
+    top_class_only: bool = False
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PretrainJob(Job):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _rates_match(self) -> PretrainJob:
+        if self.data.sample_rate_hz != self.model.sample_rate_hz:
+            raise ValueError("data.sample_rate_hz must equal model.sample_rate_hz")
+        return self
+
+
+class FinetuneJob(PretrainJob):
+    finetune_masking: FinetuneMaskingConfig = Field(default_factory=FinetuneMaskingConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    events: EventConfig = Field(default_factory=lambda: EventConfig(threshold=0.175))
+    pretrained: str | None = None
+
+
+class LabelJob(Job):
+    data: DataConfig = Field(default_factory=DataConfig)
+    events: EventConfig = Field(default_factory=EventConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    model: str = Field("", description="checkpoint URI of a fine-tuned model")
+    out: str = "demo_out/labels"
+    formats: list[Literal["parquet", "raven", "audacity", "csv"]] = Field(
+        default_factory=lambda: ["parquet", "raven"]
+    )
+    batch_size: int = Field(8, ge=1)
+    embeddings: bool = False
+    overwrite: bool = False
+    flush_every_files: int = Field(16, ge=1)
+
+
+JOBS: dict[str, type[Job]] = {
+    "pretrain": PretrainJob,
+    "finetune": FinetuneJob,
+    "label": LabelJob,
+}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, raw_value: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a group")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw_value) if raw_value != "" else None
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
+    pairs = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects group.key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _format_error(job: type[Job], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(job, [str(p) for p in e["loc"][:-1]])
+            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        lines.append(f"  {loc or '<config>'}: {msg} (got {e.get('input')!r})")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _allowed_keys(job: type[BaseModel], path: list[str]) -> list[str]:
+    model: Any = job
+    for key in path:
+        field = model.model_fields.get(key)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def build_config(job: type[Job], tree: dict[str, Any], overrides: list[str] | None = None) -> Any:
+    """Validate a raw dict (+ ``--set`` overrides) into the job's typed config."""
+    tree = dict(tree or {})
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value)
+    try:
+        return job.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(job, err)) from None
+
+
+def load_config(job: type[Job], path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """defaults -> YAML file -> ``--set`` overrides, validated; raises ConfigError."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        tree = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of groups")
+    return build_config(job, tree, overrides)
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written next to every run's outputs)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(cfg: BaseModel) -> dict[str, Any]:
+    """group.key -> value, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

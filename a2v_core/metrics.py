@@ -1,0 +1,89 @@
+"""Frame-level and event-level metrics (spec section 7).
+
+Frame: AP per class / macro / micro (scikit-learn) and micro precision/recall/F1 at a
+threshold (0.175 = the original's model selection threshold). Event: per class, a predicted
+interval matches a ground-truth interval when IoU > ``iou_threshold`` (0 = any overlap, as
+the original); precision, recall, F1, and AP over prediction scores with each missed
+ground-truth event counted as a positive scored 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score
+
+
+def frame_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str], threshold: float = 0.175) -> dict:
+    """y_true, y_prob: (frames, C). Classes without any positive frame get AP = NaN and are
+    left out of the macro mean (scikit-learn would warn and return 0)."""
+    y_true = (y_true >= 0.5).astype(np.int8)
+    pred = y_prob >= threshold
+    tp = int((pred & (y_true == 1)).sum())
+    fp = int((pred & (y_true == 0)).sum())
+    fn = int((~pred & (y_true == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    per_class = {}
+    for c, name in enumerate(classes):
+        per_class[name] = float(average_precision_score(y_true[:, c], y_prob[:, c])) if y_true[:, c].any() else float("nan")
+    present = [v for v in per_class.values() if not np.isnan(v)]
+    micro_ap = float(average_precision_score(y_true.ravel(), y_prob.ravel())) if y_true.any() else float("nan")
+    return {
+        "micro_precision": precision, "micro_recall": recall, "micro_f1": f1,
+        "macro_ap": float(np.mean(present)) if present else float("nan"), "micro_ap": micro_ap,
+        "per_class_ap": per_class, "threshold": threshold,
+    }
+
+
+def _iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = (a1 - a0) + (b1 - b0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_class(pred: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float = 0.0) -> dict:
+    """Greedy one-to-one matching within one class (and one file set), best-scoring first."""
+    used: set[int] = set()
+    scores, positives = [], []
+    tp = 0
+    truth_list = list(truth[["file", "onset_s", "offset_s"]].itertuples(index=False))
+    for p in pred.sort_values("score", ascending=False).itertuples(index=False):
+        best, best_iou = None, iou_threshold
+        for j, t in enumerate(truth_list):
+            if j in used or t.file != p.file:
+                continue
+            iou = _iou(p.onset_s, p.offset_s, t.onset_s, t.offset_s)
+            if iou > best_iou:
+                best, best_iou = j, iou
+        scores.append(float(p.score))
+        positives.append(best is not None)
+        if best is not None:
+            used.add(best)
+            tp += 1
+    n_missed = len(truth_list) - len(used)
+    scores += [0.0] * n_missed
+    positives += [True] * n_missed
+    precision = tp / len(pred) if len(pred) else 0.0
+    recall = tp / len(truth_list) if truth_list else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    ap = float(average_precision_score(positives, scores)) if any(positives) else float("nan")
+    return {"tp": tp, "n_pred": len(pred), "n_true": len(truth_list), "precision": precision,
+            "recall": recall, "f1": f1, "ap": ap}
+
+
+def event_metrics(pred: pd.DataFrame, truth: pd.DataFrame, classes: list[str], iou_threshold: float = 0.0) -> dict:
+    """Per-class and pooled (micro) event precision/recall/F1, plus macro AP."""
+    per_class = {}
+    for c in classes:
+        per_class[c] = match_class(pred[pred["label"] == c], truth[truth["label"] == c], iou_threshold)
+    tp = sum(v["tp"] for v in per_class.values())
+    n_pred = sum(v["n_pred"] for v in per_class.values())
+    n_true = sum(v["n_true"] for v in per_class.values())
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    aps = [v["ap"] for v in per_class.values() if not np.isnan(v["ap"])]
+    return {"precision": precision, "recall": recall, "f1": f1, "macro_ap": float(np.mean(aps)) if aps else float("nan"),
+            "iou_threshold": iou_threshold, "per_class": per_class}

@@ -1,0 +1,112 @@
+"""Learnable band-pass Sinc filterbank + PSwish: layer 0 of the animal2vec front end.
+
+Each filter k is a windowed difference of two sincs with learnable low edge and band
+(mel-initialised, SpeechBrain/SincNet style, spec section 2). Filters are rebuilt from the
+two parameters on every forward pass and run in fp32 with reflect "same" padding, so the
+output has exactly as many samples as the input.
+Axes: B batch, S samples, F filters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def hz_to_mel(hz: torch.Tensor | float) -> torch.Tensor | float:
+    return 2595.0 * (torch.log10(1 + hz / 700.0) if torch.is_tensor(hz) else math.log10(1 + hz / 700.0))
+
+
+def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10 ** (mel / 2595.0) - 1)
+
+
+class SincConv(nn.Module):
+    """F band-pass filters of K taps; ``low = min_low + |low_|``, ``high = low + min_band + |band_|``."""
+
+    def __init__(
+        self, n_filters: int, kernel_size: int, sample_rate_hz: int, min_low_hz: float, min_band_hz: float
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"Sinc kernel_size must be odd, got {kernel_size}")
+        self.n_filters, self.kernel_size = n_filters, kernel_size
+        self.sample_rate_hz = float(sample_rate_hz)
+        self.min_low_hz, self.min_band_hz = float(min_low_hz), float(min_band_hz)
+        top_hz = self.sample_rate_hz / 2 - (self.min_low_hz + self.min_band_hz)
+        mel = torch.linspace(hz_to_mel(self.min_low_hz), hz_to_mel(top_hz), n_filters + 1)
+        hz = mel_to_hz(mel)
+        self.low_hz_ = nn.Parameter(hz[:-1].unsqueeze(1))  # (F, 1)
+        self.band_hz_ = nn.Parameter(torch.diff(hz).unsqueeze(1))  # (F, 1)
+        half = kernel_size // 2
+        # Half Hamming window on the SpeechBrain grid (slightly non-integer, kept on purpose).
+        m = torch.linspace(0, kernel_size / 2 - 1, half)
+        self.register_buffer("window_", 0.53836 - 0.46164 * torch.cos(2 * math.pi * m / kernel_size))
+        n = (kernel_size - 1) / 2.0
+        self.register_buffer("n_", 2 * math.pi * torch.arange(-n, 0).view(1, -1) / self.sample_rate_hz)
+
+    def band_edges_hz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current (low, high) cut-offs in Hz, each (F,)."""
+        low = self.min_low_hz + torch.abs(self.low_hz_)
+        high = torch.clamp(
+            low + self.min_band_hz + torch.abs(self.band_hz_), self.min_low_hz, self.sample_rate_hz / 2
+        )
+        return low[:, 0], high[:, 0]
+
+    def kernels(self) -> torch.Tensor:
+        """Symmetric, unit-passband-gain filters (F, K)."""
+        low, high = self.band_edges_hz()
+        band = high - low
+        left = (torch.sin(high[:, None] * self.n_) - torch.sin(low[:, None] * self.n_)) / (self.n_ / 2)
+        left = left * self.window_
+        center = 2 * band[:, None]
+        kernel = torch.cat([left, center, torch.flip(left, dims=[1])], dim=1)
+        return kernel / (2 * band[:, None])
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, S) or (B, 1, S) -> (B, F, S)."""
+        x = audio if audio.dim() == 3 else audio.unsqueeze(1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = F.pad(x.float(), (self.kernel_size // 2, self.kernel_size // 2), mode="reflect")
+            return F.conv1d(x, self.kernels().unsqueeze(1).float())
+
+
+class PSwish(nn.Module):
+    """Per-channel ``alpha * x * sigmoid(beta * x)``; alpha=2, beta=0 is the identity at init."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1, channels, 1), 2.0))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S)
+        return self.alpha * x * torch.sigmoid(self.beta * x)
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over channels of a (B, C, S) tensor, computed in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = F.layer_norm(
+                x.float().transpose(1, 2), self.normalized_shape, self.weight, self.bias, self.eps
+            )
+        return y.transpose(1, 2).to(x.dtype)
+
+
+class SincFrontEnd(nn.Module):
+    """SincConv -> channel LayerNorm -> PSwish."""
+
+    def __init__(
+        self, n_filters: int, kernel_size: int, sample_rate_hz: int, min_low_hz: float, min_band_hz: float
+    ) -> None:
+        super().__init__()
+        self.sinc = SincConv(n_filters, kernel_size, sample_rate_hz, min_low_hz, min_band_hz)
+        self.norm = ChannelLayerNorm(n_filters)
+        self.act = PSwish(n_filters)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, F, S)
+        return self.act(self.norm(self.sinc(audio)))

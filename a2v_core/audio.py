@@ -60,6 +60,7 @@ class Chunk:
     offset_s: float
     audio: np.ndarray  # float32 (clip_samples,) at the model rate, zero-padded at the end
     valid_samples: int
+    n_chunks: int = 0  # chunks in the whole file (set by iter_chunks)
 
 
 def open_sound(fileobj: BinaryIO) -> sf.SoundFile:
@@ -170,10 +171,13 @@ def iter_chunks(
             raise DecodeError("empty_audio", "the stream holds 0 samples")
         if duration_s < min_duration_s:
             raise DecodeError("too_short", f"{duration_s:.3f} s < min_duration_s {min_duration_s}")
-        for offset in chunk_offsets(duration_s, clip_s, overlap_s):
+        offsets = chunk_offsets(duration_s, clip_s, overlap_s)
+        for offset in offsets:
             if offset < start_s or (stop_s is not None and offset >= stop_s):
                 continue
             try:
-                yield read_window(snd, offset, clip_s, sample_rate_hz, channel, normalize)
+                chunk = read_window(snd, offset, clip_s, sample_rate_hz, channel, normalize)
+                chunk.n_chunks = len(offsets)
+                yield chunk
             except sf.LibsndfileError as exc:
                 raise DecodeError("truncated", f"decode failed at {offset:.2f} s ({exc})") from exc

@@ -25,7 +25,7 @@ _LARGE_CONV: list[ConvLayer] = [(512, 10, 5)] + [(512, 3, 2)] * 3 + [(512, 3, 1)
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         sinc_filters=24, sinc_taps=63, conv_layers=[(48, 10, 5), (48, 3, 2), (48, 3, 2), (48, 3, 2)],
-        width=64, heads=4, ffn_dim=192, prenet_depth=1, depth=2,
+        width=64, heads=2, ffn_dim=192, prenet_depth=0, depth=2,
         conv_pos_depth=2, conv_pos_width=10, conv_pos_groups=4,
         decoder_dim=64, decoder_layers=2, decoder_kernel=7, decoder_groups=4,
         average_top_k_layers=2, clone_batch=4,
@@ -67,9 +67,9 @@ class ModelConfig(Group):
     sinc_min_low_hz: float = Field(50.0, ge=0)
     conv_layers: list[ConvLayer] = Field(default_factory=lambda: list(MODEL_PRESETS["tiny"]["conv_layers"]))
     width: int = Field(64, ge=8)
-    heads: int = Field(4, ge=1)
+    heads: int = Field(2, ge=1)
     ffn_dim: int = Field(192, ge=8)
-    prenet_depth: int = Field(1, ge=0)
+    prenet_depth: int = Field(0, ge=0)
     depth: int = Field(2, ge=1)
     conv_pos_depth: int = Field(2, ge=1)
     conv_pos_width: int = Field(10, ge=3)
@@ -162,6 +162,9 @@ class LossConfig(Group):
 
     focal_alpha: float = Field(0.25, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0, le=10)
+    prior_prob: float | None = Field(
+        None, gt=0, lt=1, description="init head bias to logit(prior) (RetinaNet); None = zero bias as the original"
+    )
 
 
 class MixupConfig(Group):

@@ -101,7 +101,7 @@ class Alibi(nn.Module):
         self.scale = nn.Parameter(torch.ones(heads))
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """positions (B, T') frame indices -> additive bias (B, H, T', T')."""
+        """positions (B or 1, T') frame indices -> additive bias (B or 1, H, T', T')."""
         dist = (positions[:, None, :, None] - positions[:, None, None, :]).abs().to(dtype)
         per_head = (self.slopes * self.scale.clamp(min=0)).to(dtype)
         return -per_head[None, :, None, None] * dist
@@ -178,8 +178,9 @@ class ContextEncoder(nn.Module):
         if keep is not None:
             x = x * keep[..., None].to(x.dtype)
         x = x + self.conv_pos(x)
-        positions = torch.arange(t, device=x.device).expand(b, t)
+        positions = torch.arange(t, device=x.device).expand(1, t)  # shared by every row
         if keep is not None:
+            positions = positions.expand(b, t)
             n_keep = int(keep[0].sum())
             positions = positions[keep].view(b, n_keep)  # (B, T')
             x = x[keep].view(b, n_keep, d)

@@ -9,6 +9,8 @@ Axes: B batch, T frames, D width, C classes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,7 @@ class FrameClassifier(nn.Module):
         n_classes: int,
         masking: FinetuneMaskingConfig | None = None,
         freeze_frontend: bool = True,
+        prior_prob: float | None = None,
     ) -> None:
         super().__init__()
         self.model_cfg, self.masking = model, masking
@@ -54,6 +57,8 @@ class FrameClassifier(nn.Module):
         self.head = nn.Linear(model.width, n_classes)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if prior_prob is not None:  # rare classes: start near the prior, not at p = 0.5
+            nn.init.constant_(self.head.bias, math.log(prior_prob / (1 - prior_prob)))
         self.encoder_frozen = False
 
     def set_encoder_frozen(self, frozen: bool) -> None:

@@ -1,0 +1,40 @@
+"""The ``a2v`` command: one subcommand per job, each dispatching to ``pipelines.<job>.main``
+(so ``a2v pretrain ...`` and ``python -m pipelines.pretrain ...`` are the same thing)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help). Only jobs that exist are listed.
+COMMANDS = {
+    "synth": ("pipelines.synth", "write a synthetic MeerKAT-like archive with ground truth"),
+    "manifest": ("pipelines.manifest", "probe every file of an archive into a Parquet manifest"),
+    "info": ("pipelines.info", "parameter counts, frame rate, receptive field, masking of a config"),
+    "pretrain": ("pipelines.pretrain", "self-supervised pretraining on Ray Train"),
+    "finetune": ("pipelines.finetune", "frame-level fine-tuning with focal loss on Ray Train"),
+    "label": ("pipelines.label", "label a whole archive into events (Parquet, Raven, Audacity, CSV)"),
+    "demo": ("pipelines.demo", "the whole chain on a synthetic archive: synth -> pretrain -> finetune -> label"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: a2v <command> [options]   (a2v <command> --help for options)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"a2v: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    importlib.import_module(COMMANDS[name][0]).main(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Frame-level multi-label fine-tuning with focal loss on Ray Train.
+
+    python -m pipelines.finetune --config configs/finetune/tiny.yaml \\
+        --pretrained demo_out/runs/pretrain-tiny/final --annotations demo_out/archive/annotations.csv \\
+        --label-fraction 0.1
+
+Clips of the annotated files are split (stratified on per-clip class presence, fixed seed)
+into train / valid and a ``label_fraction`` of the train clips; the split is written to
+``<storage_path>/<name>/splits.csv``. Training uses focal loss, head-only for the first
+``optim.freeze_steps`` updates with the Sinc + CNN front end frozen throughout, time/channel
+masks and mixup with soft targets. Validation every ``run.validate_every_steps`` reports
+frame micro-F1 at 0.175 and macro AP; the best model by F1 is exported to
+``<storage_path>/<name>/best`` (the checkpoint ``a2v label`` takes) and registered in MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
+import soundfile as sf
+import torch
+
+from a2v_core import annotations as ann
+from a2v_core.audio import chunk_offsets
+from a2v_core.checkpoint import load_checkpoint, save_checkpoint
+from a2v_core.config import FinetuneJob, flatten, to_yaml
+from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
+from a2v_core.metrics import frame_metrics
+from a2v_core.mixup import bc_mixup
+from a2v_core.splits import clip_presence, make_splits
+from pipelines import storage
+from pipelines.datasource import chunk_id, good_chunks, read_chunks
+from pipelines.jobargs import job_parser, resolve
+from pipelines.pretrain import batches
+from pipelines.tracking import Tracker
+from pipelines.trainer import (
+    Throughput,
+    build_torch_trainer,
+    device,
+    init_ray,
+    maybe_fail,
+    param_groups,
+    report,
+    restore,
+    warmup_cosine,
+    world,
+)
+
+COLUMNS = ["audio", "path", "offset_s", "duration_s"]
+
+
+def batch_targets(events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob) -> np.ndarray:
+    n_frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
+    empty = ann.empty_table()
+    return np.stack([
+        ann.frame_targets(events_by_file.get(p, empty), classes, float(o), n_frames, job.data.sample_rate_hz,
+                          job.model.hop_samples)
+        for p, o in zip(paths, offsets, strict=True)
+    ])
+
+
+def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
+    states, _, meta = load_checkpoint(storage.local_copy(pretrained_uri))
+    if meta.get("kind") != "pretrain":
+        raise ValueError(f"--pretrained {pretrained_uri} is a '{meta.get('kind')}' checkpoint, not a pretraining one")
+    encoder_state = {k[len("encoder."):]: v for k, v in states["model"].items() if k.startswith("encoder.")}
+    load_pretrained_encoder(model, encoder_state)
+
+
+@torch.no_grad()
+def validate(model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev) -> dict:
+    """Frame metrics over the whole validation set (valid frames of every clip)."""
+    shard = ray.train.get_dataset_shard("valid")
+    model.eval()
+    ys, ps = [], []
+    for batch in shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"):
+        probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
+        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
+        for i, dur in enumerate(batch["duration_s"]):
+            n = int(np.ceil(dur * job.model.frame_rate_hz))
+            ys.append(y[i, :n])
+            ps.append(probs[i, :n])
+    model.train()
+    m = frame_metrics(np.concatenate(ys), np.concatenate(ps), classes, job.events.threshold)
+    return {"val_micro_f1": m["micro_f1"], "val_macro_ap": m["macro_ap"], "val_micro_ap": m["micro_ap"],
+            "val_precision": m["micro_precision"], "val_recall": m["micro_recall"]}
+
+
+def train_loop(config: dict) -> None:
+    job = FinetuneJob.model_validate(config["job"])
+    classes: list[str] = config["classes"]
+    events = pd.DataFrame(config["events"])
+    events_by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
+    rank, world_size = world()
+    dev = device()
+    torch.manual_seed(job.run.seed + rank)
+    model = FrameClassifier(job.model, len(classes), job.finetune_masking, job.optim.freeze_frontend,
+                            job.loss.prior_prob)
+    states, meta = restore(ray.train.get_checkpoint())
+    if states is None and job.pretrained:
+        load_encoder_into(model, job.pretrained)
+    if job.optim.freeze_frontend:
+        model.encoder.local.requires_grad_(False)
+    opt = torch.optim.AdamW(param_groups(list(model.named_parameters()), job.optim.weight_decay),
+                            lr=job.optim.lr, betas=job.optim.betas, eps=job.optim.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
+    step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0}
+    best_state = None
+    if states is not None:
+        model.load_state_dict(states["model"])
+        opt.load_state_dict(states["optimizer"])
+        sched.load_state_dict(states["scheduler"])
+        best_state = states.get("best_model")
+        step, epoch, pos, best = meta["step"], meta["epoch"], meta["batches_in_epoch"], meta["best"]
+    rng = np.random.default_rng([job.run.seed, rank, step])
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    core: FrameClassifier = getattr(ddp, "module", ddp)
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled)
+    tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
+    shard = ray.train.get_dataset_shard("train")
+    tp = Throughput()
+    sr = job.data.sample_rate_hz
+
+    def checkpoint_states() -> dict:
+        out = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        if best_state is not None:
+            out["best_model"] = best_state
+        return out
+
+    def meta_now() -> dict:
+        return {"kind": "finetune", "step": step, "epoch": epoch, "batches_in_epoch": pos, "best": best,
+                "classes": classes, "sample_rate_hz": sr, "frame_rate_hz": job.model.frame_rate_hz,
+                "clip_s": job.data.clip_s, "pretrained": job.pretrained}
+
+    ddp.train()
+    while step < job.optim.max_steps:
+        for batch in batches(shard, job.optim.batch_size, pos, tp):
+            pos += 1
+            core.set_encoder_frozen(step < job.optim.freeze_steps)
+            audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
+            y = torch.as_tensor(batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job), device=dev)
+            if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
+                audio, y = bc_mixup(audio, sr, targets=y)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                logits = ddp(audio, rng)
+            loss = focal_loss(logits, y, job.loss.focal_alpha, job.loss.focal_gamma)
+            loss.backward()
+            params = [p for p in core.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, job.optim.clip_norm or float("inf"))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tp.add(float(batch["duration_s"].sum()))
+            tp.step()
+            maybe_fail(job, step, rank, world_size)
+            metrics = {}
+            if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
+                metrics = {"loss": float(loss), "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
+                           "encoder_frozen": float(core.encoder_frozen), **tp.read(world_size)}
+                if rank == 0:
+                    print(f"[finetune] step {step}/{job.optim.max_steps} loss {float(loss):.4f}", flush=True)
+            if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
+                if rank == 0:
+                    val = validate(core, job, classes, events_by_file, dev)
+                    metrics.update(val)
+                    if val["val_micro_f1"] > best["val_micro_f1"]:
+                        best = {**val, "step": step}
+                        best_state = copy.deepcopy(core.state_dict())
+                    print(f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
+                          f"macro-AP {val['val_macro_ap']:.3f} (best F1 {best['val_micro_f1']:.3f} @ {best['step']})",
+                          flush=True)
+            tracker.log_metrics(metrics, step)
+            if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
+                report({"step": step, "loss": float(loss), **{k: v for k, v in best.items() if k != "step"}},
+                       rank, checkpoint_states, job, meta_now())
+            if step >= job.optim.max_steps:
+                break
+        else:
+            epoch, pos = epoch + 1, 0
+    tracker.end()
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
+    """(path, offset_s, chunk_id) of every chunk of the annotated files (headers only)."""
+    fs, root = storage.filesystem(job.data.archive)
+    rows = []
+    for rel in files:
+        with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
+            info = sf.info(f)
+        for off in chunk_offsets(info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s):
+            rows.append({"path": rel, "offset_s": off, "chunk_id": chunk_id(rel, off)})
+    return pd.DataFrame(rows)
+
+
+def prepare(job: FinetuneJob) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
+    """Annotations, class list, clip splits and the annotated files of the archive."""
+    if not job.data.annotations:
+        raise SystemExit("error: data.annotations is required for fine-tuning (--annotations CSV)")
+    events = ann.read_csv(io.BytesIO(storage.read_bytes(job.data.annotations)))
+    classes = ann.class_list(events, job.data.classes)
+    listed = dict(storage.list_files(job.data.archive, job.data.extensions))
+    annotated = sorted(set(events["file"]) & set(listed))
+    if not annotated:
+        raise SystemExit(f"error: no file of {job.data.annotations} exists under {job.data.archive}")
+    if job.run.dry_run:
+        annotated = annotated[:2]
+    clips = clip_table(job, annotated)
+    presence = clip_presence(clips, events, classes, job.data.clip_s)
+    clips["split"] = make_splits(clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed)
+    return events, classes, clips, [(f, listed[f]) for f in annotated]
+
+
+def build_trainer(job: FinetuneJob, mlflow_run_id: str | None = None, callbacks: list | None = None):
+    """TorchTrainer for a fine-tuning job; also returns the splits table written beside it."""
+    events, classes, clips, files = prepare(job)
+    run_dir = storage.join(job.run.storage_path, job.run.name)
+    storage.write_bytes(storage.join(run_dir, "splits.csv"), clips.to_csv(index=False).encode())
+    train_ids = set(clips.loc[clips["split"] == "train", "chunk_id"])
+    valid_ids = set(clips.loc[clips["split"] == "valid", "chunk_id"])
+    base = good_chunks(read_chunks(job.data, files))
+    train = base.filter(lambda r: r["chunk_id"] in train_ids).select_columns(COLUMNS)
+    valid = base.filter(lambda r: r["chunk_id"] in valid_ids).select_columns(COLUMNS)
+    loop_config = {"job": job.model_dump(mode="json"), "classes": classes, "mlflow_run_id": mlflow_run_id,
+                   "events": events[["file", "onset_s", "offset_s", "label"]].to_dict(orient="list")}
+    trainer = build_torch_trainer(job, train_loop, loop_config, {"train": train, "valid": valid}, callbacks,
+                                  ray.train.DataConfig(datasets_to_split=["train"]))
+    return trainer, clips, classes
+
+
+def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict]:
+    """Write ``<run>/best`` (best-by-F1 weights) and ``<run>/final`` as fine-tuned checkpoints."""
+    run_dir = storage.join(job.run.storage_path, job.run.name)
+    with result.checkpoint.as_directory() as d:
+        states, _, meta = load_checkpoint(d)
+    import tempfile
+
+    for name, weights in (("best", states.get("best_model", states["model"])), ("final", states["model"])):
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(tmp, {"model": weights}, to_yaml(job), {**meta, "exported": name})
+            storage.upload_dir(tmp, storage.join(run_dir, name))
+    return storage.join(run_dir, "best"), meta
+
+
+def run(job: FinetuneJob) -> dict:
+    if job.run.dry_run:
+        job.optim.max_steps, job.run.log_every_steps = 1, 1
+        job.run.checkpoint_every_steps = job.run.validate_every_steps = 1
+    init_ray(job.cluster.address)
+    run_dir = storage.join(job.run.storage_path, job.run.name)
+    storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    run_id = tracker.start(job.run.name, flatten(job), {"a2v.run_name": job.run.name, "a2v.job": "finetune"},
+                           run_id=tracker.find_run(job.run.name))
+    t0 = time.time()
+    trainer, clips, classes = build_trainer(job, run_id)
+    counts = clips["split"].value_counts().to_dict()
+    print(f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}")
+    result = trainer.fit()
+    if result.error:
+        tracker.end("FAILED")
+        raise result.error
+    best_uri, meta = export_best(result, job, classes)
+    tracker.log_text(to_yaml(job), "config.yaml")
+    tracker.log_text(clips.to_csv(index=False), "splits.csv")
+    version = None
+    if job.tracking.enabled:
+        model, _ = _load_best(best_uri)
+        version = tracker.register_model(model, job.tracking.registered_model, alias="best")
+        tracker.set_tags({"checkpoint_uri": best_uri, "model_version": str(version)})
+    tracker.end()
+    best = meta["best"]
+    print(f"[finetune] best valid micro-F1 {best['val_micro_f1']:.3f} macro-AP {best.get('val_macro_ap', float('nan')):.3f} "
+          f"at step {best.get('step')}; checkpoint {best_uri}; registered {job.tracking.registered_model} v{version} "
+          f"({time.time() - t0:.0f} s)")
+    return {"checkpoint": best_uri, "best": best, "mlflow_run_id": run_id, "model_version": version}
+
+
+def _load_best(uri: str):
+    from a2v_core.checkpoint import load_classifier
+
+    return load_classifier(storage.local_copy(uri))
+
+
+def main(argv: list[str] | None = None) -> None:
+    shorthands = ["archive", "annotations", "name", "storage_path", "max_steps", "label_fraction", "address",
+                  "num_workers"]
+    ap = job_parser("a2v finetune", __doc__, shorthands)
+    ap.add_argument("--pretrained", default=None, help="pretraining checkpoint URI (omit: from scratch)")
+    args = ap.parse_args(argv)
+    run(resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``a2v info --config FILE [--json]``: what a user planning a run needs to know.
+
+Parameter counts (encoder, student incl. decoder, EMA teacher), frame rate, receptive
+field, frames per clip, the masked fraction of the configured masking (simulated) and
+audio seconds per optimizer step (per worker x workers x accumulation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+
+from a2v_core.config import JOBS, ConfigError, PretrainJob, build_config
+from a2v_core.encoder import count_params
+from a2v_core.masking import expected_masked_fraction
+from a2v_core.pretrain import Data2VecPretrainer
+
+
+def summarize(job: PretrainJob) -> dict:
+    model = Data2VecPretrainer(job.model, job.masking, job.ema)
+    frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
+    teacher = count_params(model.teacher)
+    return {
+        "preset": job.model.preset,
+        "params_encoder": count_params(model.encoder),
+        "params_student": count_params(model) - teacher,
+        "params_teacher": teacher,
+        "frame_rate_hz": job.model.frame_rate_hz,
+        "receptive_field_ms": 1000 * job.model.receptive_field_samples / job.model.sample_rate_hz,
+        "frames_per_clip": frames,
+        "masked_fraction": expected_masked_fraction(job.masking.mask_prob, job.masking.mask_length, frames),
+        "audio_s_per_step": job.data.clip_s * job.optim.batch_size * job.optim.grad_accum * job.cluster.num_workers,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    with open(args.config) as f:
+        tree = yaml.safe_load(f) or {}
+    job_cls = JOBS["finetune"] if "finetune_masking" in tree or "loss" in tree else JOBS["pretrain"]
+    try:
+        job = build_config(job_cls, tree, args.overrides)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    info = summarize(job)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"preset            {info['preset']}")
+    print(f"params encoder    {info['params_encoder'] / 1e6:.2f} M")
+    print(f"params student    {info['params_student'] / 1e6:.2f} M (encoder + decoder)")
+    print(f"params teacher    {info['params_teacher'] / 1e6:.2f} M (EMA, no CNN / decoder)")
+    print(f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms")
+    print(f"frames per clip   {info['frames_per_clip']}")
+    print(f"masked fraction   {info['masked_fraction']:.3f} (simulated)")
+    print(f"audio per step    {info['audio_s_per_step']:g} s")
+
+
+if __name__ == "__main__":
+    main()

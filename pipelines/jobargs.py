@@ -1,0 +1,53 @@
+"""Command-line flags shared by every job: ``--config``, repeated ``--set key=value`` and
+shorthand flags (``--archive`` = ``--set data.archive=...``), resolved into the job's typed
+config by one loader. Config errors exit with status 2 before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from a2v_core.config import ConfigError, Job, load_config
+
+#: flag -> config key, the same spelling for every job
+SHORTHANDS = {
+    "archive": "data.archive",
+    "annotations": "data.annotations",
+    "name": "run.name",
+    "storage_path": "run.storage_path",
+    "max_steps": "optim.max_steps",
+    "label_fraction": "data.label_fraction",
+    "address": "cluster.address",
+    "num_workers": "cluster.num_workers",
+}
+
+
+def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML under configs/<job>/ (defaults apply when omitted)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                    help="override one config key (repeatable)")
+    ap.add_argument("--dry-run", action="store_true", help="one file / one step end to end, then stop")
+    for name in shorthands:
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"= --set {SHORTHANDS[name]}=...")
+    return ap
+
+
+def resolve(job_cls: type[Job], args: argparse.Namespace, shorthands: list[str], extra: dict[str, Any] | None = None) -> Any:
+    overrides = []
+    for name in shorthands:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides.append(f"{SHORTHANDS[name]}={value}")
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    overrides += args.overrides
+    if getattr(args, "dry_run", False):
+        overrides.append("run.dry_run=true")
+    try:
+        return load_config(job_cls, args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

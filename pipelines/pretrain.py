@@ -1,0 +1,211 @@
+"""Self-supervised pretraining (data2vec 2.0 student / EMA teacher) on Ray Train.
+
+    python -m pipelines.pretrain --config configs/pretrain/tiny.yaml --archive demo_out/archive
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m pipelines.pretrain --config configs/pretrain/large.yaml
+
+The archive streams through the chunk datasource (split across workers); each worker runs
+DDP with gradient accumulation, AdamW groups, warmup + cosine, clipping, the EMA update
+after every optimizer step and periodic checkpoints from rank 0. Rerunning with the same
+``run.name`` and ``run.storage_path`` resumes from the latest checkpoint. The final
+checkpoint is exported to ``<storage_path>/<name>/final``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from a2v_core.config import PretrainJob, flatten, to_yaml
+from a2v_core.mixup import bc_mixup
+from a2v_core.pretrain import Data2VecPretrainer, check_collapse
+from pipelines import storage
+from pipelines.datasource import good_chunks, read_chunks
+from pipelines.jobargs import job_parser, resolve
+from pipelines.tracking import Tracker
+from pipelines.trainer import (
+    Throughput,
+    build_torch_trainer,
+    device,
+    export_checkpoint,
+    init_ray,
+    maybe_fail,
+    param_groups,
+    report,
+    restore,
+    warmup_cosine,
+    world,
+)
+
+
+def batches(shard: Any, batch_size: int, skip: int, tp: Throughput):
+    """Numpy batches of the worker's shard, skipping ``skip`` (data position on resume)."""
+    it = iter(shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=2))
+    i = 0
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        tp.wait_s += time.perf_counter() - t
+        i += 1
+        if i > skip:
+            yield batch
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train worker loop (runs on every worker)."""
+    job = PretrainJob.model_validate(config["job"])
+    rank, world_size = world()
+    dev = device()
+    torch.manual_seed(job.run.seed + rank)
+    model = Data2VecPretrainer(job.model, job.masking, job.ema)
+    opt = torch.optim.AdamW(
+        param_groups([(n, p) for n, p in model.named_parameters() if not n.startswith("teacher.")],
+                     job.optim.weight_decay),
+        lr=job.optim.lr, betas=job.optim.betas, eps=job.optim.eps,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
+    states, meta = restore(ray.train.get_checkpoint())
+    step, epoch, pos = 0, 0, 0
+    if states is not None:
+        model.load_state_dict(states["model"])
+        opt.load_state_dict(states["optimizer"])
+        sched.load_state_dict(states["scheduler"])
+        step, epoch, pos = meta["step"], meta["epoch"], meta["batches_in_epoch"]
+        if rank == 0:
+            print(f"[pretrain] resumed from checkpoint at step {step} (epoch {epoch}, batch {pos})", flush=True)
+    rng = np.random.default_rng([job.run.seed, rank, step])
+    ddp = ray.train.torch.prepare_model(model)
+    core: Data2VecPretrainer = getattr(ddp, "module", ddp)
+    use_amp = dev.type == "cuda"
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled)
+    tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
+    shard = ray.train.get_dataset_shard("train")
+    tp = Throughput()
+    hours_seen = meta.get("audio_hours_seen", 0.0) if meta else 0.0
+    sr = job.data.sample_rate_hz
+    accum, micro, loss_acc = job.optim.grad_accum, 0, 0.0
+    last_out = None
+
+    def checkpoint_states() -> dict:
+        return {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+
+    def meta_now() -> dict:
+        return {"kind": "pretrain", "step": step, "epoch": epoch, "batches_in_epoch": pos,
+                "audio_hours_seen": hours_seen, "sample_rate_hz": sr, "frame_rate_hz": job.model.frame_rate_hz}
+
+    ddp.train()
+    while step < job.optim.max_steps:
+        for batch in batches(shard, job.optim.batch_size, pos, tp):
+            pos += 1
+            audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
+            if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
+                audio, _ = bc_mixup(audio, sr)
+            sync = contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
+            with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = core(audio, rng) if world_size == 1 else ddp(audio, rng)
+                (out.loss / accum).backward()
+            loss_acc += float(out.loss) / accum
+            tp.add(float(batch["duration_s"].sum()))
+            micro += 1
+            if micro < accum:
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(core.student_parameters(), job.optim.clip_norm or float("inf"))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            micro = 0
+            decay = core.ema_step(step)
+            collapsed = check_collapse(step, out, job.ema)
+            hours_seen += float(batch["duration_s"].sum()) * accum * world_size / 3600
+            tp.step()
+            last_out, last_loss = out, loss_acc
+            loss_acc = 0.0
+            maybe_fail(job, step, rank, world_size)
+            if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
+                metrics = {"loss": last_loss, "lr": sched.get_last_lr()[0], "ema_decay": decay,
+                           "target_std": out.target_std, "pred_std": out.pred_std, "grad_norm": float(grad_norm),
+                           "masked_fraction": out.masked_fraction, "collapsed": float(collapsed),
+                           "audio_hours_seen": hours_seen, **tp.read(world_size)}
+                tracker.log_metrics(metrics, step)
+                if rank == 0:
+                    print(f"[pretrain] step {step}/{job.optim.max_steps} loss {last_loss:.4f} "
+                          f"audio_h {hours_seen:.3f} audio_h/s {metrics['audio_hours_per_s']:.4f} "
+                          f"wait {metrics['data_wait_frac']:.0%}", flush=True)
+            if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
+                report({"step": step, "loss": last_loss}, rank, checkpoint_states, job, meta_now())
+            if step >= job.optim.max_steps:
+                break
+        else:
+            epoch, pos = epoch + 1, 0
+            continue
+    tracker.end()
+    if rank == 0 and last_out is not None:
+        print(f"[pretrain] done: {step} steps, {hours_seen:.3f} audio hours seen", flush=True)
+
+
+def build_trainer(job: PretrainJob, mlflow_run_id: str | None = None) -> ray.train.torch.TorchTrainer:
+    """The TorchTrainer for a pretraining job (checks resources before any worker starts)."""
+    files = None
+    if job.run.dry_run:
+        files = storage.list_files(job.data.archive, job.data.extensions)[:1]
+    ds = good_chunks(read_chunks(job.data, files)).select_columns(["audio", "duration_s"])
+    return build_torch_trainer(
+        job, train_loop, {"job": job.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id}, {"train": ds}
+    )
+
+
+def apply_dry_run(job: PretrainJob) -> PretrainJob:
+    if job.run.dry_run:
+        job.optim.max_steps = 1
+        job.run.log_every_steps = 1
+        job.run.checkpoint_every_steps = 1
+    return job
+
+
+def run(job: PretrainJob) -> dict:
+    """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
+    job = apply_dry_run(job)
+    init_ray(job.cluster.address)
+    run_dir = storage.join(job.run.storage_path, job.run.name)
+    storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    run_id = tracker.find_run(job.run.name)
+    run_id = tracker.start(job.run.name, flatten(job), {"a2v.run_name": job.run.name, "a2v.job": "pretrain"},
+                           run_id=run_id)
+    t0 = time.time()
+    trainer = build_trainer(job, run_id)
+    result = trainer.fit()
+    if result.error:
+        tracker.end("FAILED")
+        raise result.error
+    final_uri = export_checkpoint(result.checkpoint, storage.join(run_dir, "final"))
+    wall = time.time() - t0
+    tracker.log_text(to_yaml(job), "config.yaml")
+    tracker.log_metrics({"wall_s": wall}, job.optim.max_steps)
+    tracker.set_tags({"checkpoint_uri": final_uri})
+    if not storage.is_remote(final_uri):
+        tracker.log_artifact(final_uri, "checkpoint")
+    tracker.end()
+    print(f"[pretrain] final checkpoint: {final_uri} ({wall:.0f} s); MLflow run {run_id}")
+    return {"checkpoint": final_uri, "mlflow_run_id": run_id, "wall_s": wall}
+
+
+def main(argv: list[str] | None = None) -> None:
+    shorthands = ["archive", "name", "storage_path", "max_steps", "address", "num_workers"]
+    args = job_parser("a2v pretrain", __doc__, shorthands).parse_args(argv)
+    run(resolve(PretrainJob, args, shorthands))
+
+
+if __name__ == "__main__":
+    main()

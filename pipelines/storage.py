@@ -1,0 +1,131 @@
+"""URI -> filesystem for every job: local paths, ``file://``, ``s3://`` and ``gs://``.
+
+S3 uses the standard AWS variables plus ``AWS_ENDPOINT_URL`` for S3-compatible stores
+(MinIO, moto, Ceph). Paths returned alongside a filesystem never carry the scheme.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+
+import fsspec
+
+SCHEMES = ("", "file", "s3", "gs")
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """'s3://b/k' -> ('s3', 'b/k'); '/x' or 'x' -> ('', abs path); 'file:///x' -> ('', '/x')."""
+    if "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        if scheme not in SCHEMES:
+            raise ValueError(f"unsupported URI scheme '{scheme}://' in {uri!r}; use a local path, file://, s3:// or gs://")
+        if scheme == "file":
+            return "", str(Path(rest).resolve())
+        return scheme, rest.rstrip("/")
+    return "", str(Path(uri).resolve())
+
+
+def is_remote(uri: str) -> bool:
+    return split_uri(uri)[0] in ("s3", "gs")
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for a URI and the path inside it."""
+    scheme, path = split_uri(uri)
+    if scheme == "s3":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        fs = fsspec.filesystem("s3", endpoint_url=endpoint) if endpoint else fsspec.filesystem("s3")
+    elif scheme == "gs":
+        fs = fsspec.filesystem("gs")
+    else:
+        fs = fsspec.filesystem("file")
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    if "://" in uri:
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def list_files(uri: str, extensions: list[str]) -> list[tuple[str, int]]:
+    """Recursive listing of files whose extension (case-insensitive) is in ``extensions``:
+    (path relative to ``uri``, size in bytes), sorted. Raises FileNotFoundError if ``uri``
+    does not exist."""
+    fs, root = filesystem(uri)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"archive not found: {uri}")
+    exts = {e.lower().lstrip(".") for e in extensions}
+    out = []
+    for path, info in fs.find(root, detail=True).items():
+        if info.get("type") == "directory":
+            continue
+        if path.rsplit(".", 1)[-1].lower() in exts or not exts:
+            out.append((posixpath.relpath(path, root.rstrip("/")) if "://" in uri else os.path.relpath(path, root), int(info.get("size") or 0)))
+    return sorted(out)
+
+
+def list_all(uri: str) -> list[tuple[str, int]]:
+    """Every file under ``uri`` (relative path, size)."""
+    return list_files(uri, [])
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically: a temp name then a rename locally; a single PUT on object stores."""
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        fs.pipe_file(path, data)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def remove(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def upload_dir(local_dir: str | Path, uri: str) -> None:
+    """Copy a local directory to ``uri`` (a plain copy when ``uri`` is local)."""
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        shutil.copytree(local_dir, path, dirs_exist_ok=True)
+        return
+    for f in Path(local_dir).rglob("*"):
+        if f.is_file():
+            fs.put_file(str(f), posixpath.join(path, f.relative_to(local_dir).as_posix()))
+
+
+def local_copy(uri: str) -> str:
+    """A local directory with the contents of ``uri`` (itself when already local)."""
+    if not is_remote(uri):
+        return split_uri(uri)[1]
+    fs, path = filesystem(uri)
+    dest = tempfile.mkdtemp(prefix="a2v-")
+    fs.get(path.rstrip("/") + "/", dest, recursive=True)
+    return dest
+
+
+def train_storage_path(uri: str) -> str:
+    """What Ray Train's RunConfig.storage_path takes: an absolute local path or the URI
+    itself for object stores (pyarrow picks up AWS_ENDPOINT_URL; never pass a filesystem too)."""
+    scheme, path = split_uri(uri)
+    return uri if scheme in ("s3", "gs") else path

@@ -1,0 +1,111 @@
+"""MLflow for every job: one run per job (rank 0 only), params = the flattened resolved config,
+metrics per log interval, artifacts, and the fine-tuned model in the registry.
+
+Tracking URI: ``tracking.uri`` > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///<cwd>/mlflow.db``.
+Credentials never reach MLflow: keys that look secret are dropped and URIs with user info
+are redacted before logging.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key)", re.I)
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop secret-looking keys; strip user:password@ from URIs; stringify long values."""
+    out = {}
+    for key, value in params.items():
+        if _SECRET_KEY.search(key):
+            continue
+        text = _USERINFO.sub(r"\1***@", str(value))
+        out[key] = text[:5000]
+    return out
+
+
+class Tracker:
+    """A thin MLflow run handle; every method is a no-op when ``active`` is False."""
+
+    def __init__(self, uri: str | None, experiment: str, active: bool = True) -> None:
+        self.active = active
+        self.run_id: str | None = None
+        if not active:
+            return
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri(uri))
+        mlflow.set_experiment(experiment)
+
+    def start(self, run_name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+              run_id: str | None = None) -> str | None:
+        """Start (or, with ``run_id``, resume) a run."""
+        if not self.active:
+            return None
+        run = self.mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+        self.run_id = run.info.run_id
+        if params and not run_id:
+            items = redact(params)
+            keys = list(items)
+            for i in range(0, len(keys), 100):  # MLflow caps a batch at 100 params
+                self.mlflow.log_params({k: items[k] for k in keys[i : i + 100]})
+        return self.run_id
+
+    def find_run(self, run_name: str) -> str | None:
+        """The id of an unfinished or finished run with this name (driver restart), else None."""
+        if not self.active:
+            return None
+        runs = self.mlflow.search_runs(filter_string=f"tags.`a2v.run_name` = '{run_name}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        return runs[0].info.run_id if runs else None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+            self.mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            p = Path(path)
+            if p.is_dir():
+                self.mlflow.log_artifacts(str(p), artifact_path=artifact_path)
+            else:
+                self.mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.active:
+            self.mlflow.log_text(text, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.active:
+            self.mlflow.set_tags(redact(tags))
+
+    def register_model(self, model: Any, registered_name: str, alias: str = "best") -> str | None:
+        """Log a torch model, register a new version and point ``alias`` at it."""
+        if not self.active:
+            return None
+        import mlflow.pytorch
+        from mlflow import MlflowClient
+
+        import a2v_core
+
+        # pickle (not pt2): no torch.export tracing; the model code travels with the artifact.
+        info = mlflow.pytorch.log_model(model, name="model", registered_model_name=registered_name,
+                                        serialization_format="pickle", pip_requirements=["torch==2.13.0"],
+                                        code_paths=[str(Path(a2v_core.__file__).parent)])
+        version = str(info.registered_model_version)
+        MlflowClient().set_registered_model_alias(registered_name, alias, version)
+        return version
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.active and self.run_id:
+            self.mlflow.end_run(status=status)

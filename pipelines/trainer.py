@@ -1,0 +1,184 @@
+"""Ray Train plumbing shared by pretraining and fine-tuning (and reused by tune/).
+
+``build_torch_trainer`` checks the cluster config against the running Ray cluster *before*
+any worker starts, then builds a TorchTrainer with ScalingConfig / RunConfig /
+FailureConfig / CheckpointConfig from the job config. The worker-side helpers cover the
+optimizer groups, the warmup+cosine schedule, checkpoint save/restore and the test hook
+that makes one worker fail once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+import ray.data
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from a2v_core.checkpoint import load_checkpoint, save_checkpoint
+from a2v_core.config import ConfigError, OptimConfig, PretrainJob, to_yaml
+from pipelines import storage
+
+NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to ``address`` / $RAY_ADDRESS (ray job submit sets it) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    # Our jobs print their own progress lines / bars; Ray Data's per-operator bars in every
+    # worker drown them out.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def check_resources(job: PretrainJob) -> None:
+    """Reject a cluster config the running cluster cannot satisfy (names the key)."""
+    res = ray.cluster_resources()
+    c = job.cluster
+    if c.use_gpu and c.num_workers > res.get("GPU", 0):
+        raise ConfigError(
+            f"cluster.num_workers={c.num_workers} with cluster.use_gpu=true needs {c.num_workers} GPUs; "
+            f"the cluster has {res.get('GPU', 0):g}"
+        )
+    need_cpu = c.num_workers * c.cpus_per_worker
+    total_cpu = res.get("CPU", 0)
+    if need_cpu > total_cpu - 0.5:
+        raise ConfigError(
+            f"cluster.num_workers x cluster.cpus_per_worker = {need_cpu:g} CPUs leaves less than 0.5 of "
+            f"the cluster's {total_cpu:g} CPUs for Ray Data reading (it would hang); lower cluster.cpus_per_worker"
+        )
+
+
+def build_torch_trainer(job: PretrainJob, loop: Callable[[dict], None], loop_config: dict,
+                        datasets: dict[str, Any], callbacks: list | None = None,
+                        dataset_config: ray.train.DataConfig | None = None) -> TorchTrainer:
+    check_resources(job)
+    c, r = job.cluster, job.run
+    resources = {"CPU": c.cpus_per_worker}
+    if c.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=r.name,
+            storage_path=storage.train_storage_path(r.storage_path),
+            failure_config=FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=r.keep_checkpoints),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+        dataset_config=dataset_config,
+    )
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """No decay for 1-D params, ALiBi scales and PSwish (Sinc edges (F,1) keep decay, as the
+    original)."""
+    decay, no_decay = [], []
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim == 1 or any(k in name for k in NO_DECAY_NAMES) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(cfg: OptimConfig) -> Callable[[int], float]:
+    """LR multiplier: linear warmup from 0, then half-cosine down to min_lr at max_steps."""
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def world() -> tuple[int, int]:
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def device() -> torch.device:
+    return ray.train.torch.get_device()
+
+
+def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
+    """(states, meta) of the latest reported checkpoint, or (None, None)."""
+    if ckpt is None:
+        return None, None
+    with ckpt.as_directory() as d:
+        states, _, meta = load_checkpoint(d)
+    return states, meta
+
+
+def report(metrics: dict, rank: int, states: Callable[[], dict] | None, job: PretrainJob, meta: dict) -> None:
+    """Every rank calls this the same number of times (it is a barrier); rank 0 attaches the
+    checkpoint when ``states`` is given."""
+    if rank == 0 and states is not None:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(d, states(), to_yaml(job), meta)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+    else:
+        ray.train.report(metrics)
+
+
+def maybe_fail(job: PretrainJob, step: int, rank: int, world_size: int) -> None:
+    """Test hook: at ``run.fail_at_step`` the last rank raises once (a marker in storage)."""
+    if job.run.fail_at_step is None or step != job.run.fail_at_step or rank != world_size - 1:
+        return
+    marker = storage.join(job.run.storage_path, job.run.name, "_failed_once")
+    if storage.exists(marker):
+        return
+    storage.write_bytes(marker, b"1")
+    raise RuntimeError(f"test hook: worker {rank} fails once at step {step}")
+
+
+class Throughput:
+    """Audio hours/s and step time over the last log interval."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.audio_s = 0.0
+        self.steps = 0
+        self.wait_s = 0.0
+
+    def add(self, audio_s: float) -> None:
+        self.audio_s += audio_s
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def read(self, world_size: int) -> dict[str, float]:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        out = {"audio_hours_per_s": self.audio_s * world_size / 3600 / dt,
+               "step_time_s": dt / max(self.steps, 1), "data_wait_frac": self.wait_s / dt}
+        self.__init__()
+        return out
+
+
+def export_checkpoint(result_checkpoint: Checkpoint, dest_uri: str) -> str:
+    """Copy a Ray checkpoint directory to ``dest_uri`` (a stable, documented location)."""
+    with result_checkpoint.as_directory() as d:
+        storage.upload_dir(d, dest_uri)
+    return dest_uri

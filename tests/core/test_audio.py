@@ -1,0 +1,85 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from a2v_core.audio import DecodeError, chunk_offsets, iter_chunks, probe
+
+
+def wav_bytes(x, sr, fmt="WAV", subtype="PCM_16"):
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def test_chunks_concatenate_to_the_resampled_file():
+    rng = np.random.default_rng(0)
+    sr = 44100
+    x = (rng.standard_normal(int(25.3 * sr)) * 0.1).astype(np.float32)
+    data = wav_bytes(x, sr, subtype="FLOAT")
+    chunks = list(iter_chunks(io.BytesIO(data), 10.0, 8000, normalize=False))
+    assert [c.offset_s for c in chunks] == [0.0, 10.0, 20.0] and chunks[0].n_chunks == 3
+    assert chunks[-1].valid_samples == int(round(5.3 * 8000)) and not chunks[-1].audio[chunks[-1].valid_samples:].any()
+    joined = np.concatenate([c.audio[: c.valid_samples] for c in chunks])
+    whole = soxr.resample(x, sr, 8000, quality="HQ")
+    assert len(joined) == len(whole)
+    err = np.abs(joined - whole)
+    assert err.max() < 1e-3 * np.abs(whole).max() + 1e-5
+
+
+def test_chunks_are_normalised_per_clip():
+    x = np.sin(np.arange(80000 * 2) / 10).astype(np.float32) * 0.3 + 0.1
+    chunks = list(iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 10.0, 8000))
+    for c in chunks:
+        assert abs(c.audio.mean()) < 1e-3 and abs(c.audio.std() - 1) < 1e-2
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
+                                         ("FLAC", "PCM_16"), ("FLAC", "PCM_24"), ("OGG", "VORBIS")])
+def test_formats_decode(fmt, subtype):
+    x = (np.random.default_rng(1).standard_normal(16000 * 3) * 0.1).astype(np.float32)
+    chunks = list(iter_chunks(io.BytesIO(wav_bytes(x, 16000, fmt, subtype)), 2.0, 8000))
+    assert len(chunks) == 2 and chunks[0].audio.shape == (16000,)
+
+
+def test_loudest_channel_selection():
+    x = np.zeros((8000, 2), np.float32)
+    x[:, 1] = np.sin(np.arange(8000) / 5)
+    x[:, 0] = 0.01 * np.sin(np.arange(8000) / 3)
+    first = next(iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="first", normalize=False))
+    loud = next(iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="loudest", normalize=False))
+    assert np.abs(first.audio).max() < 0.02 and np.abs(loud.audio).max() > 0.9
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    good = wav_bytes(np.zeros(8000 * 3, np.float32) + 0.1, 8000)
+    flac = wav_bytes(np.random.default_rng(0).standard_normal(8000 * 30).astype(np.float32) * 0.1, 8000, "FLAC")
+    nan = np.zeros(8000, np.float32)
+    nan[100] = np.nan
+    return {
+        "empty.wav": (b"", "empty_file"),
+        "truncated.flac": (flac[: len(flac) // 3], "truncated"),
+        "truncated_header.wav": (good[:30], "truncated"),
+        "random.wav": (np.random.default_rng(1).bytes(5000), "not_audio"),
+        "text.flac": (b"this is not audio at all\n" * 20, "not_audio"),
+        "nan.wav": (wav_bytes(nan, 8000, subtype="FLOAT"), "non_finite"),
+        "zero.wav": (wav_bytes(np.zeros(0, np.float32), 8000), "empty_audio"),
+        "short.wav": (wav_bytes(np.zeros(100, np.float32), 8000), "too_short"),
+    }
+
+
+@pytest.mark.parametrize("name", list(bad_files()))
+def test_bad_inputs_raise_typed_errors(name):
+    data, expected = bad_files()[name]
+    with pytest.raises(DecodeError) as err:
+        list(iter_chunks(io.BytesIO(data), 10.0, 8000))
+    assert err.value.error_type == expected
+
+
+def test_probe_and_offsets():
+    info = probe(io.BytesIO(wav_bytes(np.zeros(8000 * 25, np.float32), 8000)))
+    assert info.duration_s == 25.0 and info.channels == 1
+    assert chunk_offsets(25.0, 10.0) == [0.0, 10.0, 20.0]
+    assert chunk_offsets(20.0, 10.0, overlap_s=5.0) == [0.0, 5.0, 10.0]

@@ -1,0 +1,50 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from a2v_core.config import FinetuneMaskingConfig, ModelConfig
+from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
+
+
+def test_focal_equals_half_bce_at_gamma0_alpha_half():
+    logits, y = torch.randn(2, 50, 3), (torch.rand(2, 50, 3) > 0.7).float()
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / 100
+    assert torch.allclose(focal_loss(logits, y, alpha=0.5, gamma=0.0), 0.5 * bce)
+
+
+def test_focal_down_weights_easy_examples():
+    y = torch.ones(1, 1, 1)
+    easy, hard = torch.full((1, 1, 1), 4.0), torch.full((1, 1, 1), -1.0)
+    p = torch.sigmoid(easy)
+    expected_easy = 0.25 * F.binary_cross_entropy_with_logits(easy, y) * (1 - p) ** 2
+    assert torch.allclose(focal_loss(easy, y), expected_easy)
+    ratio_focal = focal_loss(easy, y) / focal_loss(hard, y)
+    ratio_bce = F.binary_cross_entropy_with_logits(easy, y) / F.binary_cross_entropy_with_logits(hard, y)
+    assert ratio_focal < ratio_bce
+
+
+def test_focal_accepts_soft_targets():
+    loss = focal_loss(torch.zeros(1, 4, 2), torch.full((1, 4, 2), 0.3))
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_classifier_shapes_masks_and_freezing():
+    cfg = ModelConfig(preset="tiny")
+    clf = FrameClassifier(cfg, 5, FinetuneMaskingConfig(channel_mask_length=8))
+    import numpy as np
+
+    logits = clf(torch.randn(2, 8000), np.random.default_rng(0))
+    assert logits.shape == (2, 200, 5)
+    clf.set_encoder_frozen(True)
+    clf(torch.randn(2, 8000), np.random.default_rng(1)).sum().backward()
+    assert clf.head.weight.grad is not None
+    assert all(p.grad is None for p in clf.encoder.parameters())
+
+
+def test_loading_a_mismatched_encoder_lists_keys():
+    clf = FrameClassifier(ModelConfig(preset="tiny"), 3)
+    other = FrameClassifier(ModelConfig(preset="tiny", width=32, heads=2, conv_pos_groups=4), 3)
+    with pytest.raises(ValueError, match="shape mismatch") as err:
+        load_pretrained_encoder(clf, other.encoder.state_dict())
+    assert "local.proj.weight" in str(err.value)
+    load_pretrained_encoder(clf, FrameClassifier(ModelConfig(preset="tiny"), 3).encoder.state_dict())

@@ -1,0 +1,52 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from a2v_core.metrics import event_metrics, frame_metrics
+
+
+def ev(rows):
+    return pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "label", "score"])
+
+
+def truth(rows):
+    return pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "label"])
+
+
+def test_frame_ap_equals_sklearn_and_f1_by_hand():
+    rng = np.random.default_rng(0)
+    y = (rng.random((500, 3)) > 0.8).astype(float)
+    p = np.clip(y * 0.5 + rng.random((500, 3)) * 0.6, 0, 1)
+    m = frame_metrics(y, p, ["a", "b", "c"], 0.175)
+    assert m["macro_ap"] == pytest.approx(average_precision_score(y, p, average="macro"))
+    pred = p >= 0.175
+    tp, fp, fn = (pred & (y == 1)).sum(), (pred & (y == 0)).sum(), (~pred & (y == 1)).sum()
+    assert m["micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_perfect_and_empty_predictions():
+    t = truth([("f", 1.0, 2.0, "a"), ("f", 3.0, 4.0, "b")])
+    perfect = event_metrics(ev([("f", 1.0, 2.0, "a", 0.9), ("f", 3.0, 4.0, "b", 0.8)]), t, ["a", "b"])
+    assert perfect["f1"] == 1.0 and perfect["precision"] == 1.0
+    empty = event_metrics(ev([]), t, ["a", "b"])
+    assert empty["f1"] == 0.0 and empty["recall"] == 0.0
+
+
+def test_one_miss_one_split_and_overlapping_classes():
+    t = truth([("f", 1.0, 2.0, "a"), ("f", 5.0, 6.0, "a"), ("f", 1.5, 2.5, "b")])
+    pred = ev([("f", 1.0, 1.4, "a", 0.9), ("f", 1.6, 2.0, "a", 0.8),  # a split: 1 TP + 1 FP
+               ("f", 1.5, 2.5, "b", 0.7)])  # overlapping class b: its own TP; a's 5-6 s is missed
+    m = event_metrics(pred, t, ["a", "b"], iou_threshold=0.0)
+    a = m["per_class"]["a"]
+    assert (a["tp"], a["n_pred"], a["n_true"]) == (1, 2, 2)
+    assert a["precision"] == 0.5 and a["recall"] == 0.5
+    assert m["per_class"]["b"]["f1"] == 1.0
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+
+
+def test_iou_threshold_half():
+    t = truth([("f", 0.0, 1.0, "a")])
+    pred = ev([("f", 0.6, 1.0, "a", 0.9)])  # IoU 0.4
+    assert event_metrics(pred, t, ["a"], 0.0)["f1"] == 1.0
+    assert event_metrics(pred, t, ["a"], 0.5)["f1"] == 0.0

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from a2v_core.config import EmaConfig, MaskingConfig, ModelConfig
+from a2v_core.pretrain import (
+    CollapseError,
+    Data2VecPretrainer,
+    PretrainOutput,
+    check_collapse,
+    ema_decay_at,
+    ema_update,
+)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return Data2VecPretrainer(ModelConfig(preset="tiny", dropout=0.0, attention_dropout=0.0, prenet_dropout=0.0),
+                              MaskingConfig(), EmaConfig(decay=0.9, end_decay=1.0, anneal_steps=100))
+
+
+def test_ema_update_formula_and_buffers(model):
+    student, teacher = model.encoder.context, model.teacher
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    before = {n: p.clone() for n, p in teacher.named_parameters()}
+    ema_update(teacher, student, 0.9)
+    s = dict(student.named_parameters())
+    for n, p in teacher.named_parameters():
+        assert torch.allclose(p, 0.9 * before[n] + 0.1 * s[n], atol=1e-6)
+    ema_update(teacher, student, 1.0)  # tau = 1: frozen
+    for n, p in teacher.named_parameters():
+        assert torch.allclose(p, 0.9 * before[n] + 0.1 * s[n], atol=1e-6)
+
+
+def test_decay_schedule_endpoints():
+    cfg = EmaConfig(decay=0.9997, end_decay=1.0, anneal_steps=300_000)
+    assert ema_decay_at(0, cfg) == pytest.approx(0.9997)
+    assert ema_decay_at(150_000, cfg) == pytest.approx(0.99985)
+    assert ema_decay_at(300_000, cfg) == 1.0 and ema_decay_at(400_000, cfg) == 1.0
+
+
+def test_teacher_gets_no_gradients(model):
+    out = model(torch.randn(2, 16000), np.random.default_rng(0))
+    out.loss.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert any(p.grad is not None for p in model.encoder.parameters())
+    assert model.teacher.training is False
+    model.train()
+    assert model.teacher.training is False
+
+
+def test_loss_counts_masked_positions_only(model):
+    pred = torch.randn(8, 100, 64)
+    targets = torch.randn(2, 100, 64)
+    keep = torch.zeros(8, 100, dtype=torch.bool)
+    keep[:, ::3] = True
+    base = model.loss(pred, targets, keep).loss
+    changed = pred.clone()
+    changed[keep] += 100.0
+    assert torch.equal(model.loss(changed, targets, keep).loss, base)
+    changed[~keep] += 1.0
+    assert not torch.equal(model.loss(changed, targets, keep).loss, base)
+
+
+def test_tiny_model_loss_falls_when_overfitting_one_batch(model):
+    torch.manual_seed(1)
+    audio = torch.randn(2, 16000)
+    opt = torch.optim.AdamW(model.student_parameters(), lr=2e-3)
+    losses = []
+    for step in range(40):
+        out = model(audio, np.random.default_rng(step))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_collapse_guard():
+    cfg = EmaConfig(collapse_after_steps=10, min_target_std=0.1, min_pred_std=0.01, stop_on_collapse=True)
+    bad = PretrainOutput(torch.tensor(0.0), 1, target_std=0.05, pred_std=0.5, masked_fraction=0.9)
+    assert check_collapse(5, bad, cfg) is False
+    with pytest.raises(CollapseError, match="target_std"):
+        check_collapse(10, bad, cfg)

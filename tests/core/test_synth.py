@@ -1,0 +1,24 @@
+import numpy as np
+
+from a2v_core.synth import CLASSES, synth_archive, synth_recording
+
+
+def test_deterministic_per_seed_and_sparse():
+    a1, t1 = synth_recording(np.random.default_rng(3), 60.0)
+    a2, t2 = synth_recording(np.random.default_rng(3), 60.0)
+    assert np.array_equal(a1, a2) and t1.equals(t2)
+    assert a1.dtype == np.float32 and len(a1) == 480000 and np.abs(a1).max() <= 0.9 + 1e-6
+    busy = (t1.offset_s - t1.onset_s).sum() / 60.0
+    assert 0.005 < busy < 0.15 and len(t1) > 3
+
+
+def test_archive_has_imbalanced_classes_and_realistic_durations():
+    tables = [t for _, _, t in synth_archive(0.5, seed=1)]
+    import pandas as pd
+
+    t = pd.concat(tables)
+    counts = t.label.value_counts()
+    assert set(counts.index) <= set(CLASSES) and len(counts) >= 6
+    assert counts.max() > 3 * counts.min()
+    dur = (t.offset_s - t.onset_s).groupby(t.label).mean()
+    assert dur["sn"] < 0.07 and dur["agg"] > 0.3

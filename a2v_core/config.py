@@ -224,6 +224,7 @@ class ClusterConfig(Group):
     num_workers: int = Field(1, ge=1, le=4096)
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0, le=256)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     gpus_per_actor: float = Field(0.0, ge=0, le=8)
     num_actors: int = Field(1, ge=1, le=4096)
 

@@ -171,7 +171,8 @@ def train_loop(config: dict) -> None:
                 if rank == 0:
                     val = validate(core, job, classes, events_by_file, dev)
                     metrics.update(val)
-                    if val["val_micro_f1"] > best["val_micro_f1"]:
+                    # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
+                    if (val["val_micro_f1"], val["val_macro_ap"]) > (best["val_micro_f1"], best.get("val_macro_ap", -1.0)):
                         best = {**val, "step": step}
                         best_state = copy.deepcopy(core.state_dict())
                     print(f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "

@@ -84,6 +84,7 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             print(f"[pretrain] resumed from checkpoint at step {step} (epoch {epoch}, batch {pos})", flush=True)
     rng = np.random.default_rng([job.run.seed, rank, step])
+    print(f"[pretrain] rank {rank}/{world_size} on node {ray.get_runtime_context().get_node_id()[:12]}", flush=True)
     ddp = ray.train.torch.prepare_model(model)
     core: Data2VecPretrainer = getattr(ddp, "module", ddp)
     use_amp = dev.type == "cuda"

@@ -74,7 +74,8 @@ def build_torch_trainer(job: PretrainJob, loop: Callable[[dict], None], loop_con
         loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=c.placement_strategy),
         run_config=RunConfig(
             name=r.name,
             storage_path=storage.train_storage_path(r.storage_path),

@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+A2V = [sys.executable, "-m", "pipelines.cli"]
+
+
+def run(*args):
+    return subprocess.run([*A2V, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_help_lists_existing_subcommands_only():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("synth", "manifest", "info", "pretrain", "finetune", "label", "demo"):
+        assert f"  {cmd} " in out.stdout
+    from pipelines.cli import COMMANDS
+    import importlib
+
+    for module, _ in COMMANDS.values():
+        assert callable(importlib.import_module(module).main)
+
+
+def test_info_json_keys_and_values():
+    out = run("info", "--config", "configs/pretrain/tiny.yaml", "--json")
+    info = json.loads(out.stdout)
+    for key in ("params_encoder", "params_student", "params_teacher", "frame_rate_hz", "receptive_field_ms",
+                "frames_per_clip", "masked_fraction", "audio_s_per_step"):
+        assert key in info
+    assert info["frame_rate_hz"] == 200.0 and info["frames_per_clip"] == 2000
+    assert abs(info["masked_fraction"] - 0.93) < 0.01 and info["params_student"] > info["params_encoder"]
+    large = json.loads(run("info", "--config", "configs/pretrain/large.yaml", "--json").stdout)
+    assert large["receptive_field_ms"] == 37.75 and abs(large["params_encoder"] / 313.9e6 - 1) < 0.01
+    assert large["audio_s_per_step"] == 1000
+
+
+def test_bad_config_exits_2_naming_the_key():
+    out = run("pretrain", "--config", "configs/pretrain/tiny.yaml", "--set", "optim.lr=-3")
+    assert out.returncode == 2 and "optim.lr" in out.stderr
+    out = run("pretrain", "--config", "configs/pretrain/tiny.yaml", "--set", "optim.nope=1")
+    assert out.returncode == 2 and "optim.nope" in out.stderr and "allowed keys" in out.stderr
+    out = run("frobnicate")
+    assert out.returncode == 2
+
+
+def test_synth_writes_archive(tmp_path):
+    out = run("synth", "--out", str(tmp_path / "a"), "--hours", "0.02", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "a/annotations.csv").exists() and list((tmp_path / "a").rglob("*.wav"))

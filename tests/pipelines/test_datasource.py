@@ -1,0 +1,73 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from a2v_core.config import DataConfig
+from pipelines import storage
+from pipelines.datasource import error_rows, good_chunks, read_chunks
+from pipelines.manifest import build_manifest, summarize
+from tests.core.test_audio import bad_files
+
+
+def rows_by_id(ds):
+    return {r["chunk_id"]: r for r in ds.take_all()}
+
+
+def test_local_and_s3_archives_give_identical_chunks(ray_session, s3, synth_archive):
+    uri = "s3://a2v-test/ds-archive"
+    storage.upload_dir(synth_archive, uri)
+    local = rows_by_id(good_chunks(read_chunks(DataConfig(archive=str(synth_archive)))))
+    remote = rows_by_id(good_chunks(read_chunks(DataConfig(archive=uri))))
+    assert len(local) == 12 * 6 and local.keys() == remote.keys()
+    for cid, row in local.items():
+        assert row["path"] == remote[cid]["path"] and row["offset_s"] == remote[cid]["offset_s"]
+        assert np.array_equal(row["audio"], remote[cid]["audio"])
+
+
+@pytest.fixture(scope="module")
+def bad_archive(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    for name, (data, _) in bad_files().items():
+        (d / name).write_bytes(data)
+    for i in range(3):
+        buf = io.BytesIO()
+        sf.write(buf, np.random.default_rng(i).standard_normal(8000 * 15).astype(np.float32) * 0.1, 8000, format="FLAC")
+        (d / f"good_{i}.flac").write_bytes(buf.getvalue())
+    (d / "notes.xyz").write_bytes(b"unsupported")
+    (d / "gone.wav").write_bytes(b"RIFF")
+    return d
+
+
+def test_bad_files_become_typed_error_rows_and_good_files_still_stream(ray_session, bad_archive):
+    cfg = DataConfig(archive=str(bad_archive))
+    from pipelines.datasource import AudioChunkDatasource
+
+    source = AudioChunkDatasource(cfg)
+    (bad_archive / "gone.wav").unlink()  # listed, then missing at read time
+    import ray
+
+    ds = ray.data.read_datasource(source)
+    errors = {r["path"]: r["error_type"] for r in error_rows(ds).take_all()}
+    expected = {name: t for name, (_, t) in bad_files().items()} | {"gone.wav": "unreadable"}
+    assert errors == expected
+    good = good_chunks(ds).take_all()
+    assert sorted({r["path"] for r in good}) == ["good_0.flac", "good_1.flac", "good_2.flac"]
+    assert len(good) == 6
+
+
+def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive):
+    m = build_manifest(str(bad_archive))
+    by_path = dict(zip(m.path, m.error_type, strict=True))
+    assert by_path["notes.xyz"] == "unsupported_format"
+    assert by_path["truncated.flac"] in ("truncated", "")  # header-only probe may still read a FLAC header
+    assert by_path["random.wav"] == "not_audio" and by_path["good_0.flac"] == ""
+    s = summarize(build_manifest(str(synth_archive)))
+    assert s["ok_files"] == 12 and abs(s["audio_hours"] - 0.2) < 1e-6 and s["errors_by_type"] == {}
+
+
+def test_no_audio_files_is_a_loud_error(ray_session, tmp_path):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="no audio files"):
+        read_chunks(DataConfig(archive=str(tmp_path)))

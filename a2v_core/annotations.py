@@ -21,14 +21,18 @@ RAVEN_LABEL_COLUMNS = ("Annotation", "Species", "Label", "label", "Class", "Tags
 
 
 def empty_table() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c.endswith("_s") else "object") for c in COLUMNS})
+    return pd.DataFrame(
+        {c: pd.Series(dtype="float64" if c.endswith("_s") else "object") for c in COLUMNS}
+    )
 
 
 def validate(table: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     """Check columns and values; returns the table with canonical dtypes and column order."""
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; need {COLUMNS} (+ optional {OPTIONAL})")
+        raise ValueError(
+            f"{source}: missing column(s) {missing}; need {COLUMNS} (+ optional {OPTIONAL})"
+        )
     t = table.copy()
     t["onset_s"] = pd.to_numeric(t["onset_s"], errors="raise").astype(float)
     t["offset_s"] = pd.to_numeric(t["offset_s"], errors="raise").astype(float)
@@ -36,7 +40,9 @@ def validate(table: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     t["file"] = t["file"].astype(str)
     bad = t[(t["offset_s"] < t["onset_s"]) | (t["onset_s"] < 0)]
     if len(bad):
-        raise ValueError(f"{source}: {len(bad)} row(s) with offset < onset or onset < 0, first: {bad.iloc[0].to_dict()}")
+        raise ValueError(
+            f"{source}: {len(bad)} row(s) with offset < onset or onset < 0, first: {bad.iloc[0].to_dict()}"
+        )
     cols = COLUMNS + [c for c in OPTIONAL if c in t.columns]
     return t[cols].reset_index(drop=True)
 
@@ -124,7 +130,14 @@ def read_audacity(path_or_buf: str | Path | io.IOBase, file: str = "") -> pd.Dat
             rows[-1]["low_freq_hz"], rows[-1]["high_freq_hz"] = float(parts[1]), float(parts[2])
             continue
         onset, offset = float(parts[0]), float(parts[1])
-        rows.append({"file": file, "onset_s": onset, "offset_s": offset, "label": parts[2] if len(parts) > 2 else ""})
+        rows.append(
+            {
+                "file": file,
+                "onset_s": onset,
+                "offset_s": offset,
+                "label": parts[2] if len(parts) > 2 else "",
+            }
+        )
     return validate(pd.DataFrame(rows) if rows else empty_table(), str(path_or_buf))
 
 
@@ -139,7 +152,9 @@ def to_audacity(table: pd.DataFrame) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def class_list(table: pd.DataFrame, explicit: list[str] | None = None, with_focal: bool = False) -> list[str]:
+def class_list(
+    table: pd.DataFrame, explicit: list[str] | None = None, with_focal: bool = False
+) -> list[str]:
     """The stable, explicit class order: ``explicit`` if given (checked), else sorted labels;
     ``focal`` goes last when the table has a focal column."""
     labels = sorted(set(table["label"].astype(str)))

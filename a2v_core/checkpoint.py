@@ -22,7 +22,9 @@ from a2v_core.finetune import FrameClassifier
 CODE_VERSION = "0.1.0"
 
 
-def save_checkpoint(directory: str | Path, states: dict[str, Any], config_yaml: str, meta: dict) -> Path:
+def save_checkpoint(
+    directory: str | Path, states: dict[str, Any], config_yaml: str, meta: dict
+) -> Path:
     """Write the three files; ``model.pt`` is written to a temp name and renamed (atomic)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,9 @@ def load_classifier(directory: str | Path) -> tuple[FrameClassifier, dict[str, A
     """A fine-tuned checkpoint -> eval-mode FrameClassifier and its meta (classes, rates...)."""
     states, config, meta = load_checkpoint(directory)
     if meta.get("kind") != "finetune":
-        raise ValueError(f"{directory} is a '{meta.get('kind')}' checkpoint; labelling needs a fine-tuned one")
+        raise ValueError(
+            f"{directory} is a '{meta.get('kind')}' checkpoint; labelling needs a fine-tuned one"
+        )
     job = FinetuneJob.model_validate(config)
     model = FrameClassifier(job.model, n_classes=len(meta["classes"]))
     model.load_state_dict(states["model"])

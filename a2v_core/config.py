@@ -18,31 +18,69 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # Layer spec of the conv feature stack: (channels, kernel, stride).
 ConvLayer = tuple[int, int, int]
 
-_LARGE_CONV: list[ConvLayer] = [(512, 10, 5)] + [(512, 3, 2)] * 3 + [(512, 3, 1)] + [(512, 2, 1)] * 2
+_LARGE_CONV: list[ConvLayer] = (
+    [(512, 10, 5)] + [(512, 3, 2)] * 3 + [(512, 3, 1)] + [(512, 2, 1)] * 2
+)
 
 #: Architecture presets. Numbers of ``large`` follow the released MeerKAT recipe
 #: (animal2vec_spec.md sections 2-3); ``base`` is the 768-wide hyena/Xeno-canto model.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        sinc_filters=24, sinc_taps=63, conv_layers=[(48, 10, 5), (48, 3, 2), (48, 3, 2), (48, 3, 2)],
-        width=64, heads=2, ffn_dim=192, prenet_depth=0, depth=2,
-        conv_pos_depth=2, conv_pos_width=10, conv_pos_groups=4,
-        decoder_dim=64, decoder_layers=2, decoder_kernel=7, decoder_groups=4,
-        average_top_k_layers=2, clone_batch=4,
+        sinc_filters=24,
+        sinc_taps=63,
+        conv_layers=[(48, 10, 5), (48, 3, 2), (48, 3, 2), (48, 3, 2)],
+        width=64,
+        heads=2,
+        ffn_dim=192,
+        prenet_depth=0,
+        depth=2,
+        conv_pos_depth=2,
+        conv_pos_width=10,
+        conv_pos_groups=4,
+        decoder_dim=64,
+        decoder_layers=2,
+        decoder_kernel=7,
+        decoder_groups=4,
+        average_top_k_layers=2,
+        clone_batch=4,
     ),
     "base": dict(
-        sinc_filters=127, sinc_taps=63, conv_layers=_LARGE_CONV,
-        width=768, heads=12, ffn_dim=3072, prenet_depth=0, depth=12,
-        conv_pos_depth=5, conv_pos_width=95, conv_pos_groups=16,
-        decoder_dim=384, decoder_layers=4, decoder_kernel=7, decoder_groups=16,
-        average_top_k_layers=12, clone_batch=8,
+        sinc_filters=127,
+        sinc_taps=63,
+        conv_layers=_LARGE_CONV,
+        width=768,
+        heads=12,
+        ffn_dim=3072,
+        prenet_depth=0,
+        depth=12,
+        conv_pos_depth=5,
+        conv_pos_width=95,
+        conv_pos_groups=16,
+        decoder_dim=384,
+        decoder_layers=4,
+        decoder_kernel=7,
+        decoder_groups=16,
+        average_top_k_layers=12,
+        clone_batch=8,
     ),
     "large": dict(
-        sinc_filters=127, sinc_taps=63, conv_layers=_LARGE_CONV,
-        width=1024, heads=16, ffn_dim=4096, prenet_depth=8, depth=16,
-        conv_pos_depth=5, conv_pos_width=95, conv_pos_groups=16,
-        decoder_dim=768, decoder_layers=4, decoder_kernel=7, decoder_groups=16,
-        average_top_k_layers=16, clone_batch=12,
+        sinc_filters=127,
+        sinc_taps=63,
+        conv_layers=_LARGE_CONV,
+        width=1024,
+        heads=16,
+        ffn_dim=4096,
+        prenet_depth=8,
+        depth=16,
+        conv_pos_depth=5,
+        conv_pos_width=95,
+        conv_pos_groups=16,
+        decoder_dim=768,
+        decoder_layers=4,
+        decoder_kernel=7,
+        decoder_groups=16,
+        average_top_k_layers=16,
+        clone_batch=12,
     ),
 }
 
@@ -65,7 +103,9 @@ class ModelConfig(Group):
     sinc_filters: int = Field(24, ge=1)
     sinc_taps: int = Field(63, ge=3, description="odd kernel length of the Sinc filters")
     sinc_min_low_hz: float = Field(50.0, ge=0)
-    conv_layers: list[ConvLayer] = Field(default_factory=lambda: list(MODEL_PRESETS["tiny"]["conv_layers"]))
+    conv_layers: list[ConvLayer] = Field(
+        default_factory=lambda: list(MODEL_PRESETS["tiny"]["conv_layers"])
+    )
     width: int = Field(64, ge=8)
     heads: int = Field(2, ge=1)
     ffn_dim: int = Field(192, ge=8)
@@ -100,7 +140,9 @@ class ModelConfig(Group):
         if self.sinc_taps % 2 == 0:
             raise ValueError(f"model.sinc_taps must be odd, got {self.sinc_taps}")
         if self.width % self.heads:
-            raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
+            raise ValueError(
+                f"model.width ({self.width}) must be divisible by model.heads ({self.heads})"
+            )
         if self.width % self.conv_pos_groups:
             raise ValueError("model.width must be divisible by model.conv_pos_groups")
         if self.average_top_k_layers > self.depth:
@@ -163,7 +205,10 @@ class LossConfig(Group):
     focal_alpha: float = Field(0.25, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0, le=10)
     prior_prob: float | None = Field(
-        None, gt=0, lt=1, description="init head bias to logit(prior) (RetinaNet); None = zero bias as the original"
+        None,
+        gt=0,
+        lt=1,
+        description="init head bias to logit(prior) (RetinaNet); None = zero bias as the original",
     )
 
 
@@ -199,7 +244,9 @@ class DataConfig(Group):
     sample_rate_hz: int = Field(8000, gt=0)
     clip_s: float = Field(10.0, gt=0, le=600)
     overlap_s: float = Field(0.0, ge=0)
-    extensions: list[str] = Field(default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"])
+    extensions: list[str] = Field(
+        default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"]
+    )
     channel: Literal["first", "loudest"] = "first"
     min_duration_s: float = Field(0.1, ge=0)
     split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
@@ -213,7 +260,9 @@ class DataConfig(Group):
     @model_validator(mode="after")
     def _check_overlap(self) -> DataConfig:
         if self.overlap_s >= self.clip_s:
-            raise ValueError(f"data.overlap_s ({self.overlap_s}) must be < data.clip_s ({self.clip_s})")
+            raise ValueError(
+                f"data.overlap_s ({self.overlap_s}) must be < data.clip_s ({self.clip_s})"
+            )
         return self
 
 
@@ -224,6 +273,7 @@ class ClusterConfig(Group):
     num_workers: int = Field(1, ge=1, le=4096)
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0, le=256)
+    torch_threads: int = Field(0, ge=0, le=256, description="0 = Ray's default (cpus_per_worker)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     gpus_per_actor: float = Field(0.0, ge=0, le=8)
     num_actors: int = Field(1, ge=1, le=4096)

@@ -28,7 +28,9 @@ class ConvFeatureStack(nn.Module):
         blocks = []
         for channels, kernel, stride in layers:
             padding: int | str = math.ceil(stride / 2) if stride > 1 else "same"
-            conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, padding=padding, bias=False)
+            conv = nn.Conv1d(
+                in_channels, channels, kernel, stride=stride, padding=padding, bias=False
+            )
             nn.init.kaiming_normal_(conv.weight)
             blocks.append(nn.Sequential(conv, ChannelLayerNorm(channels), nn.GELU()))
             in_channels = channels
@@ -45,7 +47,11 @@ class LocalEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.sinc = SincFrontEnd(
-            cfg.sinc_filters, cfg.sinc_taps, cfg.sample_rate_hz, cfg.sinc_min_low_hz, cfg.sinc_min_band_hz
+            cfg.sinc_filters,
+            cfg.sinc_taps,
+            cfg.sample_rate_hz,
+            cfg.sinc_min_low_hz,
+            cfg.sinc_min_band_hz,
         )
         self.convs = ConvFeatureStack(cfg.sinc_filters, cfg.conv_layers)
         self.proj_norm = nn.LayerNorm(self.convs.out_channels)
@@ -65,7 +71,8 @@ class ConvPositions(nn.Module):
         super().__init__()
         self.kernel = max(3, total_kernel // depth)
         self.convs = nn.ModuleList(
-            nn.Conv1d(width, width, self.kernel, padding=self.kernel // 2, groups=groups) for _ in range(depth)
+            nn.Conv1d(width, width, self.kernel, padding=self.kernel // 2, groups=groups)
+            for _ in range(depth)
         )
         self.width = width
 
@@ -155,7 +162,9 @@ class ContextEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.conv_pos = ConvPositions(cfg.width, cfg.conv_pos_depth, cfg.conv_pos_width, cfg.conv_pos_groups)
+        self.conv_pos = ConvPositions(
+            cfg.width, cfg.conv_pos_depth, cfg.conv_pos_width, cfg.conv_pos_groups
+        )
         self.alibi = Alibi(cfg.heads)
         self.prenet_norm = nn.LayerNorm(cfg.width)
         self.prenet_drop = nn.Dropout(cfg.prenet_dropout)
@@ -164,7 +173,10 @@ class ContextEncoder(nn.Module):
         self.layerdrop = cfg.layerdrop
 
     def forward(
-        self, x: torch.Tensor, keep: torch.Tensor | None = None, noise_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        noise_mask: torch.Tensor | None = None,
     ) -> EncoderOutput:
         """x (B, T, D) local features.
 

@@ -50,13 +50,25 @@ def chunk_runs(
     for c, label in enumerate(classes):
         thr = (class_thresholds or {}).get(label, threshold)
         for start, end in runs(smooth[:, c] > thr):
-            rows.append((file, offset_s + start / frame_rate_hz, offset_s + end / frame_rate_hz, label,
-                         float(probs[start:end, c].sum()), end - start))
+            rows.append(
+                (
+                    file,
+                    offset_s + start / frame_rate_hz,
+                    offset_s + end / frame_rate_hz,
+                    label,
+                    float(probs[start:end, c].sum()),
+                    end - start,
+                )
+            )
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def merge_runs(runs_table: pd.DataFrame, min_event_s: float = 0.05, top_class_only: bool = False,
-               tolerance_s: float = 1e-6) -> pd.DataFrame:
+def merge_runs(
+    runs_table: pd.DataFrame,
+    min_event_s: float = 0.05,
+    top_class_only: bool = False,
+    tolerance_s: float = 1e-6,
+) -> pd.DataFrame:
     """Merge runs that touch (across chunk boundaries), drop short events, score = mean prob.
 
     Returns columns file, onset_s, offset_s, label, score sorted by file and onset.
@@ -64,7 +76,9 @@ def merge_runs(runs_table: pd.DataFrame, min_event_s: float = 0.05, top_class_on
     if runs_table.empty:
         return pd.DataFrame(columns=["file", "onset_s", "offset_s", "label", "score"])
     merged = []
-    for (file, label), group in runs_table.sort_values("onset_s").groupby(["file", "label"], sort=False):
+    for (file, label), group in runs_table.sort_values("onset_s").groupby(
+        ["file", "label"], sort=False
+    ):
         cur = None
         for r in group.itertuples(index=False):
             if cur is not None and r.onset_s <= cur[1] + tolerance_s:
@@ -93,9 +107,16 @@ def keep_top_class(events: pd.DataFrame) -> pd.DataFrame:
     return events.loc[sorted(kept)]
 
 
-def events_from_probs(probs: np.ndarray, classes: list[str], frame_rate_hz: float, file: str = "",
-                      threshold: float = 0.15, pool_s: float = 0.1, min_event_s: float = 0.05,
-                      class_thresholds: dict[str, float] | None = None) -> pd.DataFrame:
+def events_from_probs(
+    probs: np.ndarray,
+    classes: list[str],
+    frame_rate_hz: float,
+    file: str = "",
+    threshold: float = 0.15,
+    pool_s: float = 0.1,
+    min_event_s: float = 0.05,
+    class_thresholds: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """One-shot helper for a single probability matrix (a whole file or one chunk)."""
     r = chunk_runs(probs, classes, file, 0.0, frame_rate_hz, threshold, class_thresholds, pool_s)
     return merge_runs(r, min_event_s)

@@ -93,7 +93,9 @@ class FrameClassifier(nn.Module):
         return self.features(audio)[0]
 
 
-def load_pretrained_encoder(classifier: FrameClassifier, encoder_state: dict[str, torch.Tensor]) -> None:
+def load_pretrained_encoder(
+    classifier: FrameClassifier, encoder_state: dict[str, torch.Tensor]
+) -> None:
     """Copy a pretraining checkpoint's student encoder into the classifier.
 
     Raises ValueError listing every missing, unexpected or shape-mismatched key.

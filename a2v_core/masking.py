@@ -76,7 +76,9 @@ def channel_mask(
     batch: int, channels: int, mask_prob: float, mask_length: int, rng: np.random.Generator
 ) -> torch.Tensor:
     """Fine-tuning channel mask (B, D): masked channels are zeroed across all frames."""
-    return torch.from_numpy(span_mask(batch, channels, mask_prob, mask_length, rng, same_count=False))
+    return torch.from_numpy(
+        span_mask(batch, channels, mask_prob, mask_length, rng, same_count=False)
+    )
 
 
 def expected_masked_fraction(
@@ -84,4 +86,6 @@ def expected_masked_fraction(
 ) -> float:
     """Monte-Carlo estimate of the masked fraction (``a2v info``)."""
     rng = np.random.default_rng(seed)
-    return float(np.mean([span_mask(rows, frames, mask_prob, mask_length, rng).mean() for _ in range(draws)]))
+    return float(
+        np.mean([span_mask(rows, frames, mask_prob, mask_length, rng).mean() for _ in range(draws)])
+    )

@@ -14,7 +14,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 
-def frame_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str], threshold: float = 0.175) -> dict:
+def frame_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, classes: list[str], threshold: float = 0.175
+) -> dict:
     """y_true, y_prob: (frames, C). Classes without any positive frame get AP = NaN and are
     left out of the macro mean (scikit-learn would warn and return 0)."""
     y_true = (y_true >= 0.5).astype(np.int8)
@@ -27,13 +29,25 @@ def frame_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str], th
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     per_class = {}
     for c, name in enumerate(classes):
-        per_class[name] = float(average_precision_score(y_true[:, c], y_prob[:, c])) if y_true[:, c].any() else float("nan")
+        per_class[name] = (
+            float(average_precision_score(y_true[:, c], y_prob[:, c]))
+            if y_true[:, c].any()
+            else float("nan")
+        )
     present = [v for v in per_class.values() if not np.isnan(v)]
-    micro_ap = float(average_precision_score(y_true.ravel(), y_prob.ravel())) if y_true.any() else float("nan")
+    micro_ap = (
+        float(average_precision_score(y_true.ravel(), y_prob.ravel()))
+        if y_true.any()
+        else float("nan")
+    )
     return {
-        "micro_precision": precision, "micro_recall": recall, "micro_f1": f1,
-        "macro_ap": float(np.mean(present)) if present else float("nan"), "micro_ap": micro_ap,
-        "per_class_ap": per_class, "threshold": threshold,
+        "micro_precision": precision,
+        "micro_recall": recall,
+        "micro_f1": f1,
+        "macro_ap": float(np.mean(present)) if present else float("nan"),
+        "micro_ap": micro_ap,
+        "per_class_ap": per_class,
+        "threshold": threshold,
     }
 
 
@@ -69,15 +83,26 @@ def match_class(pred: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float = 
     recall = tp / len(truth_list) if truth_list else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     ap = float(average_precision_score(positives, scores)) if any(positives) else float("nan")
-    return {"tp": tp, "n_pred": len(pred), "n_true": len(truth_list), "precision": precision,
-            "recall": recall, "f1": f1, "ap": ap}
+    return {
+        "tp": tp,
+        "n_pred": len(pred),
+        "n_true": len(truth_list),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "ap": ap,
+    }
 
 
-def event_metrics(pred: pd.DataFrame, truth: pd.DataFrame, classes: list[str], iou_threshold: float = 0.0) -> dict:
+def event_metrics(
+    pred: pd.DataFrame, truth: pd.DataFrame, classes: list[str], iou_threshold: float = 0.0
+) -> dict:
     """Per-class and pooled (micro) event precision/recall/F1, plus macro AP."""
     per_class = {}
     for c in classes:
-        per_class[c] = match_class(pred[pred["label"] == c], truth[truth["label"] == c], iou_threshold)
+        per_class[c] = match_class(
+            pred[pred["label"] == c], truth[truth["label"] == c], iou_threshold
+        )
     tp = sum(v["tp"] for v in per_class.values())
     n_pred = sum(v["n_pred"] for v in per_class.values())
     n_true = sum(v["n_true"] for v in per_class.values())
@@ -85,5 +110,11 @@ def event_metrics(pred: pd.DataFrame, truth: pd.DataFrame, classes: list[str], i
     recall = tp / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     aps = [v["ap"] for v in per_class.values() if not np.isnan(v["ap"])]
-    return {"precision": precision, "recall": recall, "f1": f1, "macro_ap": float(np.mean(aps)) if aps else float("nan"),
-            "iou_threshold": iou_threshold, "per_class": per_class}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "macro_ap": float(np.mean(aps)) if aps else float("nan"),
+        "iou_threshold": iou_threshold,
+        "per_class": per_class,
+    }

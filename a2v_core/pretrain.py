@@ -94,7 +94,11 @@ class Data2VecPretrainer(nn.Module):
         self.model_cfg, self.masking, self.ema_cfg = model, masking, ema
         self.encoder = Encoder(model)
         self.decoder = ConvDecoder(
-            model.width, model.decoder_dim, model.decoder_layers, model.decoder_kernel, model.decoder_groups
+            model.width,
+            model.decoder_dim,
+            model.decoder_layers,
+            model.decoder_kernel,
+            model.decoder_groups,
         )
         self.teacher = self.make_teacher(self.encoder.context)
 
@@ -127,7 +131,9 @@ class Data2VecPretrainer(nn.Module):
         """Clone + mask + encode kept tokens + decode. Returns (pred (N, T, D), keep (N, T))."""
         b, t, d = local.shape
         clones = self.model_cfg.clone_batch
-        keep = student_keep_mask(b * clones, t, self.masking.mask_prob, self.masking.mask_length, rng)
+        keep = student_keep_mask(
+            b * clones, t, self.masking.mask_prob, self.masking.mask_length, rng
+        )
         keep = keep.to(local.device)
         x = local.repeat_interleave(clones, dim=0)  # (N, T, D)
         enc = self.encoder.context(x, keep=keep)  # enc.x: (N, T', D)

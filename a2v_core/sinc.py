@@ -17,7 +17,9 @@ from torch import nn
 
 
 def hz_to_mel(hz: torch.Tensor | float) -> torch.Tensor | float:
-    return 2595.0 * (torch.log10(1 + hz / 700.0) if torch.is_tensor(hz) else math.log10(1 + hz / 700.0))
+    return 2595.0 * (
+        torch.log10(1 + hz / 700.0) if torch.is_tensor(hz) else math.log10(1 + hz / 700.0)
+    )
 
 
 def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
@@ -28,7 +30,12 @@ class SincConv(nn.Module):
     """F band-pass filters of K taps; ``low = min_low + |low_|``, ``high = low + min_band + |band_|``."""
 
     def __init__(
-        self, n_filters: int, kernel_size: int, sample_rate_hz: int, min_low_hz: float, min_band_hz: float
+        self,
+        n_filters: int,
+        kernel_size: int,
+        sample_rate_hz: int,
+        min_low_hz: float,
+        min_band_hz: float,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -44,15 +51,21 @@ class SincConv(nn.Module):
         half = kernel_size // 2
         # Half Hamming window on the SpeechBrain grid (slightly non-integer, kept on purpose).
         m = torch.linspace(0, kernel_size / 2 - 1, half)
-        self.register_buffer("window_", 0.53836 - 0.46164 * torch.cos(2 * math.pi * m / kernel_size))
+        self.register_buffer(
+            "window_", 0.53836 - 0.46164 * torch.cos(2 * math.pi * m / kernel_size)
+        )
         n = (kernel_size - 1) / 2.0
-        self.register_buffer("n_", 2 * math.pi * torch.arange(-n, 0).view(1, -1) / self.sample_rate_hz)
+        self.register_buffer(
+            "n_", 2 * math.pi * torch.arange(-n, 0).view(1, -1) / self.sample_rate_hz
+        )
 
     def band_edges_hz(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current (low, high) cut-offs in Hz, each (F,)."""
         low = self.min_low_hz + torch.abs(self.low_hz_)
         high = torch.clamp(
-            low + self.min_band_hz + torch.abs(self.band_hz_), self.min_low_hz, self.sample_rate_hz / 2
+            low + self.min_band_hz + torch.abs(self.band_hz_),
+            self.min_low_hz,
+            self.sample_rate_hz / 2,
         )
         return low[:, 0], high[:, 0]
 
@@ -60,7 +73,9 @@ class SincConv(nn.Module):
         """Symmetric, unit-passband-gain filters (F, K)."""
         low, high = self.band_edges_hz()
         band = high - low
-        left = (torch.sin(high[:, None] * self.n_) - torch.sin(low[:, None] * self.n_)) / (self.n_ / 2)
+        left = (torch.sin(high[:, None] * self.n_) - torch.sin(low[:, None] * self.n_)) / (
+            self.n_ / 2
+        )
         left = left * self.window_
         center = 2 * band[:, None]
         kernel = torch.cat([left, center, torch.flip(left, dims=[1])], dim=1)
@@ -101,7 +116,12 @@ class SincFrontEnd(nn.Module):
     """SincConv -> channel LayerNorm -> PSwish."""
 
     def __init__(
-        self, n_filters: int, kernel_size: int, sample_rate_hz: int, min_low_hz: float, min_band_hz: float
+        self,
+        n_filters: int,
+        kernel_size: int,
+        sample_rate_hz: int,
+        min_low_hz: float,
+        min_band_hz: float,
     ) -> None:
         super().__init__()
         self.sinc = SincConv(n_filters, kernel_size, sample_rate_hz, min_low_hz, min_band_hz)

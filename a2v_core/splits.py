@@ -12,7 +12,9 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 
-def clip_presence(clips: pd.DataFrame, events: pd.DataFrame, classes: list[str], clip_s: float) -> np.ndarray:
+def clip_presence(
+    clips: pd.DataFrame, events: pd.DataFrame, classes: list[str], clip_s: float
+) -> np.ndarray:
     """(n_clips, C) 0/1: does class c occur anywhere in clip i (path, offset_s)?"""
     index = {c: i for i, c in enumerate(classes)}
     presence = np.zeros((len(clips), len(classes)), dtype=np.int8)
@@ -41,8 +43,13 @@ def _stratified_pick(presence: np.ndarray, fraction: float, seed: int) -> np.nda
     return np.sort(picked)
 
 
-def make_splits(clips: pd.DataFrame, presence: np.ndarray, valid_fraction: float, label_fraction: float,
-                seed: int = 1612) -> pd.Series:
+def make_splits(
+    clips: pd.DataFrame,
+    presence: np.ndarray,
+    valid_fraction: float,
+    label_fraction: float,
+    seed: int = 1612,
+) -> pd.Series:
     """'valid' / 'train' / 'unused' per clip (unused = train clips outside the label fraction)."""
     split = np.full(len(clips), "train", dtype=object)
     if valid_fraction > 0 and len(clips) > 1:

@@ -25,7 +25,9 @@ def _envelope(n: int, attack: float = 0.15) -> np.ndarray:
     return env
 
 
-def _harmonic(rng: np.random.Generator, sr: int, dur: float, f0: tuple[float, float], sweep: float, n_h: int) -> np.ndarray:
+def _harmonic(
+    rng: np.random.Generator, sr: int, dur: float, f0: tuple[float, float], sweep: float, n_h: int
+) -> np.ndarray:
     n = int(dur * sr)
     t = np.arange(n) / sr
     start = rng.uniform(*f0)
@@ -114,12 +116,17 @@ def background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     spec /= np.sqrt(np.maximum(freqs, 20.0) / 20.0)
     x = np.fft.irfft(spec, n)
     x /= x.std() + 1e-9
-    drift = 1 + 0.3 * np.sin(2 * np.pi * np.arange(n) / n * rng.uniform(0.5, 2) + rng.uniform(0, 6.3))
+    drift = 1 + 0.3 * np.sin(
+        2 * np.pi * np.arange(n) / n * rng.uniform(0.5, 2) + rng.uniform(0, 6.3)
+    )
     return x * drift
 
 
 def synth_recording(
-    rng: np.random.Generator, duration_s: float = 60.0, sample_rate_hz: int = 8000, calls_per_s: float = 0.25,
+    rng: np.random.Generator,
+    duration_s: float = 60.0,
+    sample_rate_hz: int = 8000,
+    calls_per_s: float = 0.25,
     snr_db: tuple[float, float] = (3.0, 20.0),
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """One recording (float32, peak <= 0.9) and its events (file column left empty)."""
@@ -134,15 +141,24 @@ def synth_recording(
         cls = CALL_CLASSES[rng.choice(len(CALL_CLASSES), p=weights / weights.sum())]
         dur = rng.uniform(cls.min_s, cls.max_s)
         onset = rng.uniform(0.05, duration_s - dur - 0.05)
-        s0, s1 = int(onset * sample_rate_hz), int(onset * sample_rate_hz) + int(dur * sample_rate_hz)
+        s0, s1 = (
+            int(onset * sample_rate_hz),
+            int(onset * sample_rate_hz) + int(dur * sample_rate_hz),
+        )
         if occupied[max(0, s0 - 400) : s1 + 400].any():  # keep 50 ms between calls
             continue
         occupied[s0:s1] = True
         call = cls.synth(rng, sample_rate_hz, dur)
         gain = noise_std * 10 ** (rng.uniform(*snr_db) / 20) / (call.std() + 1e-9)
         x[s0 : s0 + len(call)] += gain * call
-        rows.append({"file": "", "onset_s": round(s0 / sample_rate_hz, 6),
-                     "offset_s": round((s0 + len(call)) / sample_rate_hz, 6), "label": cls.label})
+        rows.append(
+            {
+                "file": "",
+                "onset_s": round(s0 / sample_rate_hz, 6),
+                "offset_s": round((s0 + len(call)) / sample_rate_hz, 6),
+                "label": cls.label,
+            }
+        )
     x = 0.9 * x / max(np.abs(x).max(), 1e-9)
     table = pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "label"])
     return x.astype(np.float32), table.sort_values("onset_s").reset_index(drop=True)

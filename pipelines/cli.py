@@ -10,11 +10,20 @@ import sys
 COMMANDS = {
     "synth": ("pipelines.synth", "write a synthetic MeerKAT-like archive with ground truth"),
     "manifest": ("pipelines.manifest", "probe every file of an archive into a Parquet manifest"),
-    "info": ("pipelines.info", "parameter counts, frame rate, receptive field, masking of a config"),
+    "info": (
+        "pipelines.info",
+        "parameter counts, frame rate, receptive field, masking of a config",
+    ),
     "pretrain": ("pipelines.pretrain", "self-supervised pretraining on Ray Train"),
     "finetune": ("pipelines.finetune", "frame-level fine-tuning with focal loss on Ray Train"),
-    "label": ("pipelines.label", "label a whole archive into events (Parquet, Raven, Audacity, CSV)"),
-    "demo": ("pipelines.demo", "the whole chain on a synthetic archive: synth -> pretrain -> finetune -> label"),
+    "label": (
+        "pipelines.label",
+        "label a whole archive into events (Parquet, Raven, Audacity, CSV)",
+    ),
+    "demo": (
+        "pipelines.demo",
+        "the whole chain on a synthetic archive: synth -> pretrain -> finetune -> label",
+    ),
 }
 
 

@@ -48,7 +48,10 @@ class WorkUnit:
 
 def _open(fs, root: str, rel: str):
     full = f"{root.rstrip('/')}/{rel}"
-    remote = any(p in ("s3", "s3a", "gs", "gcs") for p in ([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol))
+    remote = any(
+        p in ("s3", "s3a", "gs", "gcs")
+        for p in ([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
+    )
     # Small read-ahead blocks: a chunk read fetches ~2 MB, never the whole object.
     return fs.open(full, "rb", block_size=2 * 1024 * 1024) if remote else fs.open(full, "rb")
 
@@ -92,22 +95,45 @@ def read_unit(cfg: DataConfig, fs, root: str, unit: WorkUnit) -> Iterator[dict]:
     try:
         with _open(fs, root, unit.path) as f:
             for chunk in iter_chunks(
-                f, cfg.clip_s, cfg.sample_rate_hz, cfg.overlap_s, cfg.channel, True, cfg.min_duration_s,
-                unit.start_s, unit.stop_s,
+                f,
+                cfg.clip_s,
+                cfg.sample_rate_hz,
+                cfg.overlap_s,
+                cfg.channel,
+                True,
+                cfg.min_duration_s,
+                unit.start_s,
+                unit.stop_s,
             ):
-                yield {**base, "chunk_id": chunk_id(unit.path, chunk.offset_s), "offset_s": chunk.offset_s,
-                       "duration_s": chunk.valid_samples / cfg.sample_rate_hz, "audio": chunk.audio,
-                       "n_chunks": chunk.n_chunks, "error_type": "", "error_message": ""}
+                yield {
+                    **base,
+                    "chunk_id": chunk_id(unit.path, chunk.offset_s),
+                    "offset_s": chunk.offset_s,
+                    "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
+                    "audio": chunk.audio,
+                    "n_chunks": chunk.n_chunks,
+                    "error_type": "",
+                    "error_message": "",
+                }
     except DecodeError as exc:
         yield _error_row(base, unit, clip_samples, exc.error_type, exc.message)
     except (FileNotFoundError, PermissionError, OSError) as exc:
         yield _error_row(base, unit, clip_samples, "unreadable", f"{type(exc).__name__}: {exc}")
 
 
-def _error_row(base: dict, unit: WorkUnit, clip_samples: int, error_type: str, message: str) -> dict:
-    return {**base, "chunk_id": chunk_id(unit.path, -1.0), "offset_s": unit.start_s, "duration_s": 0.0,
-            "audio": np.zeros(clip_samples, np.float32), "n_chunks": 0, "error_type": error_type,
-            "error_message": message[:500]}
+def _error_row(
+    base: dict, unit: WorkUnit, clip_samples: int, error_type: str, message: str
+) -> dict:
+    return {
+        **base,
+        "chunk_id": chunk_id(unit.path, -1.0),
+        "offset_s": unit.start_s,
+        "duration_s": 0.0,
+        "audio": np.zeros(clip_samples, np.float32),
+        "n_chunks": 0,
+        "error_type": error_type,
+        "error_message": message[:500],
+    }
 
 
 class AudioChunkDatasource(Datasource):
@@ -129,7 +155,9 @@ class AudioChunkDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return sum(u.size_bytes for u in self.units) * 2
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
         n_tasks = max(1, min(len(self.units), self.cfg.read_tasks or parallelism))
         groups = [self.units[i::n_tasks] for i in range(n_tasks)]
         cfg = self.cfg
@@ -151,8 +179,12 @@ class AudioChunkDatasource(Datasource):
 
         tasks = []
         for units in groups:
-            meta = BlockMetadata(num_rows=None, size_bytes=sum(u.size_bytes for u in units) * 2,
-                                 exec_stats=None, input_files=[u.path for u in units])
+            meta = BlockMetadata(
+                num_rows=None,
+                size_bytes=sum(u.size_bytes for u in units) * 2,
+                exec_stats=None,
+                input_files=[u.path for u in units],
+            )
             tasks.append(ReadTask(make_fn(units), meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
@@ -160,7 +192,9 @@ class AudioChunkDatasource(Datasource):
 def read_chunks(cfg: DataConfig, files: list[tuple[str, int]] | None = None) -> ray.data.Dataset:
     """All rows (good chunks and error rows) of the archive as a streaming Dataset."""
     source = AudioChunkDatasource(cfg, files)
-    n = cfg.read_tasks or max(1, min(len(source.units), 4 * int(ray.cluster_resources().get("CPU", 2))))
+    n = cfg.read_tasks or max(
+        1, min(len(source.units), 4 * int(ray.cluster_resources().get("CPU", 2)))
+    )
     return ray.data.read_datasource(source, override_num_blocks=n)
 
 

@@ -19,7 +19,9 @@ from pipelines.synth import write_archive
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="a2v demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="a2v demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--hours", type=float, default=0.25, help="hours of synthetic training audio")
     ap.add_argument("--pretrain-steps", type=int, default=None)
@@ -36,34 +38,66 @@ def main(argv: list[str] | None = None) -> None:
     truth = write_archive(test_archive, 0.05, seed=1234)
 
     print("== 2/4 pretrain (tiny, self-supervised, no labels)")
-    pre = load_config(PretrainJob, "configs/pretrain/tiny.yaml", common + [f"data.archive={archive}"]
-                      + ([f"optim.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []))
+    pre = load_config(
+        PretrainJob,
+        "configs/pretrain/tiny.yaml",
+        common
+        + [f"data.archive={archive}"]
+        + ([f"optim.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []),
+    )
     pre_res = pretrain.run(pre)
 
     print("== 3/4 finetune (tiny, focal loss, from the pretrained encoder)")
-    ft = load_config(FinetuneJob, "configs/finetune/tiny.yaml", common + [
-        f"data.archive={archive}", f"data.annotations={storage.join(archive, 'annotations.csv')}",
-        f"pretrained={pre_res['checkpoint']}"] + ([f"optim.max_steps={args.finetune_steps}"] if args.finetune_steps else []))
+    ft = load_config(
+        FinetuneJob,
+        "configs/finetune/tiny.yaml",
+        common
+        + [
+            f"data.archive={archive}",
+            f"data.annotations={storage.join(archive, 'annotations.csv')}",
+            f"pretrained={pre_res['checkpoint']}",
+        ]
+        + ([f"optim.max_steps={args.finetune_steps}"] if args.finetune_steps else []),
+    )
     ft_res = finetune.run(ft)
 
     print("== 4/4 label the held-out archive")
-    lab = load_config(LabelJob, "configs/label/default.yaml", [
-        f"tracking.uri={uri}", f"data.archive={test_archive}", f"model={ft_res['checkpoint']}",
-        f"out={storage.join(out, 'labels')}", "overwrite=true", "formats=[parquet,raven,audacity,csv]"])
+    lab = load_config(
+        LabelJob,
+        "configs/label/default.yaml",
+        [
+            f"tracking.uri={uri}",
+            f"data.archive={test_archive}",
+            f"model={ft_res['checkpoint']}",
+            f"out={storage.join(out, 'labels')}",
+            "overwrite=true",
+            "formats=[parquet,raven,audacity,csv]",
+        ],
+    )
     summary = label.run(lab)
 
     events = label.read_events(lab.out, summary["model_version"])
-    truth = ann.read_csv(io.BytesIO(storage.read_bytes(storage.join(test_archive, "annotations.csv"))))
+    truth = ann.read_csv(
+        io.BytesIO(storage.read_bytes(storage.join(test_archive, "annotations.csv")))
+    )
     classes = sorted(truth["label"].unique())
     m0 = event_metrics(events, truth, classes, iou_threshold=0.0)
     m5 = event_metrics(events, truth, classes, iou_threshold=0.5)
     print("\n== demo summary")
     print(f"  pretrain checkpoint : {pre_res['checkpoint']}")
-    print(f"  finetune checkpoint : {ft_res['checkpoint']} (valid micro-F1 {ft_res['best']['val_micro_f1']:.3f})")
-    print(f"  labels              : {lab.out}  ({summary['events_written']} events, {summary['x_real_time']:.0f}x real time)")
-    print(f"  Raven tables        : {storage.join(lab.out, 'raven')}  (open in Raven Pro: File > Open Selection Table)")
-    print(f"  event F1 vs ground truth (held-out): {m0['f1']:.3f} any overlap "
-          f"(P {m0['precision']:.3f} R {m0['recall']:.3f}); {m5['f1']:.3f} at IoU 0.5")
+    print(
+        f"  finetune checkpoint : {ft_res['checkpoint']} (valid micro-F1 {ft_res['best']['val_micro_f1']:.3f})"
+    )
+    print(
+        f"  labels              : {lab.out}  ({summary['events_written']} events, {summary['x_real_time']:.0f}x real time)"
+    )
+    print(
+        f"  Raven tables        : {storage.join(lab.out, 'raven')}  (open in Raven Pro: File > Open Selection Table)"
+    )
+    print(
+        f"  event F1 vs ground truth (held-out): {m0['f1']:.3f} any overlap "
+        f"(P {m0['precision']:.3f} R {m0['recall']:.3f}); {m5['f1']:.3f} at IoU 0.5"
+    )
     print(f"  MLflow              : mlflow ui --backend-store-uri {uri}")
     print(f"  total time          : {time.time() - t0:.0f} s")
 

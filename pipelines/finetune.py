@@ -56,21 +56,35 @@ from pipelines.trainer import (
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 
 
-def batch_targets(events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob) -> np.ndarray:
+def batch_targets(
+    events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob
+) -> np.ndarray:
     n_frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
     empty = ann.empty_table()
-    return np.stack([
-        ann.frame_targets(events_by_file.get(p, empty), classes, float(o), n_frames, job.data.sample_rate_hz,
-                          job.model.hop_samples)
-        for p, o in zip(paths, offsets, strict=True)
-    ])
+    return np.stack(
+        [
+            ann.frame_targets(
+                events_by_file.get(p, empty),
+                classes,
+                float(o),
+                n_frames,
+                job.data.sample_rate_hz,
+                job.model.hop_samples,
+            )
+            for p, o in zip(paths, offsets, strict=True)
+        ]
+    )
 
 
 def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
     states, _, meta = load_checkpoint(storage.local_copy(pretrained_uri))
     if meta.get("kind") != "pretrain":
-        raise ValueError(f"--pretrained {pretrained_uri} is a '{meta.get('kind')}' checkpoint, not a pretraining one")
-    encoder_state = {k[len("encoder."):]: v for k, v in states["model"].items() if k.startswith("encoder.")}
+        raise ValueError(
+            f"--pretrained {pretrained_uri} is a '{meta.get('kind')}' checkpoint, not a pretraining one"
+        )
+    encoder_state = {
+        k[len("encoder.") :]: v for k, v in states["model"].items() if k.startswith("encoder.")
+    }
     load_pretrained_encoder(model, encoder_state)
 
 
@@ -89,8 +103,13 @@ def validate(model: FrameClassifier, job: FinetuneJob, classes, events_by_file, 
             ps.append(probs[i, :n])
     model.train()
     m = frame_metrics(np.concatenate(ys), np.concatenate(ps), classes, job.events.threshold)
-    return {"val_micro_f1": m["micro_f1"], "val_macro_ap": m["macro_ap"], "val_micro_ap": m["micro_ap"],
-            "val_precision": m["micro_precision"], "val_recall": m["micro_recall"]}
+    return {
+        "val_micro_f1": m["micro_f1"],
+        "val_macro_ap": m["macro_ap"],
+        "val_micro_ap": m["micro_ap"],
+        "val_precision": m["micro_precision"],
+        "val_recall": m["micro_recall"],
+    }
 
 
 def train_loop(config: dict) -> None:
@@ -100,16 +119,27 @@ def train_loop(config: dict) -> None:
     events_by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
     rank, world_size = world()
     dev = device()
+    if job.cluster.torch_threads:
+        torch.set_num_threads(job.cluster.torch_threads)
     torch.manual_seed(job.run.seed + rank)
-    model = FrameClassifier(job.model, len(classes), job.finetune_masking, job.optim.freeze_frontend,
-                            job.loss.prior_prob)
+    model = FrameClassifier(
+        job.model,
+        len(classes),
+        job.finetune_masking,
+        job.optim.freeze_frontend,
+        job.loss.prior_prob,
+    )
     states, meta = restore(ray.train.get_checkpoint())
     if states is None and job.pretrained:
         load_encoder_into(model, job.pretrained)
     if job.optim.freeze_frontend:
         model.encoder.local.requires_grad_(False)
-    opt = torch.optim.AdamW(param_groups(list(model.named_parameters()), job.optim.weight_decay),
-                            lr=job.optim.lr, betas=job.optim.betas, eps=job.optim.eps)
+    opt = torch.optim.AdamW(
+        param_groups(list(model.named_parameters()), job.optim.weight_decay),
+        lr=job.optim.lr,
+        betas=job.optim.betas,
+        eps=job.optim.eps,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
     step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0}
     best_state = None
@@ -120,24 +150,41 @@ def train_loop(config: dict) -> None:
         best_state = states.get("best_model")
         step, epoch, pos, best = meta["step"], meta["epoch"], meta["batches_in_epoch"], meta["best"]
     rng = np.random.default_rng([job.run.seed, rank, step])
-    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    ddp = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
     core: FrameClassifier = getattr(ddp, "module", ddp)
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled)
+    tracker = Tracker(
+        job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled
+    )
     tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
     shard = ray.train.get_dataset_shard("train")
     tp = Throughput()
     sr = job.data.sample_rate_hz
 
     def checkpoint_states() -> dict:
-        out = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        out = {
+            "model": core.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+        }
         if best_state is not None:
             out["best_model"] = best_state
         return out
 
     def meta_now() -> dict:
-        return {"kind": "finetune", "step": step, "epoch": epoch, "batches_in_epoch": pos, "best": best,
-                "classes": classes, "sample_rate_hz": sr, "frame_rate_hz": job.model.frame_rate_hz,
-                "clip_s": job.data.clip_s, "pretrained": job.pretrained}
+        return {
+            "kind": "finetune",
+            "step": step,
+            "epoch": epoch,
+            "batches_in_epoch": pos,
+            "best": best,
+            "classes": classes,
+            "sample_rate_hz": sr,
+            "frame_rate_hz": job.model.frame_rate_hz,
+            "clip_s": job.data.clip_s,
+            "pretrained": job.pretrained,
+        }
 
     ddp.train()
     while step < job.optim.max_steps:
@@ -145,10 +192,15 @@ def train_loop(config: dict) -> None:
             pos += 1
             core.set_encoder_frozen(step < job.optim.freeze_steps)
             audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
-            y = torch.as_tensor(batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job), device=dev)
+            y = torch.as_tensor(
+                batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job),
+                device=dev,
+            )
             if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
                 audio, y = bc_mixup(audio, sr, targets=y)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with torch.autocast(
+                device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
+            ):
                 logits = ddp(audio, rng)
             loss = focal_loss(logits, y, job.loss.focal_alpha, job.loss.focal_gamma)
             loss.backward()
@@ -163,25 +215,47 @@ def train_loop(config: dict) -> None:
             maybe_fail(job, step, rank, world_size)
             metrics = {}
             if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
-                metrics = {"loss": float(loss), "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                           "encoder_frozen": float(core.encoder_frozen), **tp.read(world_size)}
+                metrics = {
+                    "loss": float(loss),
+                    "lr": sched.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "encoder_frozen": float(core.encoder_frozen),
+                    **tp.read(world_size),
+                }
                 if rank == 0:
-                    print(f"[finetune] step {step}/{job.optim.max_steps} loss {float(loss):.4f}", flush=True)
+                    print(
+                        f"[finetune] step {step}/{job.optim.max_steps} loss {float(loss):.4f}",
+                        flush=True,
+                    )
             if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
                 if rank == 0:
                     val = validate(core, job, classes, events_by_file, dev)
                     metrics.update(val)
                     # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
-                    if (val["val_micro_f1"], val["val_macro_ap"]) > (best["val_micro_f1"], best.get("val_macro_ap", -1.0)):
+                    if (val["val_micro_f1"], val["val_macro_ap"]) > (
+                        best["val_micro_f1"],
+                        best.get("val_macro_ap", -1.0),
+                    ):
                         best = {**val, "step": step}
                         best_state = copy.deepcopy(core.state_dict())
-                    print(f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-                          f"macro-AP {val['val_macro_ap']:.3f} (best F1 {best['val_micro_f1']:.3f} @ {best['step']})",
-                          flush=True)
+                    print(
+                        f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
+                        f"macro-AP {val['val_macro_ap']:.3f} (best F1 {best['val_micro_f1']:.3f} @ {best['step']})",
+                        flush=True,
+                    )
             tracker.log_metrics(metrics, step)
             if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
-                report({"step": step, "loss": float(loss), **{k: v for k, v in best.items() if k != "step"}},
-                       rank, checkpoint_states, job, meta_now())
+                report(
+                    {
+                        "step": step,
+                        "loss": float(loss),
+                        **{k: v for k, v in best.items() if k != "step"},
+                    },
+                    rank,
+                    checkpoint_states,
+                    job,
+                    meta_now(),
+                )
             if step >= job.optim.max_steps:
                 break
         else:
@@ -199,12 +273,16 @@ def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
     for rel in files:
         with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
             info = sf.info(f)
-        for off in chunk_offsets(info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s):
+        for off in chunk_offsets(
+            info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s
+        ):
             rows.append({"path": rel, "offset_s": off, "chunk_id": chunk_id(rel, off)})
     return pd.DataFrame(rows)
 
 
-def prepare(job: FinetuneJob) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
+def prepare(
+    job: FinetuneJob,
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
     """Annotations, class list, clip splits and the annotated files of the archive."""
     if not job.data.annotations:
         raise SystemExit("error: data.annotations is required for fine-tuning (--annotations CSV)")
@@ -213,16 +291,22 @@ def prepare(job: FinetuneJob) -> tuple[pd.DataFrame, list[str], pd.DataFrame, li
     listed = dict(storage.list_files(job.data.archive, job.data.extensions))
     annotated = sorted(set(events["file"]) & set(listed))
     if not annotated:
-        raise SystemExit(f"error: no file of {job.data.annotations} exists under {job.data.archive}")
+        raise SystemExit(
+            f"error: no file of {job.data.annotations} exists under {job.data.archive}"
+        )
     if job.run.dry_run:
         annotated = annotated[:2]
     clips = clip_table(job, annotated)
     presence = clip_presence(clips, events, classes, job.data.clip_s)
-    clips["split"] = make_splits(clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed)
+    clips["split"] = make_splits(
+        clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed
+    )
     return events, classes, clips, [(f, listed[f]) for f in annotated]
 
 
-def build_trainer(job: FinetuneJob, mlflow_run_id: str | None = None, callbacks: list | None = None):
+def build_trainer(
+    job: FinetuneJob, mlflow_run_id: str | None = None, callbacks: list | None = None
+):
     """TorchTrainer for a fine-tuning job; also returns the splits table written beside it."""
     events, classes, clips, files = prepare(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
@@ -232,10 +316,20 @@ def build_trainer(job: FinetuneJob, mlflow_run_id: str | None = None, callbacks:
     base = good_chunks(read_chunks(job.data, files))
     train = base.filter(lambda r: r["chunk_id"] in train_ids).select_columns(COLUMNS)
     valid = base.filter(lambda r: r["chunk_id"] in valid_ids).select_columns(COLUMNS)
-    loop_config = {"job": job.model_dump(mode="json"), "classes": classes, "mlflow_run_id": mlflow_run_id,
-                   "events": events[["file", "onset_s", "offset_s", "label"]].to_dict(orient="list")}
-    trainer = build_torch_trainer(job, train_loop, loop_config, {"train": train, "valid": valid}, callbacks,
-                                  ray.train.DataConfig(datasets_to_split=["train"]))
+    loop_config = {
+        "job": job.model_dump(mode="json"),
+        "classes": classes,
+        "mlflow_run_id": mlflow_run_id,
+        "events": events[["file", "onset_s", "offset_s", "label"]].to_dict(orient="list"),
+    }
+    trainer = build_torch_trainer(
+        job,
+        train_loop,
+        loop_config,
+        {"train": train, "valid": valid},
+        callbacks,
+        ray.train.DataConfig(datasets_to_split=["train"]),
+    )
     return trainer, clips, classes
 
 
@@ -246,7 +340,10 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
         states, _, meta = load_checkpoint(d)
     import tempfile
 
-    for name, weights in (("best", states.get("best_model", states["model"])), ("final", states["model"])):
+    for name, weights in (
+        ("best", states.get("best_model", states["model"])),
+        ("final", states["model"]),
+    ):
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(tmp, {"model": weights}, to_yaml(job), {**meta, "exported": name})
             storage.upload_dir(tmp, storage.join(run_dir, name))
@@ -261,12 +358,18 @@ def run(job: FinetuneJob) -> dict:
     run_dir = storage.join(job.run.storage_path, job.run.name)
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    run_id = tracker.start(job.run.name, flatten(job), {"a2v.run_name": job.run.name, "a2v.job": "finetune"},
-                           run_id=tracker.find_run(job.run.name))
+    run_id = tracker.start(
+        job.run.name,
+        flatten(job),
+        {"a2v.run_name": job.run.name, "a2v.job": "finetune"},
+        run_id=tracker.find_run(job.run.name),
+    )
     t0 = time.time()
     trainer, clips, classes = build_trainer(job, run_id)
     counts = clips["split"].value_counts().to_dict()
-    print(f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}")
+    print(
+        f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}"
+    )
     result = trainer.fit()
     if result.error:
         tracker.end("FAILED")
@@ -281,9 +384,11 @@ def run(job: FinetuneJob) -> dict:
         tracker.set_tags({"checkpoint_uri": best_uri, "model_version": str(version)})
     tracker.end()
     best = meta["best"]
-    print(f"[finetune] best valid micro-F1 {best['val_micro_f1']:.3f} macro-AP {best.get('val_macro_ap', float('nan')):.3f} "
-          f"at step {best.get('step')}; checkpoint {best_uri}; registered {job.tracking.registered_model} v{version} "
-          f"({time.time() - t0:.0f} s)")
+    print(
+        f"[finetune] best valid micro-F1 {best['val_micro_f1']:.3f} macro-AP {best.get('val_macro_ap', float('nan')):.3f} "
+        f"at step {best.get('step')}; checkpoint {best_uri}; registered {job.tracking.registered_model} v{version} "
+        f"({time.time() - t0:.0f} s)"
+    )
     return {"checkpoint": best_uri, "best": best, "mlflow_run_id": run_id, "model_version": version}
 
 
@@ -294,10 +399,20 @@ def _load_best(uri: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    shorthands = ["archive", "annotations", "name", "storage_path", "max_steps", "label_fraction", "address",
-                  "num_workers"]
+    shorthands = [
+        "archive",
+        "annotations",
+        "name",
+        "storage_path",
+        "max_steps",
+        "label_fraction",
+        "address",
+        "num_workers",
+    ]
     ap = job_parser("a2v finetune", __doc__, shorthands)
-    ap.add_argument("--pretrained", default=None, help="pretraining checkpoint URI (omit: from scratch)")
+    ap.add_argument(
+        "--pretrained", default=None, help="pretraining checkpoint URI (omit: from scratch)"
+    )
     args = ap.parse_args(argv)
     run(resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
 

@@ -30,13 +30,20 @@ def summarize(job: PretrainJob) -> dict:
         "frame_rate_hz": job.model.frame_rate_hz,
         "receptive_field_ms": 1000 * job.model.receptive_field_samples / job.model.sample_rate_hz,
         "frames_per_clip": frames,
-        "masked_fraction": expected_masked_fraction(job.masking.mask_prob, job.masking.mask_length, frames),
-        "audio_s_per_step": job.data.clip_s * job.optim.batch_size * job.optim.grad_accum * job.cluster.num_workers,
+        "masked_fraction": expected_masked_fraction(
+            job.masking.mask_prob, job.masking.mask_length, frames
+        ),
+        "audio_s_per_step": job.data.clip_s
+        * job.optim.batch_size
+        * job.optim.grad_accum
+        * job.cluster.num_workers,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", action="store_true")
@@ -56,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"params encoder    {info['params_encoder'] / 1e6:.2f} M")
     print(f"params student    {info['params_student'] / 1e6:.2f} M (encoder + decoder)")
     print(f"params teacher    {info['params_teacher'] / 1e6:.2f} M (EMA, no CNN / decoder)")
-    print(f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms")
+    print(
+        f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms"
+    )
     print(f"frames per clip   {info['frames_per_clip']}")
     print(f"masked fraction   {info['masked_fraction']:.3f} (simulated)")
     print(f"audio per step    {info['audio_s_per_step']:g} s")

@@ -24,17 +24,37 @@ SHORTHANDS = {
 
 
 def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="YAML under configs/<job>/ (defaults apply when omitted)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
-                    help="override one config key (repeatable)")
-    ap.add_argument("--dry-run", action="store_true", help="one file / one step end to end, then stop")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="one file / one step end to end, then stop"
+    )
     for name in shorthands:
-        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"= --set {SHORTHANDS[name]}=...")
+        ap.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            help=f"= --set {SHORTHANDS[name]}=...",
+        )
     return ap
 
 
-def resolve(job_cls: type[Job], args: argparse.Namespace, shorthands: list[str], extra: dict[str, Any] | None = None) -> Any:
+def resolve(
+    job_cls: type[Job],
+    args: argparse.Namespace,
+    shorthands: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Any:
     overrides = []
     for name in shorthands:
         value = getattr(args, name, None)

@@ -30,19 +30,18 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
-import torch
 from tqdm import tqdm
 
 from a2v_core import annotations as ann
 from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob, flatten
-from a2v_core.events import RUN_COLUMNS, chunk_runs, merge_runs
+from a2v_core.events import RUN_COLUMNS, merge_runs
 from pipelines import storage
 from pipelines.datasource import read_chunks
 from pipelines.jobargs import job_parser, resolve
+from pipelines.predictor import Predictor
 from pipelines.tracking import Tracker
 from pipelines.trainer import init_ray
 
@@ -55,50 +54,12 @@ def model_version_of(local_ckpt: str) -> str:
     return f"sha-{digest}"
 
 
-class Predictor:
-    """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
-
-    def __init__(self, checkpoint_dir: str, job: dict, threads: int = 1) -> None:
-        torch.set_num_threads(max(1, threads))
-        self.job = LabelJob.model_validate(job)
-        self.model, self.meta = load_classifier(storage.local_copy(checkpoint_dir))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
-        self.classes = self.meta["classes"]
-        self.frame_rate_hz = float(self.meta["frame_rate_hz"])
-
-    @torch.no_grad()
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error_type"] == ""
-        n = len(ok)
-        runs_json = np.array([""] * n, dtype=object)
-        emb = [None] * n
-        if ok.any():
-            audio = torch.as_tensor(batch["audio"][ok], device=self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                feats, _ = self.model.features(audio)
-                probs = torch.sigmoid(self.model.head(feats)).float().cpu().numpy()
-            feats = feats.float().cpu().numpy()
-            ev = self.job.events
-            for j, i in enumerate(np.flatnonzero(ok)):
-                n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
-                runs = chunk_runs(probs[j, :n_valid], self.classes, str(batch["path"][i]), float(batch["offset_s"][i]),
-                                  self.frame_rate_hz, ev.threshold, ev.class_thresholds, ev.pool_s)
-                runs_json[i] = runs.to_json(orient="values")
-                if self.job.embeddings:
-                    emb[i] = feats[j, :n_valid].mean(0).astype(np.float32)
-        out = {k: batch[k] for k in ("path", "offset_s", "duration_s", "n_chunks", "error_type", "error_message")}
-        out["runs"] = runs_json
-        if self.job.embeddings:
-            dim = next((e.shape[0] for e in emb if e is not None), 1)
-            out["embedding"] = np.stack([e if e is not None else np.zeros(dim, np.float32) for e in emb])
-        return out
-
-
 class OutputWriter:
     """Buffers finished files and commits them part by part (parquet first, marker last)."""
 
-    def __init__(self, job: LabelJob, model_version: str, run_id: str, sample_rate_hz: float) -> None:
+    def __init__(
+        self, job: LabelJob, model_version: str, run_id: str, sample_rate_hz: float
+    ) -> None:
         self.job, self.v, self.run_id, self.sr = job, model_version, run_id, sample_rate_hz
         self.events: list[pd.DataFrame] = []
         self.errors: list[dict] = []
@@ -109,15 +70,24 @@ class OutputWriter:
     def path(self, *parts: str) -> str:
         return storage.join(self.job.out, *parts)
 
-    def add_file(self, file: str, runs: list[list], errors: list[dict], embeddings: list[dict]) -> pd.DataFrame:
-        table = merge_runs(pd.DataFrame(runs, columns=RUN_COLUMNS), self.job.events.min_event_s,
-                           self.job.events.top_class_only)
+    def add_file(
+        self, file: str, runs: list[list], errors: list[dict], embeddings: list[dict]
+    ) -> pd.DataFrame:
+        table = merge_runs(
+            pd.DataFrame(runs, columns=RUN_COLUMNS),
+            self.job.events.min_event_s,
+            self.job.events.top_class_only,
+        )
         table["model_version"], table["run_id"] = self.v, self.run_id
         stem = file.rsplit(".", 1)[0]
         if "raven" in self.job.formats:
-            storage.write_bytes(self.path("raven", f"{stem}.selections.txt"), ann.to_raven(table, self.sr).encode())
+            storage.write_bytes(
+                self.path("raven", f"{stem}.selections.txt"), ann.to_raven(table, self.sr).encode()
+            )
         if "audacity" in self.job.formats:
-            storage.write_bytes(self.path("audacity", f"{stem}.txt"), ann.to_audacity(table).encode())
+            storage.write_bytes(
+                self.path("audacity", f"{stem}.txt"), ann.to_audacity(table).encode()
+            )
         self.events.append(table)
         self.errors += errors
         self.embeddings += embeddings
@@ -129,14 +99,24 @@ class OutputWriter:
             return
         tag = f"part-{self.seq:05d}-{uuid.uuid4().hex[:8]}"
         part = f"model_version={self.v}"
-        events = pd.concat(self.events, ignore_index=True) if self.events else pd.DataFrame(columns=EVENT_COLUMNS)
-        _write_parquet(self.path("events", part, f"{tag}.parquet"), events.reindex(columns=EVENT_COLUMNS))
+        events = (
+            pd.concat(self.events, ignore_index=True)
+            if self.events
+            else pd.DataFrame(columns=EVENT_COLUMNS)
+        )
+        _write_parquet(
+            self.path("events", part, f"{tag}.parquet"), events.reindex(columns=EVENT_COLUMNS)
+        )
         if self.errors:
             _write_parquet(self.path("errors", part, f"{tag}.parquet"), pd.DataFrame(self.errors))
         if self.embeddings:
-            _write_parquet(self.path("embeddings", part, f"{tag}.parquet"), pd.DataFrame(self.embeddings))
+            _write_parquet(
+                self.path("embeddings", part, f"{tag}.parquet"), pd.DataFrame(self.embeddings)
+            )
         marker = {"part": tag, "files": self.files, "model_version": self.v, "run_id": self.run_id}
-        storage.write_bytes(self.path("_progress", self.v, f"{tag}.json"), json.dumps(marker).encode())
+        storage.write_bytes(
+            self.path("_progress", self.v, f"{tag}.json"), json.dumps(marker).encode()
+        )
         self.seq += 1
         self.events, self.errors, self.embeddings, self.files = [], [], [], []
 
@@ -170,18 +150,31 @@ def read_events(out: str, model_version: str | None = None) -> pd.DataFrame:
     base = storage.join(out, "events")
     frames = []
     for rel, _ in storage.list_all(base) if storage.exists(base) else []:
-        if rel.endswith(".parquet") and (model_version is None or f"model_version={model_version}" in rel):
+        if rel.endswith(".parquet") and (
+            model_version is None or f"model_version={model_version}" in rel
+        ):
             frames.append(pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, rel)))))
     if not frames:
         return pd.DataFrame(columns=EVENT_COLUMNS)
-    return pd.concat(frames, ignore_index=True).sort_values(["file", "onset_s", "label"]).reset_index(drop=True)
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["file", "onset_s", "label"])
+        .reset_index(drop=True)
+    )
 
 
 def read_errors(out: str) -> pd.DataFrame:
     base = storage.join(out, "errors")
-    frames = [pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, rel))))
-              for rel, _ in (storage.list_all(base) if storage.exists(base) else []) if rel.endswith(".parquet")]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["file", "stage", "error_type", "message"])
+    frames = [
+        pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, rel))))
+        for rel, _ in (storage.list_all(base) if storage.exists(base) else [])
+        if rel.endswith(".parquet")
+    ]
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["file", "stage", "error_type", "message"])
+    )
 
 
 class FileState:
@@ -217,10 +210,18 @@ def run(job: LabelJob) -> dict:
     if job.run.dry_run:
         todo = todo[:1]
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    run_id = tracker.start(job.run.name, flatten(job), {"a2v.job": "label", "model_version": version,
-                                                        "model_uri": job.model}) or uuid.uuid4().hex
-    print(f"[label] {len(all_files)} files in {job.data.archive}; {len(done)} already labelled by {version}; "
-          f"{len(todo)} to do")
+    run_id = (
+        tracker.start(
+            job.run.name,
+            flatten(job),
+            {"a2v.job": "label", "model_version": version, "model_uri": job.model},
+        )
+        or uuid.uuid4().hex
+    )
+    print(
+        f"[label] {len(all_files)} files in {job.data.archive}; {len(done)} already labelled by {version}; "
+        f"{len(todo)} to do"
+    )
     writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz)
     writer.seq = n_parts
     stats = Counter()
@@ -228,9 +229,15 @@ def run(job: LabelJob) -> dict:
     if todo:
         c = job.cluster
         ds = read_chunks(job.data, todo).map_batches(
-            Predictor, fn_constructor_kwargs={"checkpoint_dir": ckpt_local, "job": job.model_dump(mode="json"),
-                                              "threads": max(1, int(c.cpus_per_worker))},
-            batch_size=job.batch_size, num_gpus=c.gpus_per_actor, num_cpus=c.cpus_per_worker,
+            Predictor,
+            fn_constructor_kwargs={
+                "checkpoint_dir": ckpt_local,
+                "job": job.model_dump(mode="json"),
+                "threads": max(1, int(c.cpus_per_worker)),
+            },
+            batch_size=job.batch_size,
+            num_gpus=c.gpus_per_actor,
+            num_cpus=c.cpus_per_worker,
             compute=ray.data.ActorPoolStrategy(size=c.num_actors),
         )
         state: dict[str, FileState] = defaultdict(FileState)
@@ -241,8 +248,14 @@ def run(job: LabelJob) -> dict:
                 st.seen += 1
                 stats["chunks"] += 1
                 if row.error_type:
-                    st.errors.append({"file": row.path, "stage": "decode", "error_type": row.error_type,
-                                      "message": row.error_message})
+                    st.errors.append(
+                        {
+                            "file": row.path,
+                            "stage": "decode",
+                            "error_type": row.error_type,
+                            "message": row.error_message,
+                        }
+                    )
                     error_types[row.error_type] += 1
                     continue
                 st.n_chunks = int(row.n_chunks)
@@ -250,7 +263,13 @@ def run(job: LabelJob) -> dict:
                 if row.runs:
                     st.runs += json.loads(row.runs)
                 if job.embeddings:
-                    st.embeddings.append({"file": row.path, "offset_s": row.offset_s, "embedding": list(row.embedding)})
+                    st.embeddings.append(
+                        {
+                            "file": row.path,
+                            "offset_s": row.offset_s,
+                            "embedding": list(row.embedding),
+                        }
+                    )
                 if st.seen == st.n_chunks:
                     _finish(writer, row.path, state.pop(row.path), stats, bar)
             if len(writer.files) >= job.flush_every_files:
@@ -263,23 +282,53 @@ def run(job: LabelJob) -> dict:
     audio_s = stats["audio_s"]
     total_errors = read_errors(job.out)
     summary = {
-        "config": job.model_dump(mode="json"), "model_uri": job.model, "model_version": version,
-        "model_meta": {k: meta.get(k) for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz")},
-        "run_id": run_id, "files_total": len(all_files), "files_skipped_done": len(done),
-        "files_processed": stats["files"], "chunks_processed": stats["chunks"], "events_written": stats["events"],
-        "errors_by_type": dict(error_types), "errors_total_in_out": int(len(total_errors)),
-        "audio_hours": audio_s / 3600, "wall_s": wall, "x_real_time": audio_s / wall if wall else 0.0,
+        "config": job.model_dump(mode="json"),
+        "model_uri": job.model,
+        "model_version": version,
+        "model_meta": {
+            k: meta.get(k) for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz")
+        },
+        "run_id": run_id,
+        "files_total": len(all_files),
+        "files_skipped_done": len(done),
+        "files_processed": stats["files"],
+        "chunks_processed": stats["chunks"],
+        "events_written": stats["events"],
+        "errors_by_type": dict(error_types),
+        "errors_total_in_out": int(len(total_errors)),
+        "audio_hours": audio_s / 3600,
+        "wall_s": wall,
+        "x_real_time": audio_s / wall if wall else 0.0,
     }
-    storage.write_bytes(storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode())
+    storage.write_bytes(
+        storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
+    )
     if "csv" in job.formats:
-        storage.write_bytes(storage.join(job.out, "events.csv"), read_events(job.out, version).to_csv(index=False).encode())
-    tracker.log_metrics({k: summary[k] for k in ("files_processed", "chunks_processed", "events_written",
-                                                 "audio_hours", "wall_s", "x_real_time")}, 0)
+        storage.write_bytes(
+            storage.join(job.out, "events.csv"),
+            read_events(job.out, version).to_csv(index=False).encode(),
+        )
+    tracker.log_metrics(
+        {
+            k: summary[k]
+            for k in (
+                "files_processed",
+                "chunks_processed",
+                "events_written",
+                "audio_hours",
+                "wall_s",
+                "x_real_time",
+            )
+        },
+        0,
+    )
     tracker.log_text(json.dumps(summary, indent=2, default=str), "run.json")
     tracker.end()
-    print(f"[label] {stats['files']} files, {stats['chunks']} chunks, {stats['events']} events, "
-          f"{sum(error_types.values())} errors {dict(error_types)}; {audio_s / 3600:.3f} audio h in {wall:.1f} s "
-          f"= {summary['x_real_time']:.0f}x real time -> {job.out}")
+    print(
+        f"[label] {stats['files']} files, {stats['chunks']} chunks, {stats['events']} events, "
+        f"{sum(error_types.values())} errors {dict(error_types)}; {audio_s / 3600:.3f} audio h in {wall:.1f} s "
+        f"= {summary['x_real_time']:.0f}x real time -> {job.out}"
+    )
     return summary
 
 
@@ -299,12 +348,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output URI (local path, s3://, gs://)")
     ap.add_argument("--threshold", type=float, help="= --set events.threshold=...")
     ap.add_argument("--formats", help="comma list of parquet,raven,audacity,csv")
-    ap.add_argument("--embeddings", action="store_true", help="also write per-chunk mean embeddings")
-    ap.add_argument("--overwrite", action="store_true", help="discard earlier outputs and start fresh")
+    ap.add_argument(
+        "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
+    )
+    ap.add_argument(
+        "--overwrite", action="store_true", help="discard earlier outputs and start fresh"
+    )
     args = ap.parse_args(argv)
     formats = f"[{args.formats}]" if args.formats else None
-    extra = {"model": args.model, "out": args.out, "events.threshold": args.threshold, "formats": formats,
-             "embeddings": "true" if args.embeddings else None, "overwrite": "true" if args.overwrite else None}
+    extra = {
+        "model": args.model,
+        "out": args.out,
+        "events.threshold": args.threshold,
+        "formats": formats,
+        "embeddings": "true" if args.embeddings else None,
+        "overwrite": "true" if args.overwrite else None,
+    }
     run(resolve(LabelJob, args, shorthands, extra))
 
 

@@ -20,20 +20,41 @@ from a2v_core.config import DataConfig
 from pipelines import storage
 from pipelines.trainer import init_ray
 
-COLUMNS = ["path", "bytes", "duration_s", "sample_rate_hz", "channels", "format", "error_type", "error_message"]
+COLUMNS = [
+    "path",
+    "bytes",
+    "duration_s",
+    "sample_rate_hz",
+    "channels",
+    "format",
+    "error_type",
+    "error_message",
+]
 
 
 def probe_files(archive: str, files: list[tuple[str, int]]) -> list[dict]:
     fs, root = storage.filesystem(archive)
     rows = []
     for rel, size in files:
-        row = {"path": rel, "bytes": size, "duration_s": 0.0, "sample_rate_hz": 0, "channels": 0, "format": "",
-               "error_type": "", "error_message": ""}
+        row = {
+            "path": rel,
+            "bytes": size,
+            "duration_s": 0.0,
+            "sample_rate_hz": 0,
+            "channels": 0,
+            "format": "",
+            "error_type": "",
+            "error_message": "",
+        }
         try:
             with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
                 info = probe(f)
-            row.update(duration_s=info.duration_s, sample_rate_hz=info.sample_rate_hz, channels=info.channels,
-                       format=f"{info.format}/{info.subtype}")
+            row.update(
+                duration_s=info.duration_s,
+                sample_rate_hz=info.sample_rate_hz,
+                channels=info.channels,
+                format=f"{info.format}/{info.subtype}",
+            )
             if info.frames == 0:
                 row.update(error_type="empty_audio", error_message="0 samples")
         except DecodeError as exc:
@@ -44,7 +65,9 @@ def probe_files(archive: str, files: list[tuple[str, int]]) -> list[dict]:
     return rows
 
 
-def build_manifest(archive: str, extensions: list[str] | None = None, files_per_task: int = 64) -> pd.DataFrame:
+def build_manifest(
+    archive: str, extensions: list[str] | None = None, files_per_task: int = 64
+) -> pd.DataFrame:
     """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame."""
     exts = extensions or DataConfig().extensions
     all_listed = storage.list_all(archive)
@@ -53,8 +76,19 @@ def build_manifest(archive: str, extensions: list[str] | None = None, files_per_
     remote = ray.remote(probe_files)
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
     rows = [r for part in ray.get([remote.remote(archive, g) for g in groups]) for r in part]
-    rows += [{"path": p, "bytes": s, "duration_s": 0.0, "sample_rate_hz": 0, "channels": 0, "format": "",
-              "error_type": "unsupported_format", "error_message": f"extension not in {exts}"} for p, s in unsupported]
+    rows += [
+        {
+            "path": p,
+            "bytes": s,
+            "duration_s": 0.0,
+            "sample_rate_hz": 0,
+            "channels": 0,
+            "format": "",
+            "error_type": "unsupported_format",
+            "error_message": f"extension not in {exts}",
+        }
+        for p, s in unsupported
+    ]
     return pd.DataFrame(rows, columns=COLUMNS).sort_values("path").reset_index(drop=True)
 
 
@@ -65,13 +99,21 @@ def _looks_like_audio_attempt(path: str) -> bool:
 
 def summarize(manifest: pd.DataFrame) -> dict:
     ok = manifest[manifest["error_type"] == ""]
-    return {"files": int(len(manifest)), "ok_files": int(len(ok)), "audio_hours": float(ok["duration_s"].sum() / 3600),
-            "errors_by_type": dict(Counter(manifest.loc[manifest["error_type"] != "", "error_type"])),
-            "sample_rates_hz": sorted(int(s) for s in ok["sample_rate_hz"].unique())}
+    return {
+        "files": int(len(manifest)),
+        "ok_files": int(len(ok)),
+        "audio_hours": float(ok["duration_s"].sum() / 3600),
+        "errors_by_type": dict(Counter(manifest.loc[manifest["error_type"] != "", "error_type"])),
+        "sample_rates_hz": sorted(int(s) for s in ok["sample_rate_hz"].unique()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="a2v manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="a2v manifest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--archive", required=True)
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
     ap.add_argument("--address", default=None)
@@ -83,8 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     storage.write_bytes(args.out, buf.getvalue())
     summary = summarize(manifest)
     print(json.dumps(summary, indent=2))
-    print(f"manifest: {summary['files']} files, {summary['audio_hours']:.3f} audio hours, "
-          f"errors {summary['errors_by_type']} -> {args.out}")
+    print(
+        f"manifest: {summary['files']} files, {summary['audio_hours']:.3f} audio hours, "
+        f"errors {summary['errors_by_type']} -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ from pipelines.trainer import (
 
 def batches(shard: Any, batch_size: int, skip: int, tp: Throughput):
     """Numpy batches of the worker's shard, skipping ``skip`` (data position on resume)."""
-    it = iter(shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=2))
+    it = iter(
+        shard.iter_batches(
+            batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=2
+        )
+    )
     i = 0
     while True:
         t = time.perf_counter()
@@ -66,12 +70,18 @@ def train_loop(config: dict) -> None:
     job = PretrainJob.model_validate(config["job"])
     rank, world_size = world()
     dev = device()
+    if job.cluster.torch_threads:
+        torch.set_num_threads(job.cluster.torch_threads)
     torch.manual_seed(job.run.seed + rank)
     model = Data2VecPretrainer(job.model, job.masking, job.ema)
     opt = torch.optim.AdamW(
-        param_groups([(n, p) for n, p in model.named_parameters() if not n.startswith("teacher.")],
-                     job.optim.weight_decay),
-        lr=job.optim.lr, betas=job.optim.betas, eps=job.optim.eps,
+        param_groups(
+            [(n, p) for n, p in model.named_parameters() if not n.startswith("teacher.")],
+            job.optim.weight_decay,
+        ),
+        lr=job.optim.lr,
+        betas=job.optim.betas,
+        eps=job.optim.eps,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
     states, meta = restore(ray.train.get_checkpoint())
@@ -82,13 +92,21 @@ def train_loop(config: dict) -> None:
         sched.load_state_dict(states["scheduler"])
         step, epoch, pos = meta["step"], meta["epoch"], meta["batches_in_epoch"]
         if rank == 0:
-            print(f"[pretrain] resumed from checkpoint at step {step} (epoch {epoch}, batch {pos})", flush=True)
+            print(
+                f"[pretrain] resumed from checkpoint at step {step} (epoch {epoch}, batch {pos})",
+                flush=True,
+            )
     rng = np.random.default_rng([job.run.seed, rank, step])
-    print(f"[pretrain] rank {rank}/{world_size} on node {ray.get_runtime_context().get_node_id()[:12]}", flush=True)
+    print(
+        f"[pretrain] rank {rank}/{world_size} on node {ray.get_runtime_context().get_node_id()[:12]}",
+        flush=True,
+    )
     ddp = ray.train.torch.prepare_model(model)
     core: Data2VecPretrainer = getattr(ddp, "module", ddp)
     use_amp = dev.type == "cuda"
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled)
+    tracker = Tracker(
+        job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled
+    )
     tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
     shard = ray.train.get_dataset_shard("train")
     tp = Throughput()
@@ -98,11 +116,22 @@ def train_loop(config: dict) -> None:
     last_out = None
 
     def checkpoint_states() -> dict:
-        return {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        return {
+            "model": core.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+        }
 
     def meta_now() -> dict:
-        return {"kind": "pretrain", "step": step, "epoch": epoch, "batches_in_epoch": pos,
-                "audio_hours_seen": hours_seen, "sample_rate_hz": sr, "frame_rate_hz": job.model.frame_rate_hz}
+        return {
+            "kind": "pretrain",
+            "step": step,
+            "epoch": epoch,
+            "batches_in_epoch": pos,
+            "audio_hours_seen": hours_seen,
+            "sample_rate_hz": sr,
+            "frame_rate_hz": job.model.frame_rate_hz,
+        }
 
     ddp.train()
     while step < job.optim.max_steps:
@@ -111,7 +140,9 @@ def train_loop(config: dict) -> None:
             audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
             if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
                 audio, _ = bc_mixup(audio, sr)
-            sync = contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
+            sync = (
+                contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
+            )
             with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = core(audio, rng) if world_size == 1 else ddp(audio, rng)
                 (out.loss / accum).backward()
@@ -120,7 +151,9 @@ def train_loop(config: dict) -> None:
             micro += 1
             if micro < accum:
                 continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(core.student_parameters(), job.optim.clip_norm or float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                core.student_parameters(), job.optim.clip_norm or float("inf")
+            )
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -134,15 +167,26 @@ def train_loop(config: dict) -> None:
             loss_acc = 0.0
             maybe_fail(job, step, rank, world_size)
             if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
-                metrics = {"loss": last_loss, "lr": sched.get_last_lr()[0], "ema_decay": decay,
-                           "target_std": out.target_std, "pred_std": out.pred_std, "grad_norm": float(grad_norm),
-                           "masked_fraction": out.masked_fraction, "collapsed": float(collapsed),
-                           "audio_hours_seen": hours_seen, **tp.read(world_size)}
+                metrics = {
+                    "loss": last_loss,
+                    "lr": sched.get_last_lr()[0],
+                    "ema_decay": decay,
+                    "target_std": out.target_std,
+                    "pred_std": out.pred_std,
+                    "grad_norm": float(grad_norm),
+                    "masked_fraction": out.masked_fraction,
+                    "collapsed": float(collapsed),
+                    "audio_hours_seen": hours_seen,
+                    **tp.read(world_size),
+                }
                 tracker.log_metrics(metrics, step)
                 if rank == 0:
-                    print(f"[pretrain] step {step}/{job.optim.max_steps} loss {last_loss:.4f} "
-                          f"audio_h {hours_seen:.3f} audio_h/s {metrics['audio_hours_per_s']:.4f} "
-                          f"wait {metrics['data_wait_frac']:.0%}", flush=True)
+                    print(
+                        f"[pretrain] step {step}/{job.optim.max_steps} loss {last_loss:.4f} "
+                        f"audio_h {hours_seen:.3f} audio_h/s {metrics['audio_hours_per_s']:.4f} "
+                        f"wait {metrics['data_wait_frac']:.0%}",
+                        flush=True,
+                    )
             if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
                 report({"step": step, "loss": last_loss}, rank, checkpoint_states, job, meta_now())
             if step >= job.optim.max_steps:
@@ -155,14 +199,19 @@ def train_loop(config: dict) -> None:
         print(f"[pretrain] done: {step} steps, {hours_seen:.3f} audio hours seen", flush=True)
 
 
-def build_trainer(job: PretrainJob, mlflow_run_id: str | None = None) -> ray.train.torch.TorchTrainer:
+def build_trainer(
+    job: PretrainJob, mlflow_run_id: str | None = None
+) -> ray.train.torch.TorchTrainer:
     """The TorchTrainer for a pretraining job (checks resources before any worker starts)."""
     files = None
     if job.run.dry_run:
         files = storage.list_files(job.data.archive, job.data.extensions)[:1]
     ds = good_chunks(read_chunks(job.data, files)).select_columns(["audio", "duration_s"])
     return build_torch_trainer(
-        job, train_loop, {"job": job.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id}, {"train": ds}
+        job,
+        train_loop,
+        {"job": job.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id},
+        {"train": ds},
     )
 
 
@@ -182,8 +231,12 @@ def run(job: PretrainJob) -> dict:
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.find_run(job.run.name)
-    run_id = tracker.start(job.run.name, flatten(job), {"a2v.run_name": job.run.name, "a2v.job": "pretrain"},
-                           run_id=run_id)
+    run_id = tracker.start(
+        job.run.name,
+        flatten(job),
+        {"a2v.run_name": job.run.name, "a2v.job": "pretrain"},
+        run_id=run_id,
+    )
     t0 = time.time()
     trainer = build_trainer(job, run_id)
     result = trainer.fit()

@@ -22,7 +22,9 @@ def split_uri(uri: str) -> tuple[str, str]:
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
         if scheme not in SCHEMES:
-            raise ValueError(f"unsupported URI scheme '{scheme}://' in {uri!r}; use a local path, file://, s3:// or gs://")
+            raise ValueError(
+                f"unsupported URI scheme '{scheme}://' in {uri!r}; use a local path, file://, s3:// or gs://"
+            )
         if scheme == "file":
             return "", str(Path(rest).resolve())
         return scheme, rest.rstrip("/")
@@ -65,7 +67,14 @@ def list_files(uri: str, extensions: list[str]) -> list[tuple[str, int]]:
         if info.get("type") == "directory":
             continue
         if path.rsplit(".", 1)[-1].lower() in exts or not exts:
-            out.append((posixpath.relpath(path, root.rstrip("/")) if "://" in uri else os.path.relpath(path, root), int(info.get("size") or 0)))
+            out.append(
+                (
+                    posixpath.relpath(path, root.rstrip("/"))
+                    if "://" in uri
+                    else os.path.relpath(path, root),
+                    int(info.get("size") or 0),
+                )
+            )
     return sorted(out)
 
 

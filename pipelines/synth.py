@@ -20,8 +20,14 @@ from a2v_core.synth import synth_archive
 from pipelines import storage
 
 
-def write_archive(out: str, hours: float, seed: int = 0, sample_rate_hz: int = 8000, file_s: float = 60.0,
-                  audio_format: str = "WAV") -> pd.DataFrame:
+def write_archive(
+    out: str,
+    hours: float,
+    seed: int = 0,
+    sample_rate_hz: int = 8000,
+    file_s: float = 60.0,
+    audio_format: str = "WAV",
+) -> pd.DataFrame:
     """Write the archive; returns the annotation table."""
     tables = []
     ext = {"WAV": "wav", "FLAC": "flac"}[audio_format]
@@ -32,7 +38,9 @@ def write_archive(out: str, hours: float, seed: int = 0, sample_rate_hz: int = 8
         sf.write(buf, audio, sample_rate_hz, format=audio_format, subtype="PCM_16")
         storage.write_bytes(storage.join(out, name), buf.getvalue())
         raven = annotations.to_raven(events, sample_rate_hz)
-        storage.write_bytes(storage.join(out, name.rsplit(".", 1)[0] + ".Table.1.selections.txt"), raven.encode())
+        storage.write_bytes(
+            storage.join(out, name.rsplit(".", 1)[0] + ".Table.1.selections.txt"), raven.encode()
+        )
         tables.append(events)
     table = pd.concat(tables, ignore_index=True)
     buf = io.StringIO()
@@ -42,7 +50,9 @@ def write_archive(out: str, hours: float, seed: int = 0, sample_rate_hz: int = 8
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="a2v synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="a2v synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True, help="local path, file://, s3:// or gs:// URI")
     ap.add_argument("--hours", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
@@ -50,10 +60,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--file-s", type=float, default=60.0, help="length of each recording")
     ap.add_argument("--format", choices=["WAV", "FLAC"], default="WAV")
     args = ap.parse_args(argv)
-    table = write_archive(args.out, args.hours, args.seed, args.sample_rate_hz, args.file_s, args.format)
+    table = write_archive(
+        args.out, args.hours, args.seed, args.sample_rate_hz, args.file_s, args.format
+    )
     n_files = table["file"].nunique() if len(table) else 0
-    print(f"synth: wrote {n_files} recordings ({args.hours} h) and {len(table)} events to {args.out}")
-    print(f"synth: annotations at {storage.join(args.out, 'annotations.csv')}; classes: {sorted(table['label'].unique())}")
+    print(
+        f"synth: wrote {n_files} recordings ({args.hours} h) and {len(table)} events to {args.out}"
+    )
+    print(
+        f"synth: annotations at {storage.join(args.out, 'annotations.csv')}; classes: {sorted(table['label'].unique())}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ _USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    return (
+        uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    )
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +48,13 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri(uri))
         mlflow.set_experiment(experiment)
 
-    def start(self, run_name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-              run_id: str | None = None) -> str | None:
+    def start(
+        self,
+        run_name: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> str | None:
         """Start (or, with ``run_id``, resume) a run."""
         if not self.active:
             return None
@@ -64,13 +71,19 @@ class Tracker:
         """The id of an unfinished or finished run with this name (driver restart), else None."""
         if not self.active:
             return None
-        runs = self.mlflow.search_runs(filter_string=f"tags.`a2v.run_name` = '{run_name}'",
-                                       order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        runs = self.mlflow.search_runs(
+            filter_string=f"tags.`a2v.run_name` = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
         return runs[0].info.run_id if runs else None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.active:
-            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+            clean = {
+                k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v
+            }
             self.mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -99,9 +112,14 @@ class Tracker:
         import a2v_core
 
         # pickle (not pt2): no torch.export tracing; the model code travels with the artifact.
-        info = mlflow.pytorch.log_model(model, name="model", registered_model_name=registered_name,
-                                        serialization_format="pickle", pip_requirements=["torch==2.13.0"],
-                                        code_paths=[str(Path(a2v_core.__file__).parent)])
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=registered_name,
+            serialization_format="pickle",
+            pip_requirements=["torch==2.13.0"],
+            code_paths=[str(Path(a2v_core.__file__).parent)],
+        )
         version = str(info.registered_model_version)
         MlflowClient().set_registered_model_alias(registered_name, alias, version)
         return version

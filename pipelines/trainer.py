@@ -62,9 +62,14 @@ def check_resources(job: PretrainJob) -> None:
         )
 
 
-def build_torch_trainer(job: PretrainJob, loop: Callable[[dict], None], loop_config: dict,
-                        datasets: dict[str, Any], callbacks: list | None = None,
-                        dataset_config: ray.train.DataConfig | None = None) -> TorchTrainer:
+def build_torch_trainer(
+    job: PretrainJob,
+    loop: Callable[[dict], None],
+    loop_config: dict,
+    datasets: dict[str, Any],
+    callbacks: list | None = None,
+    dataset_config: ray.train.DataConfig | None = None,
+) -> TorchTrainer:
     check_resources(job)
     c, r = job.cluster, job.run
     resources = {"CPU": c.cpus_per_worker}
@@ -74,8 +79,12 @@ def build_torch_trainer(job: PretrainJob, loop: Callable[[dict], None], loop_con
         loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
-                                     placement_strategy=c.placement_strategy),
+        scaling_config=ScalingConfig(
+            num_workers=c.num_workers,
+            use_gpu=c.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=c.placement_strategy,
+        ),
         run_config=RunConfig(
             name=r.name,
             storage_path=storage.train_storage_path(r.storage_path),
@@ -99,7 +108,10 @@ def param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: floa
         if not p.requires_grad:
             continue
         (no_decay if p.ndim == 1 or any(k in name for k in NO_DECAY_NAMES) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def warmup_cosine(cfg: OptimConfig) -> Callable[[int], float]:
@@ -133,7 +145,9 @@ def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
     return states, meta
 
 
-def report(metrics: dict, rank: int, states: Callable[[], dict] | None, job: PretrainJob, meta: dict) -> None:
+def report(
+    metrics: dict, rank: int, states: Callable[[], dict] | None, job: PretrainJob, meta: dict
+) -> None:
     """Every rank calls this the same number of times (it is a barrier); rank 0 attaches the
     checkpoint when ``states`` is given."""
     if rank == 0 and states is not None:
@@ -172,8 +186,11 @@ class Throughput:
 
     def read(self, world_size: int) -> dict[str, float]:
         dt = max(time.perf_counter() - self.t0, 1e-9)
-        out = {"audio_hours_per_s": self.audio_s * world_size / 3600 / dt,
-               "step_time_s": dt / max(self.steps, 1), "data_wait_frac": self.wait_s / dt}
+        out = {
+            "audio_hours_per_s": self.audio_s * world_size / 3600 / dt,
+            "step_time_s": dt / max(self.steps, 1),
+            "data_wait_frac": self.wait_s / dt,
+        }
         self.__init__()
         return out
 

@@ -44,8 +44,14 @@ def wait_http(url: str, timeout_s: float) -> None:
 
 
 def start_group(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})}, cwd=ROOT)
+    return subprocess.Popen(
+        cmd,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
 
 
 def stop_group(proc: subprocess.Popen, timeout_s: float = 20) -> None:
@@ -67,8 +73,14 @@ def s3(tmp_path_factory):
     proc = start_group([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log)
     endpoint = f"http://127.0.0.1:{port}"
     wait_http(endpoint, 30)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=endpoint)
@@ -99,9 +111,21 @@ def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` (sqlite + proxied artifacts) in its own process group."""
     d = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    proc = start_group([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'srv.db'}",
-                        "--artifacts-destination", str(d / "artifacts"), "--host", "127.0.0.1",
-                        "--port", str(port)], d / "mlflow.log")
+    proc = start_group(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{d / 'srv.db'}",
+            "--artifacts-destination",
+            str(d / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        d / "mlflow.log",
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", 90)
     yield url
@@ -114,17 +138,50 @@ def cluster2(tmp_path_factory, s3):
     d = tmp_path_factory.mktemp("cluster")
     port, dash = free_port(), free_port()
     env = {"PATH": f"{BIN}:{os.environ['PATH']}"}
-    head = start_group([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--object-store-memory=1500000000",
-                        "--disable-usage-stats", "--include-dashboard=true"], d / "head.log", env)
+    head = start_group(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--object-store-memory=1500000000",
+            "--disable-usage-stats",
+            "--include-dashboard=true",
+        ],
+        d / "head.log",
+        env,
+    )
     wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
-    worker = start_group([str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{port}", "--num-cpus=2",
-                          "--object-store-memory=1000000000", "--disable-usage-stats"], d / "worker.log", env)
+    worker = start_group(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--address=127.0.0.1:{port}",
+            "--num-cpus=2",
+            "--object-store-memory=1000000000",
+            "--disable-usage-stats",
+        ],
+        d / "worker.log",
+        env,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
-        out = subprocess.run([str(BIN / "python"), "-c",
-                              f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR');"
-                              "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True, env={**os.environ, **env})
+        out = subprocess.run(
+            [
+                str(BIN / "python"),
+                "-c",
+                f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR');"
+                "print(sum(n['Alive'] for n in ray.nodes()))",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
         if out.stdout.strip().endswith("2"):
             break
         time.sleep(2)

@@ -17,13 +17,19 @@ def test_audacity_with_frequency_rows_matches_flat_csv():
     t = ann.read_audacity(REAL / "spinetail/spinetail.txt", file="spinetail.wav")
     assert len(t) == 18 and t["label"].value_counts().to_dict() == {"SP": 14, "CRER": 4}
     flat = ann.read_csv(REAL / "spinetail/spinetail_annotations.csv")
-    assert np.allclose(t["onset_s"], flat["onset_s"]) and np.allclose(t["high_freq_hz"], flat["high_freq_hz"])
+    assert np.allclose(t["onset_s"], flat["onset_s"]) and np.allclose(
+        t["high_freq_hz"], flat["high_freq_hz"]
+    )
     again = ann.read_audacity(io.StringIO(ann.to_audacity(t)), file="spinetail.wav")
-    assert np.allclose(again["low_freq_hz"], t["low_freq_hz"]) and list(again["label"]) == list(t["label"])
+    assert np.allclose(again["low_freq_hz"], t["low_freq_hz"]) and list(again["label"]) == list(
+        t["label"]
+    )
 
 
 def test_raven_overlapping_multi_species_table():
-    t = ann.read_raven(REAL / "chronister2021_raven/Recording_1_Segment_07.Table.1.selections.txt", file="rec.wav")
+    t = ann.read_raven(
+        REAL / "chronister2021_raven/Recording_1_Segment_07.Table.1.selections.txt", file="rec.wav"
+    )
     assert len(t) == 279 and t["label"].nunique() == 8
     starts = t.sort_values("onset_s")
     assert (starts["onset_s"].values[1:] < starts["offset_s"].values[:-1]).any()  # boxes overlap
@@ -34,18 +40,29 @@ def test_raven_overlapping_multi_species_table():
 def test_round_trips_raven_csv_audacity():
     t = ann.read_csv(REAL / "spinetail/spinetail_annotations.csv")
     raven = ann.read_raven(io.StringIO(ann.to_raven(t, 44100)))
-    assert np.allclose(raven["onset_s"], t["onset_s"], atol=1e-4) and list(raven["file"]) == list(t["file"])
+    assert np.allclose(raven["onset_s"], t["onset_s"], atol=1e-4) and list(raven["file"]) == list(
+        t["file"]
+    )
     buf = io.StringIO()
     ann.write_csv(raven, buf)
     buf.seek(0)
     back = ann.read_csv(buf)
     aud = ann.read_audacity(io.StringIO(ann.to_audacity(back)), file="spinetail.wav")
-    assert np.allclose(aud["offset_s"], t["offset_s"], atol=1e-4) and list(aud["label"]) == list(t["label"])
+    assert np.allclose(aud["offset_s"], t["offset_s"], atol=1e-4) and list(aud["label"]) == list(
+        t["label"]
+    )
 
 
 def test_frame_targets_at_exact_5ms_boundaries():
-    events = pd.DataFrame({"file": ["f"] * 2, "onset_s": [0.010, 10.0 + 0.0125], "offset_s": [0.020, 10.03],
-                           "label": ["a", "b"], "focal": [True, False]})
+    events = pd.DataFrame(
+        {
+            "file": ["f"] * 2,
+            "onset_s": [0.010, 10.0 + 0.0125],
+            "offset_s": [0.020, 10.03],
+            "label": ["a", "b"],
+            "focal": [True, False],
+        }
+    )
     y = ann.frame_targets(events, ["a", "b", "focal"], 0.0, 2000)
     assert np.flatnonzero(y[:, 0]).tolist() == [2, 3] and np.flatnonzero(y[:, 2]).tolist() == [2, 3]
     y2 = ann.frame_targets(events, ["a", "b", "focal"], 10.0, 2000)
@@ -75,4 +92,6 @@ def test_bad_tables_are_rejected():
     with pytest.raises(ValueError, match="missing column"):
         ann.validate(pd.DataFrame({"file": ["a"], "onset_s": [1.0]}))
     with pytest.raises(ValueError, match="offset < onset"):
-        ann.validate(pd.DataFrame({"file": ["a"], "onset_s": [2.0], "offset_s": [1.0], "label": ["x"]}))
+        ann.validate(
+            pd.DataFrame({"file": ["a"], "onset_s": [2.0], "offset_s": [1.0], "label": ["x"]})
+        )

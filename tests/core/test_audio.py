@@ -21,7 +21,10 @@ def test_chunks_concatenate_to_the_resampled_file():
     data = wav_bytes(x, sr, subtype="FLOAT")
     chunks = list(iter_chunks(io.BytesIO(data), 10.0, 8000, normalize=False))
     assert [c.offset_s for c in chunks] == [0.0, 10.0, 20.0] and chunks[0].n_chunks == 3
-    assert chunks[-1].valid_samples == int(round(5.3 * 8000)) and not chunks[-1].audio[chunks[-1].valid_samples:].any()
+    assert (
+        chunks[-1].valid_samples == int(round(5.3 * 8000))
+        and not chunks[-1].audio[chunks[-1].valid_samples :].any()
+    )
     joined = np.concatenate([c.audio[: c.valid_samples] for c in chunks])
     whole = soxr.resample(x, sr, 8000, quality="HQ")
     assert len(joined) == len(whole)
@@ -36,8 +39,18 @@ def test_chunks_are_normalised_per_clip():
         assert abs(c.audio.mean()) < 1e-3 and abs(c.audio.std() - 1) < 1e-2
 
 
-@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
-                                         ("FLAC", "PCM_16"), ("FLAC", "PCM_24"), ("OGG", "VORBIS")])
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [
+        ("WAV", "PCM_16"),
+        ("WAV", "PCM_24"),
+        ("WAV", "PCM_32"),
+        ("WAV", "FLOAT"),
+        ("FLAC", "PCM_16"),
+        ("FLAC", "PCM_24"),
+        ("OGG", "VORBIS"),
+    ],
+)
 def test_formats_decode(fmt, subtype):
     x = (np.random.default_rng(1).standard_normal(16000 * 3) * 0.1).astype(np.float32)
     chunks = list(iter_chunks(io.BytesIO(wav_bytes(x, 16000, fmt, subtype)), 2.0, 8000))
@@ -48,14 +61,20 @@ def test_loudest_channel_selection():
     x = np.zeros((8000, 2), np.float32)
     x[:, 1] = np.sin(np.arange(8000) / 5)
     x[:, 0] = 0.01 * np.sin(np.arange(8000) / 3)
-    first = next(iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="first", normalize=False))
-    loud = next(iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="loudest", normalize=False))
+    first = next(
+        iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="first", normalize=False)
+    )
+    loud = next(
+        iter_chunks(io.BytesIO(wav_bytes(x, 8000)), 1.0, 8000, channel="loudest", normalize=False)
+    )
     assert np.abs(first.audio).max() < 0.02 and np.abs(loud.audio).max() > 0.9
 
 
 def bad_files() -> dict[str, tuple[bytes, str]]:
     good = wav_bytes(np.zeros(8000 * 3, np.float32) + 0.1, 8000)
-    flac = wav_bytes(np.random.default_rng(0).standard_normal(8000 * 30).astype(np.float32) * 0.1, 8000, "FLAC")
+    flac = wav_bytes(
+        np.random.default_rng(0).standard_normal(8000 * 30).astype(np.float32) * 0.1, 8000, "FLAC"
+    )
     nan = np.zeros(8000, np.float32)
     nan[100] = np.nan
     return {

@@ -12,8 +12,18 @@ def test_round_trip_reproduces_outputs_bit_for_bit(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.randn(1, 8000)).sum().backward()
     opt.step()
-    save_checkpoint(tmp_path, {"model": model.state_dict(), "optimizer": opt.state_dict()}, to_yaml(job),
-                    {"kind": "finetune", "step": 1, "classes": list("abcd"), "sample_rate_hz": 8000, "frame_rate_hz": 200.0})
+    save_checkpoint(
+        tmp_path,
+        {"model": model.state_dict(), "optimizer": opt.state_dict()},
+        to_yaml(job),
+        {
+            "kind": "finetune",
+            "step": 1,
+            "classes": list("abcd"),
+            "sample_rate_hz": 8000,
+            "frame_rate_hz": 200.0,
+        },
+    )
     states, config, meta = load_checkpoint(tmp_path)
     assert meta["step"] == 1 and config["model"]["preset"] == "tiny"
     assert all(int(s["step"]) == 1 for s in states["optimizer"]["state"].values())

@@ -16,7 +16,9 @@ from a2v_core.config import (
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS))
+)
 def test_every_shipped_yaml_loads(path):
     job = path.parent.name
     if job == "tune":
@@ -30,13 +32,23 @@ def test_every_shipped_yaml_loads(path):
 
 def test_preset_fills_fields_and_yaml_overrides():
     cfg = ModelConfig(preset="large", dropout=0.2)
-    assert (cfg.width, cfg.heads, cfg.depth, cfg.prenet_depth, cfg.sinc_filters) == (1024, 16, 16, 8, 127)
+    assert (cfg.width, cfg.heads, cfg.depth, cfg.prenet_depth, cfg.sinc_filters) == (
+        1024,
+        16,
+        16,
+        8,
+        127,
+    )
     assert cfg.dropout == 0.2
     assert cfg.sinc_min_band_hz == 127.0 and cfg.hop_samples == 40
 
 
 def test_set_overrides_apply_in_order(tmp_path):
-    cfg = load_config(PretrainJob, CONFIGS / "pretrain/tiny.yaml", ["optim.lr=0.01", "run.name=x1", "optim.lr=0.02"])
+    cfg = load_config(
+        PretrainJob,
+        CONFIGS / "pretrain/tiny.yaml",
+        ["optim.lr=0.01", "run.name=x1", "optim.lr=0.02"],
+    )
     assert cfg.optim.lr == 0.02 and cfg.run.name == "x1"
 
 

@@ -54,4 +54,6 @@ def test_blocks_return_pre_residual_ffn_outputs():
     assert len(out.ffn) == cfg.depth and out.x.shape == (1, 200, cfg.width)
     # f is not layer-normed: its per-frame std differs from 1, while the block output is normed
     assert not torch.allclose(out.ffn[-1].std(-1), torch.ones(200), atol=0.05)
-    assert torch.allclose(out.x.std(-1, unbiased=False), blk.norm2.weight.abs().mean().expand(200), atol=0.05)
+    assert torch.allclose(
+        out.x.std(-1, unbiased=False), blk.norm2.weight.abs().mean().expand(200), atol=0.05
+    )

@@ -42,7 +42,14 @@ def test_short_events_are_dropped_and_threshold_applies():
 
 
 def test_top_class_only_keeps_the_best_of_overlaps():
-    ev = pd.DataFrame({"file": ["f"] * 3, "onset_s": [1.0, 1.2, 5.0], "offset_s": [2.0, 1.8, 6.0],
-                       "label": ["a", "b", "a"], "score": [0.4, 0.9, 0.3]})
+    ev = pd.DataFrame(
+        {
+            "file": ["f"] * 3,
+            "onset_s": [1.0, 1.2, 5.0],
+            "offset_s": [2.0, 1.8, 6.0],
+            "label": ["a", "b", "a"],
+            "score": [0.4, 0.9, 0.3],
+        }
+    )
     kept = keep_top_class(ev)
     assert sorted(kept.label) == ["a", "b"] and 0.4 not in set(kept.score)

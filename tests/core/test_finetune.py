@@ -19,7 +19,9 @@ def test_focal_down_weights_easy_examples():
     expected_easy = 0.25 * F.binary_cross_entropy_with_logits(easy, y) * (1 - p) ** 2
     assert torch.allclose(focal_loss(easy, y), expected_easy)
     ratio_focal = focal_loss(easy, y) / focal_loss(hard, y)
-    ratio_bce = F.binary_cross_entropy_with_logits(easy, y) / F.binary_cross_entropy_with_logits(hard, y)
+    ratio_bce = F.binary_cross_entropy_with_logits(easy, y) / F.binary_cross_entropy_with_logits(
+        hard, y
+    )
     assert ratio_focal < ratio_bce
 
 
@@ -47,4 +49,6 @@ def test_loading_a_mismatched_encoder_lists_keys():
     with pytest.raises(ValueError, match="shape mismatch") as err:
         load_pretrained_encoder(clf, other.encoder.state_dict())
     assert "local.proj.weight" in str(err.value)
-    load_pretrained_encoder(clf, FrameClassifier(ModelConfig(preset="tiny"), 3).encoder.state_dict())
+    load_pretrained_encoder(
+        clf, FrameClassifier(ModelConfig(preset="tiny"), 3).encoder.state_dict()
+    )

@@ -27,7 +27,9 @@ def test_frame_ap_equals_sklearn_and_f1_by_hand():
 
 def test_perfect_and_empty_predictions():
     t = truth([("f", 1.0, 2.0, "a"), ("f", 3.0, 4.0, "b")])
-    perfect = event_metrics(ev([("f", 1.0, 2.0, "a", 0.9), ("f", 3.0, 4.0, "b", 0.8)]), t, ["a", "b"])
+    perfect = event_metrics(
+        ev([("f", 1.0, 2.0, "a", 0.9), ("f", 3.0, 4.0, "b", 0.8)]), t, ["a", "b"]
+    )
     assert perfect["f1"] == 1.0 and perfect["precision"] == 1.0
     empty = event_metrics(ev([]), t, ["a", "b"])
     assert empty["f1"] == 0.0 and empty["recall"] == 0.0
@@ -35,8 +37,13 @@ def test_perfect_and_empty_predictions():
 
 def test_one_miss_one_split_and_overlapping_classes():
     t = truth([("f", 1.0, 2.0, "a"), ("f", 5.0, 6.0, "a"), ("f", 1.5, 2.5, "b")])
-    pred = ev([("f", 1.0, 1.4, "a", 0.9), ("f", 1.6, 2.0, "a", 0.8),  # a split: 1 TP + 1 FP
-               ("f", 1.5, 2.5, "b", 0.7)])  # overlapping class b: its own TP; a's 5-6 s is missed
+    pred = ev(
+        [
+            ("f", 1.0, 1.4, "a", 0.9),
+            ("f", 1.6, 2.0, "a", 0.8),  # a split: 1 TP + 1 FP
+            ("f", 1.5, 2.5, "b", 0.7),
+        ]
+    )  # overlapping class b: its own TP; a's 5-6 s is missed
     m = event_metrics(pred, t, ["a", "b"], iou_threshold=0.0)
     a = m["per_class"]["a"]
     assert (a["tp"], a["n_pred"], a["n_true"]) == (1, 2, 2)

@@ -16,8 +16,11 @@ from a2v_core.pretrain import (
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return Data2VecPretrainer(ModelConfig(preset="tiny", dropout=0.0, attention_dropout=0.0, prenet_dropout=0.0),
-                              MaskingConfig(), EmaConfig(decay=0.9, end_decay=1.0, anneal_steps=100))
+    return Data2VecPretrainer(
+        ModelConfig(preset="tiny", dropout=0.0, attention_dropout=0.0, prenet_dropout=0.0),
+        MaskingConfig(),
+        EmaConfig(decay=0.9, end_decay=1.0, anneal_steps=100),
+    )
 
 
 def test_ema_update_formula_and_buffers(model):
@@ -80,7 +83,9 @@ def test_tiny_model_loss_falls_when_overfitting_one_batch(model):
 
 
 def test_collapse_guard():
-    cfg = EmaConfig(collapse_after_steps=10, min_target_std=0.1, min_pred_std=0.01, stop_on_collapse=True)
+    cfg = EmaConfig(
+        collapse_after_steps=10, min_target_std=0.1, min_pred_std=0.01, stop_on_collapse=True
+    )
     bad = PretrainOutput(torch.tensor(0.0), 1, target_std=0.05, pred_std=0.5, masked_fraction=0.9)
     assert check_collapse(5, bad, cfg) is False
     with pytest.raises(CollapseError, match="target_std"):

@@ -12,4 +12,6 @@ def test_split_is_stratified():
     assert abs(len(train) - 80) <= 1
     share = train.sum(0) / presence[split.values != "valid"].sum(0)
     assert np.all(np.abs(share - 0.25) < 0.08), share
-    assert (make_splits(pd.DataFrame(index=range(400)), presence, 0.2, 0.25, seed=1612) == split).all()
+    assert (
+        make_splits(pd.DataFrame(index=range(400)), presence, 0.2, 0.25, seed=1612) == split
+    ).all()

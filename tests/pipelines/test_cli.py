@@ -26,13 +26,26 @@ def test_help_lists_existing_subcommands_only():
 def test_info_json_keys_and_values():
     out = run("info", "--config", "configs/pretrain/tiny.yaml", "--json")
     info = json.loads(out.stdout)
-    for key in ("params_encoder", "params_student", "params_teacher", "frame_rate_hz", "receptive_field_ms",
-                "frames_per_clip", "masked_fraction", "audio_s_per_step"):
+    for key in (
+        "params_encoder",
+        "params_student",
+        "params_teacher",
+        "frame_rate_hz",
+        "receptive_field_ms",
+        "frames_per_clip",
+        "masked_fraction",
+        "audio_s_per_step",
+    ):
         assert key in info
     assert info["frame_rate_hz"] == 200.0 and info["frames_per_clip"] == 2000
-    assert abs(info["masked_fraction"] - 0.93) < 0.01 and info["params_student"] > info["params_encoder"]
+    assert (
+        abs(info["masked_fraction"] - 0.93) < 0.01
+        and info["params_student"] > info["params_encoder"]
+    )
     large = json.loads(run("info", "--config", "configs/pretrain/large.yaml", "--json").stdout)
-    assert large["receptive_field_ms"] == 37.75 and abs(large["params_encoder"] / 313.9e6 - 1) < 0.01
+    assert (
+        large["receptive_field_ms"] == 37.75 and abs(large["params_encoder"] / 313.9e6 - 1) < 0.01
+    )
     assert large["audio_s_per_step"] == 1000
 
 

@@ -33,7 +33,12 @@ def bad_archive(tmp_path_factory):
         (d / name).write_bytes(data)
     for i in range(3):
         buf = io.BytesIO()
-        sf.write(buf, np.random.default_rng(i).standard_normal(8000 * 15).astype(np.float32) * 0.1, 8000, format="FLAC")
+        sf.write(
+            buf,
+            np.random.default_rng(i).standard_normal(8000 * 15).astype(np.float32) * 0.1,
+            8000,
+            format="FLAC",
+        )
         (d / f"good_{i}.flac").write_bytes(buf.getvalue())
     (d / "notes.xyz").write_bytes(b"unsupported")
     (d / "gone.wav").write_bytes(b"RIFF")
@@ -61,7 +66,10 @@ def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive):
     m = build_manifest(str(bad_archive))
     by_path = dict(zip(m.path, m.error_type, strict=True))
     assert by_path["notes.xyz"] == "unsupported_format"
-    assert by_path["truncated.flac"] in ("truncated", "")  # header-only probe may still read a FLAC header
+    assert by_path["truncated.flac"] in (
+        "truncated",
+        "",
+    )  # header-only probe may still read a FLAC header
     assert by_path["random.wav"] == "not_audio" and by_path["good_0.flac"] == ""
     s = summarize(build_manifest(str(synth_archive)))
     assert s["ok_files"] == 12 and abs(s["audio_hours"] - 0.2) < 1e-6 and s["errors_by_type"] == {}

@@ -27,17 +27,39 @@ pytestmark = pytest.mark.slow
 def finetuned(ray_session, synth_archive, tmp_path_factory):
     """A tiny classifier fine-tuned from scratch for a few dozen steps (enough to emit events)."""
     d = tmp_path_factory.mktemp("ft")
-    job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml", [
-        f"data.archive={synth_archive}", f"data.annotations={synth_archive}/annotations.csv",
-        f"run.storage_path={d}", "run.name=ft-label", "tracking.enabled=false", "optim.max_steps=40",
-        "run.validate_every_steps=40", "cluster.cpus_per_worker=0.5", "loss.prior_prob=0.2"])
+    job = load_config(
+        FinetuneJob,
+        ROOT / "configs/finetune/tiny.yaml",
+        [
+            f"data.archive={synth_archive}",
+            f"data.annotations={synth_archive}/annotations.csv",
+            f"run.storage_path={d}",
+            "run.name=ft-label",
+            "tracking.enabled=false",
+            "optim.max_steps=40",
+            "run.validate_every_steps=40",
+            "cluster.cpus_per_worker=0.5",
+            "loss.prior_prob=0.2",
+        ],
+    )
     return finetune.run(job)["checkpoint"]
 
 
 def label_job(model: str, archive: str, out: str, *extra: str) -> LabelJob:
-    return load_config(LabelJob, ROOT / "configs/label/default.yaml", [
-        f"model={model}", f"data.archive={archive}", f"out={out}", "tracking.enabled=false",
-        "cluster.cpus_per_worker=0.5", "formats=[parquet,raven,audacity,csv]", "events.threshold=0.12", *extra])
+    return load_config(
+        LabelJob,
+        ROOT / "configs/label/default.yaml",
+        [
+            f"model={model}",
+            f"data.archive={archive}",
+            f"out={out}",
+            "tracking.enabled=false",
+            "cluster.cpus_per_worker=0.5",
+            "formats=[parquet,raven,audacity,csv]",
+            "events.threshold=0.12",
+            *extra,
+        ],
+    )
 
 
 def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
@@ -48,11 +70,22 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
     out = "s3://a2v-test/labels"
     summary = label.run(label_job(finetuned, archive, out))
     errors = label.read_errors(out)
-    assert dict(zip(errors.file, errors.error_type, strict=True)) == {f"bad/{n}": t for n, (_, t) in bad_files().items()}
-    assert summary["files_processed"] == 12 + len(bad_files()) and summary["audio_hours"] == pytest.approx(0.2)
+    assert dict(zip(errors.file, errors.error_type, strict=True)) == {
+        f"bad/{n}": t for n, (_, t) in bad_files().items()
+    }
+    assert summary["files_processed"] == 12 + len(bad_files()) and summary[
+        "audio_hours"
+    ] == pytest.approx(0.2)
     events = label.read_events(out, summary["model_version"])
-    assert len(events) > 0 and set(events.columns) >= {"file", "onset_s", "offset_s", "label", "score",
-                                                        "model_version", "run_id"}
+    assert len(events) > 0 and set(events.columns) >= {
+        "file",
+        "onset_s",
+        "offset_s",
+        "label",
+        "score",
+        "model_version",
+        "run_id",
+    }
     labelled = {f for f in events.file}
     assert labelled <= {f"collar_000/rec_{i:05d}.wav" for i in range(12)}
     # Raven tables read back with the annotation reader equal the Parquet events
@@ -61,10 +94,16 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
         raven = ann.read_raven(io.BytesIO(storage.read_bytes(f"{out}/raven/{stem}.selections.txt")))
         g = group.sort_values(["onset_s", "label"]).reset_index(drop=True)
         assert list(raven.label) == list(g.label)
-        assert np.allclose(raven.onset_s, g.onset_s, atol=1e-4) and np.allclose(raven.offset_s, g.offset_s, atol=1e-4)
+        assert np.allclose(raven.onset_s, g.onset_s, atol=1e-4) and np.allclose(
+            raven.offset_s, g.offset_s, atol=1e-4
+        )
         assert set(raven.file) == {Path(file).name}
     run_json = storage.read_bytes(f"{out}/run.json")
-    assert b"x_real_time" in run_json and b"errors_by_type" in run_json and b"secret" not in run_json.lower()
+    assert (
+        b"x_real_time" in run_json
+        and b"errors_by_type" in run_json
+        and b"secret" not in run_json.lower()
+    )
     assert storage.exists(f"{out}/events.csv") and storage.exists(f"{out}/audacity")
 
 
@@ -73,11 +112,32 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
     reference = label.run(label_job(finetuned, str(synth_archive), str(full)))
     ref_events = label.read_events(str(full)).drop(columns=["run_id"])
     out = tmp_path / "resumed"
-    args = ["--model", finetuned, "--archive", str(synth_archive), "--out", str(out), "--set", "tracking.enabled=false",
-            "--set", "flush_every_files=1", "--set", "cluster.cpus_per_worker=0.5", "--set", "events.threshold=0.12",
-            "--formats", "parquet,raven,audacity,csv"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.label", *args], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ""})
+    args = [
+        "--model",
+        finetuned,
+        "--archive",
+        str(synth_archive),
+        "--out",
+        str(out),
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        "flush_every_files=1",
+        "--set",
+        "cluster.cpus_per_worker=0.5",
+        "--set",
+        "events.threshold=0.12",
+        "--formats",
+        "parquet,raven,audacity,csv",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.label", *args],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     progress = out / "_progress" / reference["model_version"]
     deadline = time.time() + 180
     while time.time() < deadline and len(list(progress.glob("*.json"))) < 4:
@@ -87,12 +147,19 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
     done_before = len(list(progress.glob("*.json")))
     assert 0 < done_before < 12, "kill did not land mid-run"
     resumed = label.run(label_job(finetuned, str(synth_archive), str(out)))
-    assert resumed["files_skipped_done"] >= done_before and resumed["files_processed"] <= 12 - done_before
+    assert (
+        resumed["files_skipped_done"] >= done_before
+        and resumed["files_processed"] <= 12 - done_before
+    )
     events = label.read_events(str(out)).drop(columns=["run_id"])
     assert not events.duplicated(["file", "onset_s", "label"]).any()
-    pd.testing.assert_frame_equal(events.reset_index(drop=True), ref_events.reset_index(drop=True), atol=1e-6)
+    pd.testing.assert_frame_equal(
+        events.reset_index(drop=True), ref_events.reset_index(drop=True), atol=1e-6
+    )
 
 
 def test_dry_run_labels_one_file(finetuned, synth_archive, tmp_path):
-    summary = label.run(label_job(finetuned, str(synth_archive), str(tmp_path / "dry"), "run.dry_run=true"))
+    summary = label.run(
+        label_job(finetuned, str(synth_archive), str(tmp_path / "dry"), "run.dry_run=true")
+    )
     assert summary["files_processed"] == 1 and summary["wall_s"] > 0

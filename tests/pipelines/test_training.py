@@ -22,9 +22,19 @@ pytestmark = pytest.mark.slow
 
 
 def pre_job(archive: str, storage_path: str, name: str, uri: str, *extra: str) -> PretrainJob:
-    return load_config(PretrainJob, ROOT / "configs/pretrain/tiny.yaml", [
-        f"data.archive={archive}", f"run.storage_path={storage_path}", f"run.name={name}", f"tracking.uri={uri}",
-        "cluster.cpus_per_worker=0.5", "run.log_every_steps=5", *extra])
+    return load_config(
+        PretrainJob,
+        ROOT / "configs/pretrain/tiny.yaml",
+        [
+            f"data.archive={archive}",
+            f"run.storage_path={storage_path}",
+            f"run.name={name}",
+            f"tracking.uri={uri}",
+            "cluster.cpus_per_worker=0.5",
+            "run.log_every_steps=5",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +48,15 @@ def s3_archive(s3, synth_archive):
 def pretrained(ray_session, s3_archive, tmp_path_factory):
     """Tiny pretraining, 2 workers, archive and checkpoints on moto S3."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlf') / 'mlflow.db'}"
-    job = pre_job(s3_archive, "s3://a2v-test/runs", "pre-s3", uri, "cluster.num_workers=2", "optim.max_steps=30",
-                  "run.checkpoint_every_steps=10")
+    job = pre_job(
+        s3_archive,
+        "s3://a2v-test/runs",
+        "pre-s3",
+        uri,
+        "cluster.num_workers=2",
+        "optim.max_steps=30",
+        "run.checkpoint_every_steps=10",
+    )
     res = pretrain.run(job)
     return {"job": job, "result": res, "uri": uri}
 
@@ -48,23 +65,40 @@ def test_pretraining_on_s3_with_two_workers(pretrained, s3):
     fs = s3["fs"]
     ckpts = [p for p in fs.ls("a2v-test/runs/pre-s3") if "checkpoint_" in p]
     assert ckpts, "no Ray Train checkpoint landed in S3"
-    assert fs.exists("a2v-test/runs/pre-s3/final/model.pt") and fs.exists("a2v-test/runs/pre-s3/config.yaml")
+    assert fs.exists("a2v-test/runs/pre-s3/final/model.pt") and fs.exists(
+        "a2v-test/runs/pre-s3/config.yaml"
+    )
     mlflow.set_tracking_uri(pretrained["uri"])
     run = mlflow.get_run(pretrained["result"]["mlflow_run_id"])
-    assert run.data.params["model.preset"] == "tiny" and run.data.params["cluster.num_workers"] == "2"
+    assert (
+        run.data.params["model.preset"] == "tiny" and run.data.params["cluster.num_workers"] == "2"
+    )
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert len(history) >= 5
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert losses[-1] < 0.8 * losses[0], losses
     states, _, meta = load_checkpoint(storage.local_copy("s3://a2v-test/runs/pre-s3/final"))
-    assert meta["step"] == 30 and meta["kind"] == "pretrain" and "teacher.blocks.0.fc1.weight" in states["model"]
+    assert (
+        meta["step"] == 30
+        and meta["kind"] == "pretrain"
+        and "teacher.blocks.0.fc1.weight" in states["model"]
+    )
     assert not any("secret" in k.lower() for k in run.data.params)
 
 
 def test_worker_failure_resumes_exactly(ray_session, synth_archive, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    job = pre_job(str(synth_archive), str(tmp_path / "runs"), "ft-fail", uri, "cluster.num_workers=2",
-                  "optim.max_steps=16", "run.checkpoint_every_steps=5", "run.fail_at_step=8", "run.max_failures=1")
+    job = pre_job(
+        str(synth_archive),
+        str(tmp_path / "runs"),
+        "ft-fail",
+        uri,
+        "cluster.num_workers=2",
+        "optim.max_steps=16",
+        "run.checkpoint_every_steps=5",
+        "run.fail_at_step=8",
+        "run.max_failures=1",
+    )
     res = pretrain.run(job)
     assert (tmp_path / "runs/ft-fail/_failed_once").exists()
     states, _, meta = load_checkpoint(res["checkpoint"])
@@ -78,12 +112,30 @@ def test_worker_failure_resumes_exactly(ray_session, synth_archive, tmp_path):
 def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     runs = tmp_path / "runs"
-    args = ["--config", "configs/pretrain/tiny.yaml", "--archive", str(synth_archive), "--storage-path", str(runs),
-            "--name", "restart", "--set", f"tracking.uri={uri}", "--set", "optim.max_steps=400",
-            "--set", "run.checkpoint_every_steps=5"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.pretrain", *args], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "RAY_ADDRESS": ""})
+    args = [
+        "--config",
+        "configs/pretrain/tiny.yaml",
+        "--archive",
+        str(synth_archive),
+        "--storage-path",
+        str(runs),
+        "--name",
+        "restart",
+        "--set",
+        f"tracking.uri={uri}",
+        "--set",
+        "optim.max_steps=400",
+        "--set",
+        "run.checkpoint_every_steps=5",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.pretrain", *args],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not list((runs / "restart").glob("checkpoint_*/model.pt")):
         time.sleep(1)
@@ -91,24 +143,46 @@ def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tm
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert list((runs / "restart").glob("checkpoint_*/model.pt")), "no checkpoint before the kill"
-    job = pre_job(str(synth_archive), str(runs), "restart", uri, "optim.max_steps=12", "run.checkpoint_every_steps=5")
+    job = pre_job(
+        str(synth_archive),
+        str(runs),
+        "restart",
+        uri,
+        "optim.max_steps=12",
+        "run.checkpoint_every_steps=5",
+    )
     res = pretrain.run(job)
     states, _, meta = load_checkpoint(res["checkpoint"])
     assert meta["step"] == 12
     assert {int(s["step"]) for s in states["optimizer"]["state"].values()} == {12}
 
 
-def test_finetune_from_pretrained_at_10_percent_labels(pretrained, ray_session, s3_archive, tmp_path):
+def test_finetune_from_pretrained_at_10_percent_labels(
+    pretrained, ray_session, s3_archive, tmp_path
+):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml", [
-        f"data.archive={s3_archive}", f"data.annotations={s3_archive}/annotations.csv",
-        f"pretrained={pretrained['result']['checkpoint']}", f"run.storage_path={tmp_path / 'runs'}",
-        "run.name=ft10", f"tracking.uri={uri}", "data.label_fraction=0.1", "optim.max_steps=120",
-        "run.validate_every_steps=40", "cluster.cpus_per_worker=0.5"])
+    job = load_config(
+        FinetuneJob,
+        ROOT / "configs/finetune/tiny.yaml",
+        [
+            f"data.archive={s3_archive}",
+            f"data.annotations={s3_archive}/annotations.csv",
+            f"pretrained={pretrained['result']['checkpoint']}",
+            f"run.storage_path={tmp_path / 'runs'}",
+            "run.name=ft10",
+            f"tracking.uri={uri}",
+            "data.label_fraction=0.1",
+            "optim.max_steps=120",
+            "run.validate_every_steps=40",
+            "cluster.cpus_per_worker=0.5",
+        ],
+    )
     res = finetune.run(job)
     splits = pd.read_csv(tmp_path / "runs/ft10/splits.csv")
     counts = splits["split"].value_counts().to_dict()
-    assert counts["valid"] == round(0.2 * len(splits)) and 0 < counts["train"] <= 0.1 * len(splits) + 1
+    assert (
+        counts["valid"] == round(0.2 * len(splits)) and 0 < counts["train"] <= 0.1 * len(splits) + 1
+    )
     clips_again = finetune.prepare(job)[2]
     assert list(clips_again["split"]) == list(splits["split"])  # reproducible
     chance = 0.02  # positives are ~0.3-1 % of frames per class
@@ -120,11 +194,16 @@ def test_finetune_from_pretrained_at_10_percent_labels(pretrained, ray_session, 
 
 
 def test_bad_cluster_configs_fail_before_workers_start(ray_session, synth_archive):
-    job = load_config(PretrainJob, ROOT / "configs/pretrain/tiny.yaml",
-                      [f"data.archive={synth_archive}", "cluster.use_gpu=true", "cluster.num_workers=2"])
+    job = load_config(
+        PretrainJob,
+        ROOT / "configs/pretrain/tiny.yaml",
+        [f"data.archive={synth_archive}", "cluster.use_gpu=true", "cluster.num_workers=2"],
+    )
     with pytest.raises(ConfigError, match="cluster.num_workers"):
         build_torch_trainer(job, lambda c: None, {}, {})
-    job = load_config(PretrainJob, ROOT / "configs/pretrain/tiny.yaml", ["cluster.cpus_per_worker=16"])
+    job = load_config(
+        PretrainJob, ROOT / "configs/pretrain/tiny.yaml", ["cluster.cpus_per_worker=16"]
+    )
     with pytest.raises(ConfigError, match="cluster.cpus_per_worker"):
         build_torch_trainer(job, lambda c: None, {}, {})
     with pytest.raises(ConfigError, match="model.preset"):

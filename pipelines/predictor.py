@@ -1,0 +1,72 @@
+"""Ray Data predictor actor for labelling: the model loads once per actor; each batch of chunk
+rows becomes per-chunk probability runs (JSON) and, optionally, mean embeddings.
+
+Kept in its own module so Ray pickles it by reference (a class defined in ``__main__`` would be
+pickled by value, dragging torch internals along)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from a2v_core.checkpoint import load_classifier
+from a2v_core.config import LabelJob
+from a2v_core.events import chunk_runs
+from pipelines import storage
+
+
+class Predictor:
+    """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
+
+    def __init__(self, checkpoint_dir: str, job: dict, threads: int = 1) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.job = LabelJob.model_validate(job)
+        self.model, self.meta = load_classifier(storage.local_copy(checkpoint_dir))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.classes = self.meta["classes"]
+        self.frame_rate_hz = float(self.meta["frame_rate_hz"])
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["error_type"] == ""
+        n = len(ok)
+        runs_json = np.array([""] * n, dtype=object)
+        emb = [None] * n
+        if ok.any():
+            audio = torch.as_tensor(batch["audio"][ok], device=self.device)
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=torch.bfloat16,
+                enabled=self.device.type == "cuda",
+            ):
+                feats, _ = self.model.features(audio)
+                probs = torch.sigmoid(self.model.head(feats)).float().cpu().numpy()
+            feats = feats.float().cpu().numpy()
+            ev = self.job.events
+            for j, i in enumerate(np.flatnonzero(ok)):
+                n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
+                runs = chunk_runs(
+                    probs[j, :n_valid],
+                    self.classes,
+                    str(batch["path"][i]),
+                    float(batch["offset_s"][i]),
+                    self.frame_rate_hz,
+                    ev.threshold,
+                    ev.class_thresholds,
+                    ev.pool_s,
+                )
+                runs_json[i] = runs.to_json(orient="values")
+                if self.job.embeddings:
+                    emb[i] = feats[j, :n_valid].mean(0).astype(np.float32)
+        out = {
+            k: batch[k]
+            for k in ("path", "offset_s", "duration_s", "n_chunks", "error_type", "error_message")
+        }
+        out["runs"] = runs_json
+        if self.job.embeddings:
+            dim = next((e.shape[0] for e in emb if e is not None), 1)
+            out["embedding"] = np.stack(
+                [e if e is not None else np.zeros(dim, np.float32) for e in emb]
+            )
+        return out

@@ -351,6 +351,7 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
 
 
 def run(job: FinetuneJob) -> dict:
+    storage.absolutize(job)
     if job.run.dry_run:
         job.optim.max_steps, job.run.log_every_steps = 1, 1
         job.run.checkpoint_every_steps = job.run.validate_every_steps = 1

@@ -190,6 +190,7 @@ class FileState:
 def run(job: LabelJob) -> dict:
     """Label the archive; returns the run summary (also written to ``<out>/run.json``)."""
     t0 = time.time()
+    storage.absolutize(job)
     if not job.model:
         raise SystemExit("error: --model CKPT_URI is required")
     init_ray(job.cluster.address)

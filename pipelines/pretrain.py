@@ -226,6 +226,7 @@ def apply_dry_run(job: PretrainJob) -> PretrainJob:
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
     job = apply_dry_run(job)
+    storage.absolutize(job)
     init_ray(job.cluster.address)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())

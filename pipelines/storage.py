@@ -31,6 +31,24 @@ def split_uri(uri: str) -> tuple[str, str]:
     return "", str(Path(uri).resolve())
 
 
+def absolute(uri: str | None) -> str | None:
+    """Local paths -> absolute paths (Ray workers run in another directory); URIs unchanged."""
+    if uri is None or "://" in uri and not uri.startswith("file://"):
+        return uri
+    return split_uri(uri)[1]
+
+
+def absolutize(job) -> None:
+    """Make every local path of a job config absolute, in place, before it reaches workers."""
+    for group, key in (("data", "archive"), ("data", "annotations"), ("run", "storage_path")):
+        node = getattr(job, group, None)
+        if node is not None and getattr(node, key, None):
+            setattr(node, key, absolute(getattr(node, key)))
+    for key in ("pretrained", "model", "out"):
+        if isinstance(getattr(job, key, None), str) and getattr(job, key):
+            setattr(job, key, absolute(getattr(job, key)))
+
+
 def is_remote(uri: str) -> bool:
     return split_uri(uri)[0] in ("s3", "gs")
 

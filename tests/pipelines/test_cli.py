@@ -16,8 +16,9 @@ def test_help_lists_existing_subcommands_only():
     assert out.returncode == 0
     for cmd in ("synth", "manifest", "info", "pretrain", "finetune", "label", "demo"):
         assert f"  {cmd} " in out.stdout
-    from pipelines.cli import COMMANDS
     import importlib
+
+    from pipelines.cli import COMMANDS
 
     for module, _ in COMMANDS.values():
         assert callable(importlib.import_module(module).main)

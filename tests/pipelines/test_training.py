@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+
 from a2v_core.checkpoint import load_checkpoint
 from a2v_core.config import ConfigError, FinetuneJob, PretrainJob, load_config
 from pipelines import finetune, pretrain, storage

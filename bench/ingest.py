@@ -1,0 +1,155 @@
+"""Chunk throughput of the Ray Data datasource vs a plain single-process soundfile loop.
+
+Same files, same chunking (10 s at 8 kHz, resample + normalise), this one run:
+  1. local FLAC archive: datasource vs `for f in files: soundfile + iter_chunks`
+  2. S3 (a moto server started here on 127.0.0.1): datasource vs a plain s3fs + soundfile loop
+Prints audio hours/s, the ratio, and the ratio per core used (goal >= 0.9x per core), plus the
+peak RSS of streaming one 2-hour file vs a 10-minute one.
+
+    python bench/ingest.py [--hours 1.0] [--cpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from a2v_core.audio import iter_chunks  # noqa: E402
+from a2v_core.config import DataConfig  # noqa: E402
+from pipelines import storage  # noqa: E402
+
+
+def make_archive(d: Path, hours: float) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(int(hours * 60)):
+        buf = io.BytesIO()
+        sf.write(
+            buf, (rng.standard_normal(8000 * 60) * 0.05).astype(np.float32), 8000, format="FLAC"
+        )
+        (d / f"f{i:04d}.flac").write_bytes(buf.getvalue())
+
+
+def plain_loop(uri: str) -> float:
+    fs, root = storage.filesystem(uri)
+    audio_s = 0.0
+    for rel, _ in storage.list_files(uri, ["flac"]):
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            for c in iter_chunks(f, 10.0, 8000):
+                audio_s += c.valid_samples / 8000
+    return audio_s
+
+
+def ray_loop(uri: str) -> float:
+    from pipelines.datasource import good_chunks, read_chunks
+
+    audio_s = 0.0
+    for batch in (
+        good_chunks(read_chunks(DataConfig(archive=uri)))
+        .select_columns(["duration_s"])
+        .iter_batches(batch_size=None)
+    ):
+        audio_s += float(batch["duration_s"].sum())
+    return audio_s
+
+
+def timed(fn, uri: str) -> float:
+    t = time.perf_counter()
+    audio_s = fn(uri)
+    return audio_s / 3600 / (time.perf_counter() - t)
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except Exception:
+            time.sleep(0.2)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": url,
+        }
+    )
+    return proc, url
+
+
+def peak_rss_mib(hours: float) -> float:
+    code = (
+        "import resource,sys; from bench.ingest import plain_loop; plain_loop(sys.argv[1]);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    with tempfile.TemporaryDirectory() as d:
+        with sf.SoundFile(f"{d}/long.flac", "w", 8000, 1, format="FLAC") as f:
+            rng = np.random.default_rng(1)
+            for _ in range(int(hours * 60)):
+                f.write((rng.standard_normal(8000 * 60) * 0.05).astype(np.float32))
+        out = subprocess.run(
+            [sys.executable, "-c", code, d], capture_output=True, text=True, cwd=ROOT
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hours", type=float, default=1.0)
+    ap.add_argument("--cpus", type=int, default=2)
+    args = ap.parse_args()
+    moto, _ = start_moto()
+    import ray
+
+    try:
+        ray.init(
+            num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+        )
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        with tempfile.TemporaryDirectory() as d:
+            make_archive(Path(d), args.hours)
+            storage.filesystem("s3://x")[0].mkdir("bench")
+            storage.upload_dir(d, "s3://bench/archive")
+            print(f"{args.hours} h of 1-minute 8 kHz FLAC files; Ray with {args.cpus} CPUs")
+            print(f"{'source':<8}{'plain h/s':>11}{'ray h/s':>10}{'ratio':>8}{'per core':>10}")
+            for name, uri in (("local", d), ("s3", "s3://bench/archive")):
+                ray_loop(uri)  # warm-up (worker start, imports)
+                plain, rayd = timed(plain_loop, uri), timed(ray_loop, uri)
+                print(
+                    f"{name:<8}{plain:>11.3f}{rayd:>10.3f}{rayd / plain:>7.2f}x{rayd / plain / args.cpus:>9.2f}x"
+                )
+        r10, r120 = peak_rss_mib(10 / 60), peak_rss_mib(2.0)
+        print(
+            f"peak RSS streaming one file: 10 min {r10:.0f} MiB, 2 h {r120:.0f} MiB (+{r120 - r10:.0f} MiB)"
+        )
+    finally:
+        ray.shutdown()
+        os.killpg(moto.pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()

@@ -80,19 +80,15 @@ def list_files(uri: str, extensions: list[str]) -> list[tuple[str, int]]:
     if not fs.exists(root):
         raise FileNotFoundError(f"archive not found: {uri}")
     exts = {e.lower().lstrip(".") for e in extensions}
+    prefix = root.rstrip("/") + "/"
     out = []
     for path, info in fs.find(root, detail=True).items():
         if info.get("type") == "directory":
             continue
         if path.rsplit(".", 1)[-1].lower() in exts or not exts:
-            out.append(
-                (
-                    posixpath.relpath(path, root.rstrip("/"))
-                    if "://" in uri
-                    else os.path.relpath(path, root),
-                    int(info.get("size") or 0),
-                )
-            )
+            # plain prefix strip: relpath() would consult the cwd, which a job may not have
+            rel = path[len(prefix) :] if path.startswith(prefix) else path
+            out.append((rel, int(info.get("size") or 0)))
     return sorted(out)
 
 

@@ -31,14 +31,17 @@ NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")
 
 
 def init_ray(address: str | None = None) -> None:
-    """Connect to ``address`` / $RAY_ADDRESS (ray job submit sets it) or start a local Ray."""
+    """Connect to ``address`` (``auto`` = the cluster started with ``ray start`` here) or to
+    $RAY_ADDRESS (``ray job submit`` sets it); otherwise start a fresh local Ray. Never
+    attach implicitly to whatever cluster file a previous session left in /tmp/ray."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target:
+        ray.init(address=target, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
     # Our jobs print their own progress lines / bars; Ray Data's per-operator bars in every
     # worker drown them out.
     ray.data.DataContext.get_current().enable_progress_bars = False

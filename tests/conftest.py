@@ -95,7 +95,7 @@ def ray_session(s3):
     import ray
     import ray.data
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -106,7 +106,7 @@ def mlflow_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` (sqlite + proxied artifacts) in its own process group."""
     d = tmp_path_factory.mktemp("mlflow-server")
@@ -132,7 +132,7 @@ def mlflow_server(tmp_path_factory):
     stop_group(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster2(tmp_path_factory, s3):
     """A 2-node Ray cluster on this machine: head (2 CPUs) + worker node (2 CPUs)."""
     d = tmp_path_factory.mktemp("cluster")

@@ -154,7 +154,7 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
     events = label.read_events(str(out)).drop(columns=["run_id"])
     assert not events.duplicated(["file", "onset_s", "label"]).any()
     pd.testing.assert_frame_equal(
-        events.reset_index(drop=True), ref_events.reset_index(drop=True), atol=1e-6
+        events.reset_index(drop=True), ref_events.reset_index(drop=True), atol=1e-6, check_dtype=False
     )
 
 

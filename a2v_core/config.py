@@ -1,19 +1,15 @@
 """Typed configs: one config type per job, built from small groups.
 
-Defaults live here, a YAML file under ``configs/<job>/<preset>.yaml`` overrides them and
-repeated ``--set group.key=value`` flags override the YAML. One loader (``load_config``) does
-all three and turns every validation failure into a ``ConfigError`` that names the key and
-what is allowed, before any work starts.
+Defaults live here; ``a2v_core.config_loader`` applies ``configs/<job>/<preset>.yaml`` and
+repeated ``--set group.key=value`` flags on top and validates before any work starts.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Layer spec of the conv feature stack: (channels, kernel, stride).
 ConvLayer = tuple[int, int, int]
@@ -83,10 +79,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         clone_batch=12,
     ),
 }
-
-
-class ConfigError(ValueError):
-    """A config key or value was rejected; the message names the key and what is allowed."""
 
 
 class Group(BaseModel):
@@ -364,90 +356,3 @@ JOBS: dict[str, type[Job]] = {
     "finetune": FinetuneJob,
     "label": LabelJob,
 }
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, raw_value: str) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is not a group")
-        node = child
-    node[keys[-1]] = yaml.safe_load(raw_value) if raw_value != "" else None
-
-
-def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
-    pairs = []
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects group.key=value, got '{item}'")
-        key, value = item.split("=", 1)
-        pairs.append((key.strip(), value.strip()))
-    return pairs
-
-
-def _format_error(job: type[Job], err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(job, [str(p) for p in e["loc"][:-1]])
-            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
-        lines.append(f"  {loc or '<config>'}: {msg} (got {e.get('input')!r})")
-    return "invalid config:\n" + "\n".join(lines)
-
-
-def _allowed_keys(job: type[BaseModel], path: list[str]) -> list[str]:
-    model: Any = job
-    for key in path:
-        field = model.model_fields.get(key)
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        model = field.annotation
-    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
-
-
-def build_config(job: type[Job], tree: dict[str, Any], overrides: list[str] | None = None) -> Any:
-    """Validate a raw dict (+ ``--set`` overrides) into the job's typed config."""
-    tree = dict(tree or {})
-    for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value)
-    try:
-        return job.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_format_error(job, err)) from None
-
-
-def load_config(job: type[Job], path: str | Path | None, overrides: list[str] | None = None) -> Any:
-    """defaults -> YAML file -> ``--set`` overrides, validated; raises ConfigError."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        tree = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of groups")
-    return build_config(job, tree, overrides)
-
-
-def to_yaml(cfg: BaseModel) -> str:
-    """The resolved config as YAML (written next to every run's outputs)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def flatten(cfg: BaseModel) -> dict[str, Any]:
-    """group.key -> value, for MLflow params."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = node
-
-    walk("", cfg.model_dump(mode="json"))
-    return out

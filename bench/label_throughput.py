@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from a2v_core.audio import iter_chunks  # noqa: E402
 from a2v_core.checkpoint import load_classifier  # noqa: E402
-from a2v_core.config import LabelJob, load_config  # noqa: E402
+from a2v_core.config import LabelJob  # noqa: E402
+from a2v_core.config_loader import load_config  # noqa: E402
 from pipelines import label  # noqa: E402
 from pipelines.synth import write_archive  # noqa: E402
 

@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from a2v_core.config import PretrainJob, load_config  # noqa: E402
+from a2v_core.config import PretrainJob  # noqa: E402
+from a2v_core.config_loader import load_config  # noqa: E402
 from pipelines import pretrain  # noqa: E402
 from pipelines.synth import write_archive  # noqa: E402
 

@@ -12,7 +12,8 @@ import io
 import time
 
 from a2v_core import annotations as ann
-from a2v_core.config import FinetuneJob, LabelJob, PretrainJob, load_config
+from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
+from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics
 from pipelines import finetune, label, pretrain, storage
 from pipelines.synth import write_archive

@@ -16,7 +16,6 @@ frame micro-F1 at 0.175 and macro AP; the best model by F1 is exported to
 from __future__ import annotations
 
 import copy
-import io
 import time
 
 import numpy as np
@@ -24,19 +23,17 @@ import pandas as pd
 import ray
 import ray.train
 import ray.train.torch
-import soundfile as sf
 import torch
 
-from a2v_core import annotations as ann
-from a2v_core.audio import chunk_offsets
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
-from a2v_core.config import FinetuneJob, flatten, to_yaml
+from a2v_core.config import FinetuneJob
+from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
 from a2v_core.mixup import bc_mixup
-from a2v_core.splits import clip_presence, make_splits
 from pipelines import storage
-from pipelines.datasource import chunk_id, good_chunks, read_chunks
+from pipelines.datasource import good_chunks, read_chunks
+from pipelines.finetune_data import batch_targets, prepare
 from pipelines.jobargs import job_parser, resolve
 from pipelines.pretrain import batches
 from pipelines.tracking import Tracker
@@ -54,26 +51,6 @@ from pipelines.trainer import (
 )
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
-
-
-def batch_targets(
-    events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob
-) -> np.ndarray:
-    n_frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
-    empty = ann.empty_table()
-    return np.stack(
-        [
-            ann.frame_targets(
-                events_by_file.get(p, empty),
-                classes,
-                float(o),
-                n_frames,
-                job.data.sample_rate_hz,
-                job.model.hop_samples,
-            )
-            for p, o in zip(paths, offsets, strict=True)
-        ]
-    )
 
 
 def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
@@ -264,44 +241,6 @@ def train_loop(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-
-
-def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
-    """(path, offset_s, chunk_id) of every chunk of the annotated files (headers only)."""
-    fs, root = storage.filesystem(job.data.archive)
-    rows = []
-    for rel in files:
-        with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
-            info = sf.info(f)
-        for off in chunk_offsets(
-            info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s
-        ):
-            rows.append({"path": rel, "offset_s": off, "chunk_id": chunk_id(rel, off)})
-    return pd.DataFrame(rows)
-
-
-def prepare(
-    job: FinetuneJob,
-) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
-    """Annotations, class list, clip splits and the annotated files of the archive."""
-    if not job.data.annotations:
-        raise SystemExit("error: data.annotations is required for fine-tuning (--annotations CSV)")
-    events = ann.read_csv(io.BytesIO(storage.read_bytes(job.data.annotations)))
-    classes = ann.class_list(events, job.data.classes)
-    listed = dict(storage.list_files(job.data.archive, job.data.extensions))
-    annotated = sorted(set(events["file"]) & set(listed))
-    if not annotated:
-        raise SystemExit(
-            f"error: no file of {job.data.annotations} exists under {job.data.archive}"
-        )
-    if job.run.dry_run:
-        annotated = annotated[:2]
-    clips = clip_table(job, annotated)
-    presence = clip_presence(clips, events, classes, job.data.clip_s)
-    clips["split"] = make_splits(
-        clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed
-    )
-    return events, classes, clips, [(f, listed[f]) for f in annotated]
 
 
 def build_trainer(

@@ -12,7 +12,8 @@ import json
 
 import yaml
 
-from a2v_core.config import JOBS, ConfigError, PretrainJob, build_config
+from a2v_core.config import JOBS, PretrainJob
+from a2v_core.config_loader import ConfigError, build_config
 from a2v_core.encoder import count_params
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer

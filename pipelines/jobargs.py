@@ -8,7 +8,8 @@ import argparse
 import sys
 from typing import Any
 
-from a2v_core.config import ConfigError, Job, load_config
+from a2v_core.config import Job
+from a2v_core.config_loader import ConfigError, load_config
 
 #: flag -> config key, the same spelling for every job
 SHORTHANDS = {

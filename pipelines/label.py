@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from a2v_core import annotations as ann
 from a2v_core.checkpoint import load_classifier
-from a2v_core.config import LabelJob, flatten
+from a2v_core.config import LabelJob
+from a2v_core.config_loader import flatten
 from a2v_core.events import RUN_COLUMNS, merge_runs
 from pipelines import storage
 from pipelines.datasource import read_chunks

@@ -23,7 +23,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from a2v_core.config import PretrainJob, flatten, to_yaml
+from a2v_core.config import PretrainJob
+from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, check_collapse
 from pipelines import storage

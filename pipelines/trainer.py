@@ -24,7 +24,8 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
-from a2v_core.config import ConfigError, OptimConfig, PretrainJob, to_yaml
+from a2v_core.config import OptimConfig, PretrainJob
+from a2v_core.config_loader import ConfigError, to_yaml
 from pipelines import storage
 
 NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from a2v_core.checkpoint import load_checkpoint, load_classifier, save_checkpoint
-from a2v_core.config import FinetuneJob, to_yaml
+from a2v_core.config import FinetuneJob
+from a2v_core.config_loader import to_yaml
 from a2v_core.finetune import FrameClassifier
 
 

@@ -3,15 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2v_core.config import (
-    JOBS,
-    ConfigError,
-    FinetuneJob,
-    LabelJob,
-    ModelConfig,
-    PretrainJob,
-    load_config,
-)
+from a2v_core.config import JOBS, FinetuneJob, LabelJob, ModelConfig, PretrainJob
+from a2v_core.config_loader import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -84,7 +77,7 @@ def test_label_and_finetune_defaults():
 
 
 def test_resolved_config_round_trips():
-    from a2v_core.config import to_yaml
+    from a2v_core.config_loader import to_yaml
 
     cfg = load_config(FinetuneJob, CONFIGS / "finetune/tiny.yaml")
     again = FinetuneJob.model_validate(yaml.safe_load(to_yaml(cfg)))

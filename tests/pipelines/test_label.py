@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from a2v_core import annotations as ann
-from a2v_core.config import FinetuneJob, LabelJob, load_config
+from a2v_core.config import FinetuneJob, LabelJob
+from a2v_core.config_loader import load_config
 from pipelines import finetune, label, storage
 from tests.core.test_audio import bad_files
 
@@ -154,7 +155,10 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
     events = label.read_events(str(out)).drop(columns=["run_id"])
     assert not events.duplicated(["file", "onset_s", "label"]).any()
     pd.testing.assert_frame_equal(
-        events.reset_index(drop=True), ref_events.reset_index(drop=True), atol=1e-6, check_dtype=False
+        events.reset_index(drop=True),
+        ref_events.reset_index(drop=True),
+        atol=1e-6,
+        check_dtype=False,
     )
 
 

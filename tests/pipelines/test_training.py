@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 from a2v_core.checkpoint import load_checkpoint
-from a2v_core.config import ConfigError, FinetuneJob, PretrainJob, load_config
+from a2v_core.config import FinetuneJob, PretrainJob
+from a2v_core.config_loader import ConfigError, load_config
 from pipelines import finetune, pretrain, storage
+from pipelines.finetune_data import prepare
 from pipelines.trainer import build_torch_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,9 +183,11 @@ def test_finetune_from_pretrained_at_10_percent_labels(
     res = finetune.run(job)
     splits = pd.read_csv(tmp_path / "runs/ft10/splits.csv")
     counts = splits["split"].value_counts().to_dict()
-    assert abs(counts["valid"] - 0.2 * len(splits)) <= 2 and 0 < counts["train"] <= 0.1 * len(splits) + 2
+    assert (
+        abs(counts["valid"] - 0.2 * len(splits)) <= 2
+        and 0 < counts["train"] <= 0.1 * len(splits) + 2
     )
-    clips_again = finetune.prepare(job)[2]
+    clips_again = prepare(job)[2]
     assert list(clips_again["split"]) == list(splits["split"])  # reproducible
     chance = 0.02  # positives are ~0.3-1 % of frames per class
     assert res["best"]["val_macro_ap"] > 2 * chance, res["best"]

@@ -1,0 +1,79 @@
+"""Fine-tuning data: annotated clips, their stratified splits and per-batch frame targets.
+
+The driver lists the annotated files, reads only their headers to enumerate 10 s clips,
+stratifies them on per-clip class presence (train / valid / unused beyond the label
+fraction); workers turn each batch's (path, offset) into 200 Hz multi-hot targets.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from a2v_core import annotations as ann
+from a2v_core.audio import chunk_offsets
+from a2v_core.config import FinetuneJob
+from a2v_core.splits import clip_presence, make_splits
+from pipelines import storage
+from pipelines.datasource import chunk_id
+
+
+def batch_targets(
+    events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob
+) -> np.ndarray:
+    n_frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
+    empty = ann.empty_table()
+    return np.stack(
+        [
+            ann.frame_targets(
+                events_by_file.get(p, empty),
+                classes,
+                float(o),
+                n_frames,
+                job.data.sample_rate_hz,
+                job.model.hop_samples,
+            )
+            for p, o in zip(paths, offsets, strict=True)
+        ]
+    )
+
+
+def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
+    """(path, offset_s, chunk_id) of every chunk of the annotated files (headers only)."""
+    fs, root = storage.filesystem(job.data.archive)
+    rows = []
+    for rel in files:
+        with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
+            info = sf.info(f)
+        for off in chunk_offsets(
+            info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s
+        ):
+            rows.append({"path": rel, "offset_s": off, "chunk_id": chunk_id(rel, off)})
+    return pd.DataFrame(rows)
+
+
+def prepare(
+    job: FinetuneJob,
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
+    """Annotations, class list, clip splits and the annotated files of the archive."""
+    if not job.data.annotations:
+        raise SystemExit("error: data.annotations is required for fine-tuning (--annotations CSV)")
+    events = ann.read_csv(io.BytesIO(storage.read_bytes(job.data.annotations)))
+    classes = ann.class_list(events, job.data.classes)
+    listed = dict(storage.list_files(job.data.archive, job.data.extensions))
+    annotated = sorted(set(events["file"]) & set(listed))
+    if not annotated:
+        raise SystemExit(
+            f"error: no file of {job.data.annotations} exists under {job.data.archive}"
+        )
+    if job.run.dry_run:
+        annotated = annotated[:2]
+    clips = clip_table(job, annotated)
+    presence = clip_presence(clips, events, classes, job.data.clip_s)
+    clips["split"] = make_splits(
+        clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed
+    )
+    return events, classes, clips, [(f, listed[f]) for f in annotated]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -175,8 +176,8 @@ def test_finetune_from_pretrained_at_10_percent_labels(
             "run.name=ft10",
             f"tracking.uri={uri}",
             "data.label_fraction=0.1",
-            "optim.max_steps=80",
-            "run.validate_every_steps=40",
+            "optim.max_steps=100",
+            "run.validate_every_steps=50",
             "cluster.cpus_per_worker=0.5",
         ],
     )
@@ -189,8 +190,11 @@ def test_finetune_from_pretrained_at_10_percent_labels(
     )
     clips_again = prepare(job)[2]
     assert list(clips_again["split"]) == list(splits["split"])  # reproducible
-    chance = 0.02  # positives are ~0.3-1 % of frames per class
-    assert res["best"]["val_macro_ap"] > 2 * chance, res["best"]
+    # chance AP of a class = its positive-frame rate; the calls cover ~0.3-1 % of the frames each
+    events = pd.read_csv(io.BytesIO(storage.read_bytes(f"{s3_archive}/annotations.csv")))
+    rates = (events.offset_s - events.onset_s).groupby(events.label).sum() / (len(splits) * 10.0)
+    chance = float(rates.mean())
+    assert res["best"]["val_macro_ap"] > 3 * chance, (res["best"], chance)
     mlflow.set_tracking_uri(uri)
     version = mlflow.MlflowClient().get_model_version_by_alias("animal2vec-finetuned", "best")
     assert version.version == str(res["model_version"])

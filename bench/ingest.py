@@ -127,7 +127,11 @@ def main() -> None:
 
     try:
         ray.init(
-            num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+            address="local",
+            num_cpus=args.cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
         )
         ray.data.DataContext.get_current().enable_progress_bars = False
         with tempfile.TemporaryDirectory() as d:

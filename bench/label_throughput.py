@@ -57,7 +57,13 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     with tempfile.TemporaryDirectory() as d:
         write_archive(f"{d}/archive", args.hours, seed=5)
         base = bare_forward(args.model, f"{d}/archive", threads=1)

@@ -37,7 +37,7 @@ def hf_model(cfg: ModelConfig):
         conv_stride=[s for _, _, s in conv],
         num_conv_pos_embeddings=cfg.conv_pos_width // cfg.conv_pos_depth,
         num_conv_pos_embedding_groups=cfg.conv_pos_groups,
-        mask_time_prob=0.0,
+        mask_time_prob=0.05,  # creates masked_spec_embed; the masks themselves are passed in
         hidden_dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,
@@ -74,8 +74,12 @@ def bench(preset: str, width_preset: str, batch: int, clip_s: float) -> tuple[fl
     hf = hf_model(cfg)
     hf.train()
 
+    hf_frames = int(
+        hf._get_feat_extract_output_lengths(audio.shape[1])
+    )  # 1999: HF convs do not pad
+
     def hf_step():
-        mask = torch.from_numpy(~student_keep_mask(batch, frames, 1.5, 2, rng).numpy())
+        mask = torch.from_numpy(~student_keep_mask(batch, hf_frames, 1.5, 2, rng).numpy())
         out = hf(audio, mask_time_indices=mask)
         out.last_hidden_state.pow(2).mean().backward()
 

@@ -64,7 +64,11 @@ def main() -> None:
     import ray
 
     ray.init(
-        num_cpus=args.cpus + 1, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+        address="local",
+        num_cpus=args.cpus + 1,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
     )
     with tempfile.TemporaryDirectory() as d:
         write_archive(f"{d}/archive", 0.2, seed=0)

@@ -14,6 +14,14 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 
+def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+    """From true positives, predicted positives and actual positives (0 where undefined)."""
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
 def frame_metrics(
     y_true: np.ndarray, y_prob: np.ndarray, classes: list[str], threshold: float = 0.175
 ) -> dict:
@@ -24,9 +32,7 @@ def frame_metrics(
     tp = int((pred & (y_true == 1)).sum())
     fp = int((pred & (y_true == 0)).sum())
     fn = int((~pred & (y_true == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, tp + fp, tp + fn)
     per_class = {}
     for c, name in enumerate(classes):
         per_class[name] = (
@@ -79,9 +85,7 @@ def match_class(pred: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float = 
     n_missed = len(truth_list) - len(used)
     scores += [0.0] * n_missed
     positives += [True] * n_missed
-    precision = tp / len(pred) if len(pred) else 0.0
-    recall = tp / len(truth_list) if truth_list else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, len(pred), len(truth_list))
     ap = float(average_precision_score(positives, scores)) if any(positives) else float("nan")
     return {
         "tp": tp,
@@ -106,9 +110,7 @@ def event_metrics(
     tp = sum(v["tp"] for v in per_class.values())
     n_pred = sum(v["n_pred"] for v in per_class.values())
     n_true = sum(v["n_true"] for v in per_class.values())
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, n_pred, n_true)
     aps = [v["ap"] for v in per_class.values() if not np.isnan(v["ap"])]
     return {
         "precision": precision,

@@ -43,6 +43,7 @@ def write_archive(
         )
         tables.append(events)
     table = pd.concat(tables, ignore_index=True)
+    table.attrs["n_files"] = len(tables)  # recordings written, with or without calls
     buf = io.StringIO()
     annotations.write_csv(table, buf)
     storage.write_bytes(storage.join(out, "annotations.csv"), buf.getvalue().encode())
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     table = write_archive(
         args.out, args.hours, args.seed, args.sample_rate_hz, args.file_s, args.format
     )
-    n_files = table["file"].nunique() if len(table) else 0
+    n_files = table.attrs["n_files"]
     print(
         f"synth: wrote {n_files} recordings ({args.hours} h) and {len(table)} events to {args.out}"
     )

@@ -14,6 +14,7 @@ from collections import Counter
 
 import pandas as pd
 import ray
+from tqdm import tqdm
 
 from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
@@ -75,7 +76,14 @@ def build_manifest(
     unsupported = [f for f in all_listed if f not in files and _looks_like_audio_attempt(f[0])]
     remote = ray.remote(probe_files)
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
-    rows = [r for part in ray.get([remote.remote(archive, g) for g in groups]) for r in part]
+    pending = [remote.remote(archive, g) for g in groups]
+    rows: list[dict] = []
+    with tqdm(total=len(files), unit="file", desc="manifest", disable=None) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            part = ray.get(done[0])
+            rows += part
+            bar.update(len(part))
     rows += [
         {
             "path": p,

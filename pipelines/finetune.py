@@ -16,6 +16,7 @@ frame micro-F1 at 0.175 and macro AP; the best model by F1 is exported to
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 
 import numpy as np
@@ -277,8 +278,6 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
     run_dir = storage.join(job.run.storage_path, job.run.name)
     with result.checkpoint.as_directory() as d:
         states, _, meta = load_checkpoint(d)
-    import tempfile
-
     for name, weights in (
         ("best", states.get("best_model", states["model"])),
         ("final", states["model"]),

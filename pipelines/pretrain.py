@@ -114,7 +114,6 @@ def train_loop(config: dict) -> None:
     hours_seen = meta.get("audio_hours_seen", 0.0) if meta else 0.0
     sr = job.data.sample_rate_hz
     accum, micro, loss_acc = job.optim.grad_accum, 0, 0.0
-    last_out = None
 
     def checkpoint_states() -> dict:
         return {
@@ -145,7 +144,7 @@ def train_loop(config: dict) -> None:
                 contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
             )
             with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = core(audio, rng) if world_size == 1 else ddp(audio, rng)
+                out = ddp(audio, rng)  # ddp is the bare model when there is one worker
                 (out.loss / accum).backward()
             loss_acc += float(out.loss) / accum
             tp.add(float(batch["duration_s"].sum()))
@@ -164,7 +163,7 @@ def train_loop(config: dict) -> None:
             collapsed = check_collapse(step, out, job.ema)
             hours_seen += float(batch["duration_s"].sum()) * accum * world_size / 3600
             tp.step()
-            last_out, last_loss = out, loss_acc
+            last_loss = loss_acc
             loss_acc = 0.0
             maybe_fail(job, step, rank, world_size)
             if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
@@ -196,7 +195,7 @@ def train_loop(config: dict) -> None:
             epoch, pos = epoch + 1, 0
             continue
     tracker.end()
-    if rank == 0 and last_out is not None:
+    if rank == 0:
         print(f"[pretrain] done: {step} steps, {hours_seen:.3f} audio hours seen", flush=True)
 
 

@@ -16,6 +16,7 @@ COMMANDS = {
     ),
     "pretrain": ("pipelines.pretrain", "self-supervised pretraining on Ray Train"),
     "finetune": ("pipelines.finetune", "frame-level fine-tuning with focal loss on Ray Train"),
+    "tune": ("tune.sweep", "Ray Tune sweep over masking / focal-loss / lr settings (ASHA, MLflow)"),
     "label": (
         "pipelines.label",
         "label a whole archive into events (Parquet, Raven, Audacity, CSV)",

@@ -191,7 +191,7 @@ def train_loop(config: dict) -> None:
             tp.add(float(batch["duration_s"].sum()))
             tp.step()
             maybe_fail(job, step, rank, world_size)
-            metrics = {}
+            metrics, val = {}, {}
             if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
                 metrics = {
                     "loss": float(loss),
@@ -227,7 +227,8 @@ def train_loop(config: dict) -> None:
                     {
                         "step": step,
                         "loss": float(loss),
-                        **{k: v for k, v in best.items() if k != "step"},
+                        **{f"best_{k}": v for k, v in best.items() if k != "step"},
+                        **val,  # this validation's metrics (what a Tune scheduler compares)
                     },
                     rank,
                     checkpoint_states,

@@ -39,7 +39,13 @@ def absolute(uri: str | None) -> str | None:
 
 
 def absolutize(job) -> None:
-    """Make every local path of a job config absolute, in place, before it reaches workers."""
+    """Make every local path of a job config absolute, in place, before it reaches workers;
+    pin the MLflow tracking URI the driver resolved (a worker's cwd and env differ)."""
+    from pipelines.tracking import tracking_uri
+
+    tracking = getattr(job, "tracking", None)
+    if tracking is not None and tracking.enabled:
+        tracking.uri = tracking_uri(tracking.uri)
     for group, key in (("data", "archive"), ("data", "annotations"), ("run", "storage_path")):
         node = getattr(job, group, None)
         if node is not None and getattr(node, key, None):

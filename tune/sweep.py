@@ -1,0 +1,282 @@
+"""Ray Tune sweeps over masking, focal-loss and learning-rate settings.
+
+    a2v tune --config configs/tune/masking_focal.yaml [--set num_samples=16]
+    a2v tune --resume masking-focal [--storage-path outputs/tune]
+
+Each trial runs ``tune.trial.run_trial`` (the same builders and loops as ``a2v finetune``,
+optionally after a short ``a2v pretrain``); ASHA stops weak trials early on the validation
+metric. MLflow gets one parent run for the sweep and one child run per trial (params and
+metric history). At the end: a results table (printed and ``results.csv``), ``sweep.png``
+(best metric vs each swept parameter) and ``best_finetune.yaml`` (plus ``best_pretrain.yaml``
+when trials pretrain) that ``a2v finetune --config`` / ``a2v pretrain --config`` accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import pandas as pd
+import ray
+import ray.tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from a2v_core.config_loader import ConfigError, to_yaml
+from pipelines import storage
+from pipelines.tracking import Tracker, tracking_uri
+from pipelines.trainer import init_ray
+from tune.plots import plot_sweep
+from tune.space import SweepConfig, load_sweep, sweep_from_dict
+from tune.trial import run_trial, trial_root
+
+
+def max_concurrent(sweep: SweepConfig, resources: dict[str, float]) -> int:
+    """Trials that fit side by side: each holds its driver CPUs plus its Train workers, and
+    0.5 CPU per trial is left for Ray Data reading (Train + Data deadlock otherwise)."""
+    if sweep.max_concurrent_trials:
+        return sweep.max_concurrent_trials
+    c = sweep.finetune_job().cluster
+    per_trial_cpu = sweep.trial_driver_cpus + c.num_workers * c.cpus_per_worker + 0.5
+    fit = int(resources.get("CPU", 0) // per_trial_cpu)
+    if c.use_gpu:
+        fit = min(fit, int(resources.get("GPU", 0) // c.num_workers))
+    return max(1, fit)
+
+
+def _scheduler(sweep: SweepConfig):
+    if sweep.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=sweep.scheduler.max_t or sweep.reports_per_trial(),
+        grace_period=sweep.scheduler.grace_period,
+        reduction_factor=sweep.scheduler.reduction_factor,
+    )
+
+
+def _parent_run(sweep: SweepConfig, resumed: bool) -> tuple[Tracker, str | None]:
+    tracker = Tracker(sweep.tracking.uri, sweep.tracking.experiment, active=sweep.tracking.enabled)
+    run_id = tracker.find_run(sweep.name) if resumed else None
+    params = {f"space.{k}": v.model_dump(exclude_none=True) for k, v in sweep.space.items()}
+    params.update(
+        num_samples=sweep.num_samples, metric=sweep.metric, scheduler=sweep.scheduler.type
+    )
+    run_id = tracker.start(
+        sweep.name, params, {"a2v.run_name": sweep.name, "a2v.job": "tune"}, run_id=run_id
+    )
+    return tracker, run_id
+
+
+def _close_stale_children(sweep: SweepConfig, parent_id: str) -> None:
+    """Child runs left RUNNING by an interrupted driver are marked KILLED on resume (the
+    resumed trial logs to a fresh child run)."""
+    import mlflow
+
+    for run in mlflow.search_runs(
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+        search_all_experiments=True,
+        output_format="list",
+    ):
+        mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
+
+
+def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.tune.Tuner:
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(run_trial, sweep=sweep.model_dump(mode="json")),
+        {"CPU": sweep.trial_driver_cpus},
+    )
+    path = storage.join(storage.train_storage_path(sweep.storage_path), sweep.name)
+    if resume:
+        if not ray.tune.Tuner.can_restore(path):
+            raise FileNotFoundError(f"no sweep state to resume at {path}")
+        return ray.tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    callbacks = []
+    if sweep.tracking.enabled:
+        callbacks.append(
+            MLflowLoggerCallback(
+                tracking_uri=tracking_uri(sweep.tracking.uri),
+                experiment_name=sweep.tracking.experiment,
+                tags={"mlflow.parentRunId": parent_id, "a2v.sweep": sweep.name},
+            )
+        )
+    limit = max_concurrent(sweep, ray.cluster_resources())
+    print(f"[tune] {sweep.name}: up to {limit} concurrent trial(s)", flush=True)
+    search_alg = None
+    if sweep.search_seed is not None:
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=limit)
+    return ray.tune.Tuner(
+        trainable,
+        param_space=sweep.param_space(),
+        tune_config=ray.tune.TuneConfig(
+            metric=sweep.metric,
+            mode="max",
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=limit,
+            scheduler=_scheduler(sweep),
+            search_alg=search_alg,
+            reuse_actors=False,
+        ),
+        run_config=ray.tune.RunConfig(
+            name=sweep.name,
+            storage_path=storage.train_storage_path(sweep.storage_path),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def results_table(sweep: SweepConfig, grid) -> pd.DataFrame:
+    """trial, params, best metric (over all validations), validations, stopped early, status."""
+    full = sweep.scheduler.max_t or sweep.reports_per_trial()
+    rows = []
+    for res in grid:
+        hist = res.metrics_dataframe
+        cfg = res.config or {}
+        best = float("nan")
+        if hist is not None and sweep.metric in hist:
+            best = float(hist[sweep.metric].max())
+        done = int(hist["training_iteration"].max()) if hist is not None and len(hist) else 0
+        rows.append(
+            {
+                "trial": (res.metrics or {}).get("trial_id") or res.path.rsplit("/", 1)[-1],
+                **cfg.get("params", {}),
+                f"best_{sweep.metric}": best,
+                "validations": done,
+                "stopped_early": bool(res.error is None and done < full),
+                "status": "ERROR" if res.error else "TERMINATED",
+            }
+        )
+    return pd.DataFrame(rows).sort_values(
+        f"best_{sweep.metric}", ascending=False, na_position="last"
+    )
+
+
+def write_best(sweep: SweepConfig, table: pd.DataFrame, out_dir: str) -> dict[str, str]:
+    """The best trial's settings as job YAMLs ``a2v finetune/pretrain --config`` accept."""
+    best = table.iloc[0]
+    params = {k: best[k] for k in sweep.space}
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+    written = {}
+    fjob = sweep.finetune_job(params)
+    fjob.run.name = f"{sweep.name}-best"
+    if sweep.pretrain is not None:
+        pjob = sweep.pretrain_job(params)
+        pjob.run.name = f"{sweep.name}-best-pretrain"
+        written["pretrain"] = storage.join(out_dir, "best_pretrain.yaml")
+        storage.write_bytes(written["pretrain"], to_yaml(pjob).encode())
+        # the best trial's own pretraining checkpoint, so the YAML fine-tunes as the trial did
+        fjob.pretrained = storage.join(trial_root(sweep, best["trial"]), "pretrain", "final")
+    written["finetune"] = storage.join(out_dir, "best_finetune.yaml")
+    header = (
+        f"# best trial {best['trial']} of sweep {sweep.name}: "
+        f"{sweep.metric} {best[f'best_{sweep.metric}']:.4f}\n"
+    )
+    storage.write_bytes(written["finetune"], (header + to_yaml(fjob)).encode())
+    return written
+
+
+def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) -> dict[str, Any]:
+    if not storage.is_remote(sweep.storage_path):
+        sweep.storage_path = storage.split_uri(sweep.storage_path)[1]
+    init_ray(address)
+    out_dir = storage.join(sweep.storage_path, sweep.name)
+    tracker, parent_id = _parent_run(sweep, resume)
+    if resume and parent_id:
+        _close_stale_children(sweep, parent_id)
+    if not resume:
+        storage.write_bytes(storage.join(out_dir, "sweep.yaml"), to_yaml(sweep).encode())
+    t0 = time.time()
+    grid = build_tuner(sweep, parent_id, resume).fit()
+    table = results_table(sweep, grid)
+    csv = table.to_csv(index=False)
+    storage.write_bytes(storage.join(out_dir, "results.csv"), csv.encode())
+    png = plot_sweep(table, sweep)
+    storage.write_bytes(storage.join(out_dir, "sweep.png"), png)
+    written = (
+        write_best(sweep, table, out_dir) if table[f"best_{sweep.metric}"].notna().any() else {}
+    )
+    wall = time.time() - t0
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    errors = int((table["status"] == "ERROR").sum())
+    tracker.log_text(to_yaml(sweep), "sweep.yaml")
+    tracker.log_text(csv, "results.csv")
+    for name, uri in written.items():
+        tracker.log_text(storage.read_bytes(uri).decode(), f"best_{name}.yaml")
+    if sweep.tracking.enabled:
+        import mlflow
+
+        mlflow.log_image(_decode_png(png), "sweep.png")
+        best = table.iloc[0]
+        mlflow.log_metrics(
+            {
+                f"best_{sweep.metric}": float(best[f"best_{sweep.metric}"]),
+                "trials": len(table),
+                "trials_stopped_early": int(table["stopped_early"].sum()),
+                "trials_errored": errors,
+                "wall_s": wall,
+            }
+        )
+        mlflow.set_tag("best_trial", str(best["trial"]))
+    tracker.end("FAILED" if errors == len(table) else "FINISHED")
+    print(
+        f"[tune] {len(table)} trials ({int(table['stopped_early'].sum())} stopped early, {errors} errors) "
+        f"in {wall:.0f} s; best config: {written.get('finetune')}; results: {out_dir}"
+    )
+    return {"table": table, "best": written, "dir": out_dir, "mlflow_run_id": parent_id}
+
+
+def _decode_png(png: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="a2v tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", help="sweep YAML (configs/tune/...)")
+    ap.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME")
+    ap.add_argument(
+        "--storage-path", default=None, help="where sweeps live (default: the config's)"
+    )
+    ap.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    if bool(args.config) == bool(args.resume):
+        ap.error("give exactly one of --config or --resume NAME")
+    overrides = list(args.overrides)
+    if args.storage_path:
+        overrides.append(f"storage_path={args.storage_path}")
+    try:
+        if args.resume:
+            sweep = resume_config(args.resume, args.storage_path, overrides)
+        else:
+            sweep = load_sweep(args.config, overrides)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(sweep, resume=bool(args.resume), address=args.address)
+
+
+def resume_config(name: str, storage_path: str | None, overrides: list[str]) -> SweepConfig:
+    import yaml
+
+    root = storage_path or SweepConfig().storage_path
+    uri = storage.join(root, name, "sweep.yaml")
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"no sweep named {name} under {root} (looked for {uri})")
+    return sweep_from_dict(yaml.safe_load(storage.read_bytes(uri)), overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""One sweep trial: (optionally) a short pretraining, then fine-tuning, through the very same
+``pipelines.pretrain.run`` and ``pipelines.finetune.build_trainer`` a user runs by hand.
+
+The trial's Train runs live under ``<storage>/<sweep>/trials/<trial_id>/``; a restored trial
+finds its Train checkpoints there and continues. Fine-tuning reports (validation metrics) go
+to Tune through ``TuneReportCallback``, once per validation, so ASHA's
+``training_iteration`` counts validations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from pipelines import finetune, pretrain, storage
+from tune.space import SweepConfig
+
+
+def trial_root(sweep: SweepConfig, trial_id: str) -> str:
+    return storage.join(sweep.storage_path, sweep.name, "trials", trial_id)
+
+
+def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """The Tune trainable; ``sweep`` is bound with ``tune.with_parameters`` (so it is not
+    logged as a hyperparameter)."""
+    sweep = SweepConfig.model_validate(sweep)
+    params = config["params"]
+    trial_id = ray.tune.get_context().get_trial_id()
+    root = trial_root(sweep, trial_id)
+    pretrained = sweep.finetune.pretrained
+    if sweep.pretrain is not None:
+        pjob = sweep.pretrain_job(params)
+        pjob.run.name, pjob.run.storage_path = "pretrain", root
+        pjob.tracking.enabled = False  # the sweep's MLflow child run holds the trial's record
+        final = storage.join(root, "pretrain", "final")
+        if not storage.exists(storage.join(final, "model.pt")):
+            pretrain.run(pjob)
+        pretrained = final
+    fjob = sweep.finetune_job(params)
+    fjob.pretrained = pretrained
+    fjob.run.name, fjob.run.storage_path = "finetune", root
+    fjob.run.checkpoint_every_steps = fjob.run.validate_every_steps  # one report per validation
+    fjob.tracking.enabled = False
+    storage.absolutize(fjob)
+    trainer, _, _ = finetune.build_trainer(fjob, callbacks=[TuneReportCallback()])
+    result = trainer.fit()
+    if result.error:
+        raise result.error

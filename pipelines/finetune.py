@@ -15,6 +15,7 @@ frame micro-F1 at 0.175 and macro AP; the best model by F1 is exported to
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import time
@@ -139,6 +140,7 @@ def train_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     tp = Throughput()
     sr = job.data.sample_rate_hz
+    accum, micro = job.optim.grad_accum, 0
 
     def checkpoint_states() -> dict:
         out = {
@@ -176,19 +178,27 @@ def train_loop(config: dict) -> None:
             )
             if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
                 audio, y = bc_mixup(audio, sr, targets=y)
-            with torch.autocast(
-                device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
-            ):
-                logits = ddp(audio, rng)
-            loss = focal_loss(logits, y, job.loss.focal_alpha, job.loss.focal_gamma)
-            loss.backward()
+            sync = (
+                contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
+            )
+            with sync:
+                with torch.autocast(
+                    device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
+                ):
+                    logits = ddp(audio, rng)
+                loss = focal_loss(logits, y, job.loss.focal_alpha, job.loss.focal_gamma)
+                (loss / accum).backward()
+            tp.add(float(batch["duration_s"].sum()))
+            micro += 1
+            if micro < accum:
+                continue
+            micro = 0
             params = [p for p in core.parameters() if p.requires_grad]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, job.optim.clip_norm or float("inf"))
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            tp.add(float(batch["duration_s"].sum()))
             tp.step()
             maybe_fail(job, step, rank, world_size)
             metrics, val = {}, {}

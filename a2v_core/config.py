@@ -300,6 +300,11 @@ class EventConfig(Group):
 
     threshold: float = Field(0.15, gt=0, lt=1)
     class_thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds_from_model: bool = Field(
+        True,
+        description="use the per-class thresholds tuned on validation and saved in the checkpoint "
+        "(explicit class_thresholds still win; --threshold turns this off)",
+    )
     pool_s: float = Field(0.1, ge=0)
     min_event_s: float = Field(0.05, ge=0)
     top_class_only: bool = False
@@ -347,12 +352,29 @@ class LabelJob(Job):
     )
     batch_size: int = Field(8, ge=1)
     embeddings: bool = False
+    frame_probs: bool = Field(
+        False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
+    )
     overwrite: bool = False
     flush_every_files: int = Field(16, ge=1)
+
+
+class EvaluateJob(LabelJob):
+    """Label an annotated archive and score it (frame AP/F1, event P/R/F1/AP)."""
+
+    frame_threshold: float = Field(0.175, gt=0, lt=1, description="frame P/R/F1 threshold")
+    iou_thresholds: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5], min_length=1, description="0 = any overlap"
+    )
+    out: str = "demo_out/eval"
+    formats: list[Literal["parquet", "raven", "audacity", "csv"]] = Field(
+        default_factory=lambda: ["parquet", "raven"]
+    )
 
 
 JOBS: dict[str, type[Job]] = {
     "pretrain": PretrainJob,
     "finetune": FinetuneJob,
     "label": LabelJob,
+    "evaluate": EvaluateJob,
 }

@@ -3,15 +3,16 @@
 Frame: AP per class / macro / micro (scikit-learn) and micro precision/recall/F1 at a
 threshold (0.175 = the original's model selection threshold). Event: per class, a predicted
 interval matches a ground-truth interval when IoU > ``iou_threshold`` (0 = any overlap, as
-the original); precision, recall, F1, and AP over prediction scores with each missed
-ground-truth event counted as a positive scored 0.
+the original); precision, recall, F1, and AP over the score-ranked predictions, normalised
+by the number of ground-truth events (a missed event can never be recalled: AP 0 without
+predictions).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 
 def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
@@ -63,10 +64,21 @@ def _iou(a0: float, a1: float, b0: float, b1: float) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def ranked_ap(hits_in_rank_order: np.ndarray, n_true: int) -> float:
+    """Non-interpolated AP: mean over ground-truth items of the precision at the rank where
+    each was retrieved (0 for never retrieved); NaN when there is no ground truth."""
+    if n_true == 0:
+        return float("nan")
+    if not hits_in_rank_order.any():
+        return 0.0
+    precision_at_k = np.cumsum(hits_in_rank_order) / np.arange(1, len(hits_in_rank_order) + 1)
+    return float(precision_at_k[hits_in_rank_order].sum() / n_true)
+
+
 def match_class(pred: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float = 0.0) -> dict:
     """Greedy one-to-one matching within one class (and one file set), best-scoring first."""
     used: set[int] = set()
-    scores, positives = [], []
+    positives = []
     tp = 0
     truth_list = list(truth[["file", "onset_s", "offset_s"]].itertuples(index=False))
     for p in pred.sort_values("score", ascending=False).itertuples(index=False):
@@ -77,16 +89,12 @@ def match_class(pred: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float = 
             iou = _iou(p.onset_s, p.offset_s, t.onset_s, t.offset_s)
             if iou > best_iou:
                 best, best_iou = j, iou
-        scores.append(float(p.score))
         positives.append(best is not None)
         if best is not None:
             used.add(best)
             tp += 1
-    n_missed = len(truth_list) - len(used)
-    scores += [0.0] * n_missed
-    positives += [True] * n_missed
     precision, recall, f1 = precision_recall_f1(tp, len(pred), len(truth_list))
-    ap = float(average_precision_score(positives, scores)) if any(positives) else float("nan")
+    ap = ranked_ap(np.array(positives, dtype=bool), len(truth_list))
     return {
         "tp": tp,
         "n_pred": len(pred),
@@ -120,3 +128,25 @@ def event_metrics(
         "iou_threshold": iou_threshold,
         "per_class": per_class,
     }
+
+
+def best_f1_thresholds(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    classes: list[str],
+    default: float,
+    bounds: tuple[float, float] = (0.05, 0.95),
+    min_positives: int = 20,
+) -> dict[str, float]:
+    """Per class, the threshold that maximises frame F1 (clipped to ``bounds``); ``default``
+    for a class with fewer than ``min_positives`` positive frames (too few to tune on)."""
+    out = {}
+    y = y_true >= 0.5
+    for c, name in enumerate(classes):
+        if y[:, c].sum() < min_positives:
+            out[name] = float(default)
+            continue
+        precision, recall, thr = precision_recall_curve(y[:, c], y_prob[:, c])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        out[name] = float(np.clip(thr[int(np.argmax(f1))], *bounds))
+    return out

@@ -21,6 +21,10 @@ COMMANDS = {
         "pipelines.label",
         "label a whole archive into events (Parquet, Raven, Audacity, CSV)",
     ),
+    "evaluate": (
+        "pipelines.evaluate",
+        "score a model on an annotated archive: frame AP/F1, event P/R/F1, PR curves",
+    ),
     "demo": (
         "pipelines.demo",
         "the whole chain on a synthetic archive: synth -> pretrain -> finetune -> label",

@@ -30,8 +30,9 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
+from a2v_core.events import moving_average
 from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
-from a2v_core.metrics import frame_metrics
+from a2v_core.metrics import best_f1_thresholds, frame_metrics
 from a2v_core.mixup import bc_mixup
 from pipelines import storage
 from pipelines.datasource import good_chunks, read_chunks
@@ -68,11 +69,15 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
 
 
 @torch.no_grad()
-def validate(model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev) -> dict:
-    """Frame metrics over the whole validation set (valid frames of every clip)."""
+def validate(
+    model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev
+) -> tuple[dict, dict[str, float]]:
+    """Frame metrics over the whole validation set (valid frames of every clip), and the
+    per-class thresholds that maximise F1 on the pooled probabilities the labeller uses."""
     shard = ray.train.get_dataset_shard("valid")
     model.eval()
-    ys, ps = [], []
+    ys, ps, pooled = [], [], []
+    window = int(round(job.events.pool_s * job.model.frame_rate_hz))
     for batch in shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"):
         probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
         y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
@@ -80,15 +85,18 @@ def validate(model: FrameClassifier, job: FinetuneJob, classes, events_by_file, 
             n = int(np.ceil(dur * job.model.frame_rate_hz))
             ys.append(y[i, :n])
             ps.append(probs[i, :n])
+            pooled.append(moving_average(probs[i, :n], window))
     model.train()
-    m = frame_metrics(np.concatenate(ys), np.concatenate(ps), classes, job.events.threshold)
+    y_all = np.concatenate(ys)
+    m = frame_metrics(y_all, np.concatenate(ps), classes, job.events.threshold)
+    thresholds = best_f1_thresholds(y_all, np.concatenate(pooled), classes, job.events.threshold)
     return {
         "val_micro_f1": m["micro_f1"],
         "val_macro_ap": m["macro_ap"],
         "val_micro_ap": m["micro_ap"],
         "val_precision": m["micro_precision"],
         "val_recall": m["micro_recall"],
-    }
+    }, thresholds
 
 
 def train_loop(config: dict) -> None:
@@ -122,12 +130,16 @@ def train_loop(config: dict) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
     step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0}
     best_state = None
+    best_thresholds: dict[str, float] = {}
+    last_thresholds: dict[str, float] = {}
     if states is not None:
         model.load_state_dict(states["model"])
         opt.load_state_dict(states["optimizer"])
         sched.load_state_dict(states["scheduler"])
         best_state = states.get("best_model")
         step, epoch, pos, best = meta["step"], meta["epoch"], meta["batches_in_epoch"], meta["best"]
+        best_thresholds = meta.get("class_thresholds_best", {})
+        last_thresholds = meta.get("class_thresholds_last", {})
     rng = np.random.default_rng([job.run.seed, rank, step])
     ddp = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}
@@ -164,6 +176,8 @@ def train_loop(config: dict) -> None:
             "frame_rate_hz": job.model.frame_rate_hz,
             "clip_s": job.data.clip_s,
             "pretrained": job.pretrained,
+            "class_thresholds_best": best_thresholds,
+            "class_thresholds_last": last_thresholds,
         }
 
     ddp.train()
@@ -217,7 +231,8 @@ def train_loop(config: dict) -> None:
                     )
             if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
                 if rank == 0:
-                    val = validate(core, job, classes, events_by_file, dev)
+                    val, thresholds = validate(core, job, classes, events_by_file, dev)
+                    last_thresholds = thresholds
                     metrics.update(val)
                     # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
                     if (val["val_micro_f1"], val["val_macro_ap"]) > (
@@ -226,6 +241,7 @@ def train_loop(config: dict) -> None:
                     ):
                         best = {**val, "step": step}
                         best_state = copy.deepcopy(core.state_dict())
+                        best_thresholds = thresholds
                     print(
                         f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
                         f"macro-AP {val['val_macro_ap']:.3f} (best F1 {best['val_micro_f1']:.3f} @ {best['step']})",
@@ -293,8 +309,14 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
         ("best", states.get("best_model", states["model"])),
         ("final", states["model"]),
     ):
+        thresholds = meta.get(f"class_thresholds_{'best' if name == 'best' else 'last'}", {})
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(tmp, {"model": weights}, to_yaml(job), {**meta, "exported": name})
+            save_checkpoint(
+                tmp,
+                {"model": weights},
+                to_yaml(job),
+                {**meta, "exported": name, "class_thresholds": thresholds},
+            )
             storage.upload_dir(tmp, storage.join(run_dir, name))
     return storage.join(run_dir, "best"), meta
 

@@ -13,6 +13,7 @@ one event) and writes outputs:
     <out>/audacity/<file>.txt, <out>/events.csv           on request (--formats)
     <out>/errors/model_version=<v>/part-*.parquet         file, stage, error_type, message
     <out>/embeddings/...                                  per-chunk mean embeddings (--embeddings)
+    <out>/frames/...                                      per-chunk frame probabilities (frame_probs)
     <out>/_progress/<v>/part-NNNNN.json                   commit markers (resume)
     <out>/run.json                                        config, model, counts, throughput
 
@@ -42,7 +43,7 @@ from a2v_core.events import RUN_COLUMNS, merge_runs
 from pipelines import storage
 from pipelines.datasource import read_chunks
 from pipelines.jobargs import job_parser, resolve
-from pipelines.predictor import Predictor
+from pipelines.predictor import Predictor, effective_thresholds
 from pipelines.tracking import Tracker
 from pipelines.trainer import init_ray
 
@@ -65,6 +66,7 @@ class OutputWriter:
         self.events: list[pd.DataFrame] = []
         self.errors: list[dict] = []
         self.embeddings: list[dict] = []
+        self.frames: list[dict] = []
         self.files: list[str] = []
         self.seq = 0
 
@@ -72,7 +74,12 @@ class OutputWriter:
         return storage.join(self.job.out, *parts)
 
     def add_file(
-        self, file: str, runs: list[list], errors: list[dict], embeddings: list[dict]
+        self,
+        file: str,
+        runs: list[list],
+        errors: list[dict],
+        embeddings: list[dict],
+        frames: list[dict] | None = None,
     ) -> pd.DataFrame:
         table = merge_runs(
             pd.DataFrame(runs, columns=RUN_COLUMNS),
@@ -92,6 +99,7 @@ class OutputWriter:
         self.events.append(table)
         self.errors += errors
         self.embeddings += embeddings
+        self.frames += frames or []
         self.files.append(file)
         return table
 
@@ -110,16 +118,16 @@ class OutputWriter:
         )
         if self.errors:
             _write_parquet(self.path("errors", part, f"{tag}.parquet"), pd.DataFrame(self.errors))
-        if self.embeddings:
-            _write_parquet(
-                self.path("embeddings", part, f"{tag}.parquet"), pd.DataFrame(self.embeddings)
-            )
+        for kind, rows in (("embeddings", self.embeddings), ("frames", self.frames)):
+            if rows:
+                _write_parquet(self.path(kind, part, f"{tag}.parquet"), pd.DataFrame(rows))
         marker = {"part": tag, "files": self.files, "model_version": self.v, "run_id": self.run_id}
         storage.write_bytes(
             self.path("_progress", self.v, f"{tag}.json"), json.dumps(marker).encode()
         )
         self.seq += 1
         self.events, self.errors, self.embeddings, self.files = [], [], [], []
+        self.frames = []
 
 
 def _write_parquet(uri: str, table: pd.DataFrame) -> None:
@@ -137,7 +145,7 @@ def committed(job: LabelJob, model_version: str) -> tuple[set[str], int]:
             marker = json.loads(storage.read_bytes(storage.join(progress, rel)))
             done.update(marker["files"])
             parts.add(marker["part"])
-    for kind in ("events", "errors", "embeddings"):
+    for kind in ("events", "errors", "embeddings", "frames"):
         base = storage.join(job.out, kind, f"model_version={model_version}")
         if storage.exists(base):
             for rel, _ in storage.list_all(base):
@@ -164,6 +172,18 @@ def read_events(out: str, model_version: str | None = None) -> pd.DataFrame:
     )
 
 
+def read_parts(out: str, kind: str, model_version: str | None = None) -> pd.DataFrame:
+    """All committed ``embeddings`` / ``frames`` rows under ``out`` (optionally one version)."""
+    base = storage.join(out, kind)
+    frames = [
+        pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, rel))))
+        for rel, _ in (storage.list_all(base) if storage.exists(base) else [])
+        if rel.endswith(".parquet")
+        and (model_version is None or f"model_version={model_version}" in rel)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def read_errors(out: str) -> pd.DataFrame:
     base = storage.join(out, "errors")
     frames = [
@@ -185,6 +205,7 @@ class FileState:
         self.n_chunks: int | None = None
         self.errors: list[dict] = []
         self.embeddings: list[dict] = []
+        self.frames: list[dict] = []
         self.audio_s = 0.0
 
 
@@ -202,7 +223,7 @@ def run(job: LabelJob) -> dict:
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
     version = model_version_of(ckpt_local)
     if job.overwrite:
-        for kind in ("events", "errors", "embeddings", "_progress", "raven", "audacity"):
+        for kind in ("events", "errors", "embeddings", "frames", "_progress", "raven", "audacity"):
             storage.remove(storage.join(job.out, kind))
     done, n_parts = committed(job, version)
     all_files = storage.list_files(job.data.archive, job.data.extensions)
@@ -272,6 +293,15 @@ def run(job: LabelJob) -> dict:
                             "embedding": list(row.embedding),
                         }
                     )
+                if job.frame_probs:
+                    st.frames.append(
+                        {
+                            "file": row.path,
+                            "offset_s": row.offset_s,
+                            "duration_s": row.duration_s,
+                            "probs_f16": row.frame_probs,
+                        }
+                    )
                 if st.seen == st.n_chunks:
                     _finish(writer, row.path, state.pop(row.path), stats, bar)
             if len(writer.files) >= job.flush_every_files:
@@ -287,6 +317,7 @@ def run(job: LabelJob) -> dict:
         "config": job.model_dump(mode="json"),
         "model_uri": job.model,
         "model_version": version,
+        "thresholds": {"default": job.events.threshold, **effective_thresholds(job, meta)},
         "model_meta": {
             k: meta.get(k) for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz")
         },
@@ -335,7 +366,7 @@ def run(job: LabelJob) -> dict:
 
 
 def _finish(writer: OutputWriter, path: str, st: FileState, stats: Counter, bar: tqdm) -> None:
-    table = writer.add_file(path, st.runs, st.errors, st.embeddings)
+    table = writer.add_file(path, st.runs, st.errors, st.embeddings, st.frames)
     stats["files"] += 1
     stats["audio_s"] += st.audio_s
     stats["events"] += len(table)
@@ -362,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "out": args.out,
         "events.threshold": args.threshold,
+        "events.thresholds_from_model": "false" if args.threshold is not None else None,
         "formats": formats,
         "embeddings": "true" if args.embeddings else None,
         "overwrite": "true" if args.overwrite else None,

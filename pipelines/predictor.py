@@ -15,6 +15,12 @@ from a2v_core.events import chunk_runs
 from pipelines import storage
 
 
+def effective_thresholds(job: LabelJob, meta: dict) -> dict[str, float]:
+    """Per-class thresholds: the checkpoint's tuned ones (if enabled), then explicit ones."""
+    tuned = meta.get("class_thresholds") or {} if job.events.thresholds_from_model else {}
+    return {**tuned, **job.events.class_thresholds}
+
+
 class Predictor:
     """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
 
@@ -26,6 +32,7 @@ class Predictor:
         self.model.to(self.device)
         self.classes = self.meta["classes"]
         self.frame_rate_hz = float(self.meta["frame_rate_hz"])
+        self.thresholds = effective_thresholds(self.job, self.meta)
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -33,6 +40,7 @@ class Predictor:
         n = len(ok)
         runs_json = np.array([""] * n, dtype=object)
         emb = [None] * n
+        frames = np.array([b""] * n, dtype=object)
         if ok.any():
             audio = torch.as_tensor(batch["audio"][ok], device=self.device)
             with torch.autocast(
@@ -53,17 +61,21 @@ class Predictor:
                     float(batch["offset_s"][i]),
                     self.frame_rate_hz,
                     ev.threshold,
-                    ev.class_thresholds,
+                    self.thresholds,
                     ev.pool_s,
                 )
                 runs_json[i] = runs.to_json(orient="values")
                 if self.job.embeddings:
                     emb[i] = feats[j, :n_valid].mean(0).astype(np.float32)
+                if self.job.frame_probs:
+                    frames[i] = probs[j, :n_valid].astype(np.float16).tobytes()
         out = {
             k: batch[k]
             for k in ("path", "offset_s", "duration_s", "n_chunks", "error_type", "error_message")
         }
         out["runs"] = runs_json
+        if self.job.frame_probs:
+            out["frame_probs"] = frames
         if self.job.embeddings:
             dim = next((e.shape[0] for e in emb if e is not None), 1)
             out["embedding"] = np.stack(

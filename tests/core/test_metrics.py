@@ -57,3 +57,28 @@ def test_iou_threshold_half():
     pred = ev([("f", 0.6, 1.0, "a", 0.9)])  # IoU 0.4
     assert event_metrics(pred, t, ["a"], 0.0)["f1"] == 1.0
     assert event_metrics(pred, t, ["a"], 0.5)["f1"] == 0.0
+
+
+def test_event_ap_counts_missed_events_and_needs_predictions():
+    from a2v_core.metrics import match_class, ranked_ap
+
+    truth = pd.DataFrame(
+        {"file": ["a"] * 3, "onset_s": [0.0, 2.0, 4.0], "offset_s": [1.0, 3.0, 5.0], "label": "x"}
+    )
+    none = pd.DataFrame(columns=["file", "onset_s", "offset_s", "label", "score"])
+    assert match_class(none, truth)["ap"] == 0.0
+    # ranks: hit (P=1), miss, hit (P=2/3); the third event is never found -> (1 + 2/3) / 3
+    pred = pd.DataFrame(
+        {
+            "file": ["a"] * 3,
+            "onset_s": [0.1, 8.0, 2.2],
+            "offset_s": [0.9, 9.0, 2.8],
+            "label": "x",
+            "score": [0.9, 0.8, 0.7],
+        }
+    )
+    m = match_class(pred, truth)
+    assert m["tp"] == 2 and m["ap"] == pytest.approx((1 + 2 / 3) / 3)
+    # sklearn agrees when every ground-truth item is retrieved
+    hits = np.array([True, False, True])
+    assert ranked_ap(hits, 2) == pytest.approx(average_precision_score(hits, [3, 2, 1]))

@@ -14,7 +14,17 @@ def run(*args):
 def test_help_lists_existing_subcommands_only():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("synth", "manifest", "info", "pretrain", "finetune", "tune", "label", "demo"):
+    for cmd in (
+        "synth",
+        "manifest",
+        "info",
+        "pretrain",
+        "finetune",
+        "tune",
+        "label",
+        "evaluate",
+        "demo",
+    ):
         assert f"  {cmd} " in out.stdout
     import importlib
 

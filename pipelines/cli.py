@@ -25,6 +25,10 @@ COMMANDS = {
         "pipelines.evaluate",
         "score a model on an annotated archive: frame AP/F1, event P/R/F1, PR curves",
     ),
+    "report": (
+        "pipelines.report",
+        "interpretability PNGs: Sinc filter responses, attention maps, frame probabilities",
+    ),
     "demo": (
         "pipelines.demo",
         "the whole chain on a synthetic archive: synth -> pretrain -> finetune -> label",

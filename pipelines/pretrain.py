@@ -146,7 +146,7 @@ def train_loop(config: dict) -> None:
             with sync, torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = ddp(audio, rng)  # ddp is the bare model when there is one worker
                 (out.loss / accum).backward()
-            loss_acc += float(out.loss) / accum
+            loss_acc += float(out.loss.detach()) / accum
             tp.add(float(batch["duration_s"].sum()))
             micro += 1
             if micro < accum:

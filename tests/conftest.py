@@ -212,3 +212,29 @@ def synth_archive(tmp_path_factory):
 def clean_dir(tmp_path):
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def finetuned(ray_session, synth_archive, tmp_path_factory):
+    """A tiny classifier fine-tuned from scratch for a few dozen steps (enough to emit events)."""
+    from a2v_core.config import FinetuneJob
+    from a2v_core.config_loader import load_config
+    from pipelines import finetune
+
+    d = tmp_path_factory.mktemp("ft")
+    job = load_config(
+        FinetuneJob,
+        Path(__file__).resolve().parents[1] / "configs/finetune/tiny.yaml",
+        [
+            f"data.archive={synth_archive}",
+            f"data.annotations={synth_archive}/annotations.csv",
+            f"run.storage_path={d}",
+            "run.name=ft-label",
+            "tracking.enabled=false",
+            "optim.max_steps=40",
+            "run.validate_every_steps=40",
+            "cluster.cpus_per_worker=0.5",
+            "loss.prior_prob=0.2",
+        ],
+    )
+    return finetune.run(job)["checkpoint"]

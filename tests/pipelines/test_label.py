@@ -15,35 +15,13 @@ import pandas as pd
 import pytest
 
 from a2v_core import annotations as ann
-from a2v_core.config import FinetuneJob, LabelJob
+from a2v_core.config import LabelJob
 from a2v_core.config_loader import load_config
-from pipelines import finetune, label, storage
+from pipelines import label, storage
 from tests.core.test_audio import bad_files
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def finetuned(ray_session, synth_archive, tmp_path_factory):
-    """A tiny classifier fine-tuned from scratch for a few dozen steps (enough to emit events)."""
-    d = tmp_path_factory.mktemp("ft")
-    job = load_config(
-        FinetuneJob,
-        ROOT / "configs/finetune/tiny.yaml",
-        [
-            f"data.archive={synth_archive}",
-            f"data.annotations={synth_archive}/annotations.csv",
-            f"run.storage_path={d}",
-            "run.name=ft-label",
-            "tracking.enabled=false",
-            "optim.max_steps=40",
-            "run.validate_every_steps=40",
-            "cluster.cpus_per_worker=0.5",
-            "loss.prior_prob=0.2",
-        ],
-    )
-    return finetune.run(job)["checkpoint"]
 
 
 def label_job(model: str, archive: str, out: str, *extra: str) -> LabelJob:
@@ -167,3 +145,16 @@ def test_dry_run_labels_one_file(finetuned, synth_archive, tmp_path):
         label_job(finetuned, str(synth_archive), str(tmp_path / "dry"), "run.dry_run=true")
     )
     assert summary["files_processed"] == 1 and summary["wall_s"] > 0
+
+
+def test_embeddings_one_row_per_chunk(finetuned, synth_archive, tmp_path):
+    from a2v_core.checkpoint import load_classifier
+
+    out = tmp_path / "emb"
+    summary = label.run(label_job(finetuned, str(synth_archive), str(out), "embeddings=true"))
+    emb = label.read_parts(str(out), "embeddings", summary["model_version"])
+    width = load_classifier(finetuned)[0].model_cfg.width
+    assert len(emb) == summary["chunks_processed"] == 12 * 6
+    assert set(map(len, emb["embedding"])) == {width}
+    assert np.isfinite(np.stack(emb["embedding"])).all()
+    assert emb.groupby("file")["offset_s"].apply(sorted).map(len).eq(6).all()

@@ -1,0 +1,158 @@
+"""Interpretability report of a fine-tuned model (PNG files).
+
+    a2v report --model demo_out/runs/finetune-tiny/best --out demo_out/report \\
+        [--archive demo_out/archive_test --annotations demo_out/archive_test/annotations.csv]
+
+    sinc_filters.png   every Sinc filter's frequency response and the cumulative response, for
+                       the initial (mel-spaced) and the trained filters side by side, drawn over
+                       the mean spectrum of each annotated call class
+    attention.png      attention maps per layer / head for a clip with calls, the attention
+                       rollout over time, the spectrogram and the labelled events beneath
+    frame_probs.png    frame probabilities vs the ground truth for the same clip
+
+Without ``--archive/--annotations`` the clip is synthetic (``a2v_core.synth``, seed 0) and
+its own call list stands in for the annotations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from a2v_core import annotations as ann
+from a2v_core.audio import normalise, read_window
+from a2v_core.checkpoint import load_checkpoint, load_classifier
+from a2v_core.config import ModelConfig
+from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
+from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
+from a2v_core.sinc import SincConv
+from a2v_core.synth import synth_recording
+from pipelines import storage
+
+
+def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
+    fs, path = storage.filesystem(storage.join(archive, file))
+    with fs.open(path, "rb") as fh, sf.SoundFile(fh) as snd:
+        return read_window(snd, onset_s, dur_s, sr, normalize=False).audio
+
+
+def class_segments(archive: str, truth: pd.DataFrame, sr: int, per_class: int = 40) -> dict:
+    out = {}
+    for label, group in truth.groupby("label"):
+        segs = []
+        for ev in group.head(per_class).itertuples(index=False):
+            try:
+                segs.append(
+                    read_segment(archive, ev.file, ev.onset_s, ev.offset_s - ev.onset_s, sr)
+                )
+            except Exception as err:  # a missing / broken file costs one segment, not the report
+                print(f"[report] skipped {ev.file}@{ev.onset_s:.2f}: {err}")
+        if segs:
+            out[label] = segs
+    return out
+
+
+def busiest_clip(truth: pd.DataFrame, clip_s: float) -> tuple[str, float]:
+    """(file, offset) of the clip with the most annotated calls."""
+    starts = (truth["onset_s"] // clip_s) * clip_s
+    counts = truth.assign(start=starts).groupby(["file", "start"]).size()
+    file, start = counts.idxmax()
+    return file, float(start)
+
+
+def run(
+    model_uri: str, out: str, archive: str | None = None, annotations: str | None = None
+) -> dict:
+    local = storage.local_copy(storage.absolute(model_uri))
+    model, meta = load_classifier(local)
+    _, config, _ = load_checkpoint(local)
+    cfg = ModelConfig.model_validate(config["model"])
+    classes = list(meta["classes"])
+    sr, fr, clip_s = (
+        int(meta["sample_rate_hz"]),
+        float(meta["frame_rate_hz"]),
+        float(meta["clip_s"]),
+    )
+
+    if archive and annotations:
+        archive = storage.absolute(archive)
+        truth = ann.read_csv(io.BytesIO(storage.read_bytes(storage.absolute(annotations))))
+        file, offset = busiest_clip(truth, clip_s)
+        audio = read_segment(archive, file, offset, clip_s, sr)
+        clip_events = truth[truth["file"] == file].assign(
+            onset_s=lambda d: d["onset_s"] - offset, offset_s=lambda d: d["offset_s"] - offset
+        )
+        spectra_src = class_segments(archive, truth, sr)
+        source = f"{file} @ {offset:g} s"
+    else:
+        rng = np.random.default_rng(0)
+        audio, clip_events = synth_recording(rng, clip_s, sr, calls_per_s=0.8)
+        spectra_src = {}
+        for ev in clip_events.itertuples(index=False):
+            seg = audio[int(ev.onset_s * sr) : int(ev.offset_s * sr)]
+            spectra_src.setdefault(ev.label, []).append(seg)
+        source = "synthetic clip (seed 0)"
+    clip_events = clip_events[(clip_events["offset_s"] > 0) & (clip_events["onset_s"] < clip_s)]
+
+    initial = SincConv(
+        cfg.sinc_filters, cfg.sinc_taps, sr, cfg.sinc_min_low_hz, cfg.sinc_min_band_hz
+    )
+    trained = model.encoder.local.sinc.sinc
+    freqs, mag0 = filter_responses(initial)
+    _, mag1 = filter_responses(trained)
+    spectra = {label: mean_spectrum(segs, sr) for label, segs in sorted(spectra_src.items())}
+    written = {}
+
+    def put(name: str, png: bytes) -> None:
+        written[name] = storage.join(out, name)
+        storage.write_bytes(written[name], png)
+
+    put(
+        "sinc_filters.png",
+        sinc_filters_png(freqs, {"initial (mel)": mag0, "trained": mag1}, spectra),
+    )
+    x = torch.as_tensor(normalise(audio.astype(np.float32)))[None]
+    maps, rollout, probs = attention_maps(model, x)
+    put("attention.png", attention_png(maps, rollout, audio, sr, fr, clip_events, classes))
+    targets = ann.frame_targets(clip_events, classes, 0.0, len(probs), sr, cfg.hop_samples)
+    threshold = float(config.get("events", {}).get("threshold", 0.175))
+    put("frame_probs.png", frame_probs_png(probs, targets, classes, fr, threshold))
+    summary = {
+        "model": model_uri,
+        "clip": source,
+        "events_in_clip": int(len(clip_events)),
+        "filters_moved_hz": float(
+            np.abs(
+                torch.stack(trained.band_edges_hz()).detach().numpy()
+                - torch.stack(initial.band_edges_hz()).detach().numpy()
+            ).mean()
+        ),
+        "files": written,
+    }
+    storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2).encode())
+    print(f"[report] {source}: {len(clip_events)} calls; wrote {', '.join(written)} -> {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="a2v report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", required=True, help="fine-tuned checkpoint URI")
+    ap.add_argument("--out", required=True, help="output directory / URI")
+    ap.add_argument("--archive", help="annotated archive (for class spectra and a real clip)")
+    ap.add_argument("--annotations", help="annotation CSV of that archive")
+    args = ap.parse_args(argv)
+    if bool(args.archive) != bool(args.annotations):
+        ap.error("--archive and --annotations go together")
+    run(args.model, args.out, args.archive, args.annotations)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import average_precision_score
 
 
 def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
@@ -130,23 +130,53 @@ def event_metrics(
     }
 
 
-def best_f1_thresholds(
-    y_true: np.ndarray,
-    y_prob: np.ndarray,
+def _class_events(
+    clips: list[tuple[str, float, np.ndarray]],
+    c: int,
+    threshold: float,
+    frame_rate_hz: float,
+    min_frames: int,
+) -> list[tuple[str, float, float, float]]:
+    out = []
+    for file, offset, pooled in clips:
+        active = np.concatenate([[False], pooled[:, c] > threshold, [False]]).astype(np.int8)
+        edges = np.flatnonzero(np.diff(active))
+        for start, end in zip(edges[0::2], edges[1::2], strict=True):
+            if end - start >= min_frames:
+                score = float(pooled[start:end, c].mean())
+                out.append(
+                    (file, offset + start / frame_rate_hz, offset + end / frame_rate_hz, score)
+                )
+    return out
+
+
+def best_event_f1_thresholds(
+    clips: list[tuple[str, float, np.ndarray]],
+    truth: pd.DataFrame,
     classes: list[str],
+    frame_rate_hz: float,
     default: float,
-    bounds: tuple[float, float] = (0.05, 0.95),
-    min_positives: int = 20,
+    min_event_s: float = 0.05,
+    grid: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Per class, the threshold that maximises frame F1 (clipped to ``bounds``); ``default``
-    for a class with fewer than ``min_positives`` positive frames (too few to tune on)."""
+    """Per class, the threshold on the pooled probabilities that maximises event F1 (IoU > 0)
+    over the given clips (file, offset_s, pooled probs (T, C)); ties go to the higher
+    threshold, and a class without ground-truth events keeps ``default``. ``truth`` holds the
+    events of those clips in file time (file, onset_s, offset_s, label)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
+    min_frames = max(1, int(round(min_event_s * frame_rate_hz)))
     out = {}
-    y = y_true >= 0.5
     for c, name in enumerate(classes):
-        if y[:, c].sum() < min_positives:
+        t = truth[truth["label"] == name]
+        if t.empty:
             out[name] = float(default)
             continue
-        precision, recall, thr = precision_recall_curve(y[:, c], y_prob[:, c])
-        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-        out[name] = float(np.clip(thr[int(np.argmax(f1))], *bounds))
+        best_f1, best_thr = -1.0, float(default)
+        for thr in grid:
+            rows = _class_events(clips, c, float(thr), frame_rate_hz, min_frames)
+            pred = pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "score"])
+            f1 = match_class(pred, t)["f1"] if len(pred) else 0.0
+            if f1 >= best_f1:
+                best_f1, best_thr = f1, float(thr)
+        out[name] = best_thr
     return out

@@ -32,7 +32,7 @@ from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.events import moving_average
 from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
-from a2v_core.metrics import best_f1_thresholds, frame_metrics
+from a2v_core.metrics import best_event_f1_thresholds, frame_metrics
 from a2v_core.mixup import bc_mixup
 from pipelines import storage
 from pipelines.datasource import good_chunks, read_chunks
@@ -71,9 +71,9 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
 @torch.no_grad()
 def validate(
     model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev
-) -> tuple[dict, dict[str, float]]:
-    """Frame metrics over the whole validation set (valid frames of every clip), and the
-    per-class thresholds that maximise F1 on the pooled probabilities the labeller uses."""
+) -> tuple[dict, list]:
+    """Frame metrics over the whole validation set (valid frames of every clip), and the clips'
+    (file, offset, pooled probabilities) for tuning the labeller's per-class thresholds."""
     shard = ray.train.get_dataset_shard("valid")
     model.eval()
     ys, ps, pooled = [], [], []
@@ -85,18 +85,47 @@ def validate(
             n = int(np.ceil(dur * job.model.frame_rate_hz))
             ys.append(y[i, :n])
             ps.append(probs[i, :n])
-            pooled.append(moving_average(probs[i, :n], window))
+            pooled.append(
+                (
+                    str(batch["path"][i]),
+                    float(batch["offset_s"][i]),
+                    moving_average(probs[i, :n], window),
+                )
+            )
     model.train()
     y_all = np.concatenate(ys)
     m = frame_metrics(y_all, np.concatenate(ps), classes, job.events.threshold)
-    thresholds = best_f1_thresholds(y_all, np.concatenate(pooled), classes, job.events.threshold)
     return {
         "val_micro_f1": m["micro_f1"],
         "val_macro_ap": m["macro_ap"],
         "val_micro_ap": m["micro_ap"],
         "val_precision": m["micro_precision"],
         "val_recall": m["micro_recall"],
-    }, thresholds
+    }, pooled
+
+
+def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: FinetuneJob) -> dict:
+    """Per-class thresholds that maximise validation event F1 (what ``a2v label`` applies)."""
+    keys = {(f, o) for f, o, _ in pooled_clips}
+    clip_s = job.data.clip_s
+    truth = (
+        events[
+            [
+                (f, o) in keys
+                for f, o in zip(events["file"], (events["onset_s"] // clip_s) * clip_s, strict=True)
+            ]
+        ]
+        if len(events)
+        else events
+    )
+    return best_event_f1_thresholds(
+        pooled_clips,
+        truth,
+        classes,
+        job.model.frame_rate_hz,
+        job.events.threshold,
+        job.events.min_event_s,
+    )
 
 
 def train_loop(config: dict) -> None:
@@ -231,14 +260,17 @@ def train_loop(config: dict) -> None:
                     )
             if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
                 if rank == 0:
-                    val, thresholds = validate(core, job, classes, events_by_file, dev)
-                    last_thresholds = thresholds
-                    metrics.update(val)
-                    # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
-                    if (val["val_micro_f1"], val["val_macro_ap"]) > (
+                    val, pooled_clips = validate(core, job, classes, events_by_file, dev)
+                    is_best = (val["val_micro_f1"], val["val_macro_ap"]) > (
                         best["val_micro_f1"],
                         best.get("val_macro_ap", -1.0),
-                    ):
+                    )
+                    if is_best or step == job.optim.max_steps:
+                        thresholds = event_thresholds(pooled_clips, events, classes, job)
+                        last_thresholds = thresholds
+                    metrics.update(val)
+                    # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
+                    if is_best:
                         best = {**val, "step": step}
                         best_state = copy.deepcopy(core.state_dict())
                         best_thresholds = thresholds

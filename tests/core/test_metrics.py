@@ -82,3 +82,16 @@ def test_event_ap_counts_missed_events_and_needs_predictions():
     # sklearn agrees when every ground-truth item is retrieved
     hits = np.array([True, False, True])
     assert ranked_ap(hits, 2) == pytest.approx(average_precision_score(hits, [3, 2, 1]))
+
+
+def test_event_thresholds_pick_the_best_f1_and_the_higher_of_ties():
+    from a2v_core.metrics import best_event_f1_thresholds
+
+    fr = 200.0
+    p = np.full((2000, 2), 0.02)
+    p[400:460, 0] = 0.6  # the true call (2.0-2.3 s)
+    p[1000:1040, 0] = 0.3  # a louder noise bump: a false positive below 0.3
+    clips = [("a.wav", 10.0, p)]
+    truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [12.0], "offset_s": [12.3], "label": ["x"]})
+    thr = best_event_f1_thresholds(clips, truth, ["x", "y"], fr, default=0.15)
+    assert thr == {"x": 0.55, "y": 0.15}  # F1 = 1 for 0.3..0.55; class y has no truth

@@ -245,6 +245,12 @@ class DataConfig(Group):
     read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")
     chunks_per_block: int = Field(4, ge=1)
     label_fraction: float = Field(1.0, gt=0, le=1)
+    materialize_below_mb: float = Field(
+        2048,
+        ge=0,
+        description="fine-tuning splits smaller than this (decoded) stay in the object store "
+        "instead of being re-read from storage every epoch",
+    )
     valid_fraction: float = Field(0.2, ge=0, lt=1)
     split_seed: int = 1612
     classes: list[str] | None = None

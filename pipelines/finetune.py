@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import tempfile
 import time
 
@@ -303,6 +304,21 @@ def train_loop(config: dict) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
+def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str):
+    """The chunks of one split, read only from the files that hold them; a split that fits in
+    ``data.materialize_below_mb`` is decoded once and kept in the object store."""
+    part = clips[clips["split"] == split]
+    if part.empty:
+        raise SystemExit(
+            f"error: the '{split}' split is empty; raise data.label_fraction or add files"
+        )
+    ids, paths = set(part["chunk_id"]), set(part["path"])
+    ds = good_chunks(read_chunks(job.data, [f for f in files if f[0] in paths]))
+    ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
+    mb = len(part) * job.data.clip_s * job.data.sample_rate_hz * 4 / 2**20
+    return ds.materialize() if mb < job.data.materialize_below_mb else ds
+
+
 def build_trainer(
     job: FinetuneJob, mlflow_run_id: str | None = None, callbacks: list | None = None
 ):
@@ -310,11 +326,14 @@ def build_trainer(
     events, classes, clips, files = prepare(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     storage.write_bytes(storage.join(run_dir, "splits.csv"), clips.to_csv(index=False).encode())
-    train_ids = set(clips.loc[clips["split"] == "train", "chunk_id"])
-    valid_ids = set(clips.loc[clips["split"] == "valid", "chunk_id"])
-    base = good_chunks(read_chunks(job.data, files))
-    train = base.filter(lambda r: r["chunk_id"] in train_ids).select_columns(COLUMNS)
-    valid = base.filter(lambda r: r["chunk_id"] in valid_ids).select_columns(COLUMNS)
+    train = split_dataset(job, clips, files, "train")
+    valid = split_dataset(job, clips, files, "valid")
+    need = job.optim.batch_size * job.cluster.num_workers
+    n_train = int((clips["split"] == "train").sum())
+    if 0 < n_train < need:
+        # few-shot: fewer clips than one batch per worker would give epochs without a single
+        # (drop_last) batch; repeat the clips so that every epoch has at least one step
+        train = train.union(*[train] * (math.ceil(need / n_train) - 1))
     loop_config = {
         "job": job.model_dump(mode="json"),
         "classes": classes,

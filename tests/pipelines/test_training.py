@@ -218,3 +218,26 @@ def test_bad_cluster_configs_fail_before_workers_start(ray_session, synth_archiv
         load_config(PretrainJob, None, ["model.preset=medium"])
     with pytest.raises(ValueError, match="unsupported URI scheme"):
         storage.train_storage_path("hdfs://x/y")
+
+
+def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_archive, tmp_path):
+    """1 % of 72 clips is one clip, fewer than a batch: every epoch must still give a step."""
+    job = load_config(
+        FinetuneJob,
+        ROOT / "configs/finetune/tiny.yaml",
+        [
+            f"data.archive={synth_archive}",
+            f"data.annotations={synth_archive}/annotations.csv",
+            f"run.storage_path={tmp_path}",
+            "run.name=ft-1pct",
+            "tracking.enabled=false",
+            "data.label_fraction=0.01",
+            "optim.max_steps=3",
+            "run.validate_every_steps=3",
+            "cluster.cpus_per_worker=0.5",
+        ],
+    )
+    res = finetune.run(job)
+    splits = pd.read_csv(tmp_path / "ft-1pct/splits.csv")
+    assert (splits["split"] == "train").sum() < job.optim.batch_size
+    assert res["best"]["step"] == 3

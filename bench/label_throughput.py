@@ -1,11 +1,13 @@
 """End-to-end labelling throughput (x real time) vs the bare model forward over the same chunks
 in one process, with 1 and 2 predictor actors.
 
-    python bench/label_throughput.py --model demo_out/runs/finetune-tiny/best [--hours 0.25]
+    python bench/label_throughput.py --model demo_out/runs/finetune-tiny/best [--hours 0.25] [--long-hours 2]
 
 The baseline decodes every chunk with a2v_core and runs the classifier in this process (no Ray,
 no outputs); the pipeline number is `a2v label` end to end (listing, Ray Data, actors, event
 merging, Parquet + Raven writing). Goal: the pipeline keeps >= 0.8x of the bare forward.
+With ``--long-hours H`` it also labels one H-hour file and one 10-minute file, each in its own
+process tree, and prints the largest per-process peak of private memory for both.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--hours", type=float, default=0.25)
+    ap.add_argument("--long-hours", type=float, default=0.0, help="0 = skip the memory run")
     args = ap.parse_args()
     import ray
 
@@ -88,6 +91,26 @@ def main() -> None:
                 f"pipeline, {actors} actor(s): {s['x_real_time']:.0f}x real time = {s['x_real_time'] / base:.2f}x bare"
             )
     ray.shutdown()
+    if args.long_hours:
+        long_file_memory(args.model, args.long_hours)
+
+
+def long_file_memory(model: str, hours: float) -> None:
+    from tests.pipelines.test_label_memory import peak_anon_mib
+    from tests.pipelines.test_memory import write_long_flac
+
+    with tempfile.TemporaryDirectory() as d:
+        peaks = {}
+        for h in (10 / 60, hours):
+            (Path(d) / f"a{h}").mkdir()
+            write_long_flac(Path(d) / f"a{h}" / "one.flac", h)
+            t0 = time.perf_counter()
+            peaks[h], chunks = peak_anon_mib(model, Path(d) / f"a{h}", Path(d) / f"o{h}")
+            print(
+                f"one {h:.2f} h file: {chunks} chunks in {time.perf_counter() - t0:.0f} s, "
+                f"largest per-process peak private memory {peaks[h]:.0f} MiB"
+            )
+        print(f"peak growth {hours:g} h vs 10 min: {peaks[hours] - peaks[10 / 60]:+.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from pipelines.trainer import (
 )
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
+MIN_STEPS_PER_EPOCH = 16
 
 
 def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
@@ -328,11 +329,12 @@ def build_trainer(
     storage.write_bytes(storage.join(run_dir, "splits.csv"), clips.to_csv(index=False).encode())
     train = split_dataset(job, clips, files, "train")
     valid = split_dataset(job, clips, files, "valid")
-    need = job.optim.batch_size * job.cluster.num_workers
+    need = job.optim.batch_size * job.cluster.num_workers * MIN_STEPS_PER_EPOCH
     n_train = int((clips["split"] == "train").sum())
     if 0 < n_train < need:
-        # few-shot: fewer clips than one batch per worker would give epochs without a single
-        # (drop_last) batch; repeat the clips so that every epoch has at least one step
+        # few-shot: fewer clips than a batch per worker would give epochs without a single
+        # (drop_last) batch, and very short epochs pay Ray Data's start-up every few steps;
+        # repeat the clips so that every epoch has at least MIN_STEPS_PER_EPOCH steps
         train = train.union(*[train] * (math.ceil(need / n_train) - 1))
     loop_config = {
         "job": job.model_dump(mode="json"),

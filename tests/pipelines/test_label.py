@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from a2v_core import annotations as ann
+from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
 from a2v_core.config_loader import load_config
 from pipelines import label, storage
@@ -47,7 +48,7 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
     for name, (data, _) in bad_files().items():
         storage.write_bytes(f"{archive}/bad/{name}", data)
     out = "s3://a2v-test/labels"
-    summary = label.run(label_job(finetuned, archive, out))
+    summary = label.run(label_job(finetuned, archive, out, "embeddings=true"))
     errors = label.read_errors(out)
     assert dict(zip(errors.file, errors.error_type, strict=True)) == {
         f"bad/{n}": t for n, (_, t) in bad_files().items()
@@ -65,6 +66,12 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
         "model_version",
         "run_id",
     }
+    # --embeddings: one mean embedding (model width) per decoded chunk, none for bad files
+    emb = label.read_parts(out, "embeddings", summary["model_version"])
+    width = load_classifier(storage.local_copy(finetuned))[0].model_cfg.width
+    assert len(emb) == 12 * 6 and set(map(len, emb["embedding"])) == {width}
+    assert np.isfinite(np.stack(emb["embedding"])).all()
+    assert emb.groupby("file").size().eq(6).all()
     labelled = {f for f in events.file}
     assert labelled <= {f"collar_000/rec_{i:05d}.wav" for i in range(12)}
     # Raven tables read back with the annotation reader equal the Parquet events
@@ -145,16 +152,3 @@ def test_dry_run_labels_one_file(finetuned, synth_archive, tmp_path):
         label_job(finetuned, str(synth_archive), str(tmp_path / "dry"), "run.dry_run=true")
     )
     assert summary["files_processed"] == 1 and summary["wall_s"] > 0
-
-
-def test_embeddings_one_row_per_chunk(finetuned, synth_archive, tmp_path):
-    from a2v_core.checkpoint import load_classifier
-
-    out = tmp_path / "emb"
-    summary = label.run(label_job(finetuned, str(synth_archive), str(out), "embeddings=true"))
-    emb = label.read_parts(str(out), "embeddings", summary["model_version"])
-    width = load_classifier(finetuned)[0].model_cfg.width
-    assert len(emb) == summary["chunks_processed"] == 12 * 6
-    assert set(map(len, emb["embedding"])) == {width}
-    assert np.isfinite(np.stack(emb["embedding"])).all()
-    assert emb.groupby("file")["offset_s"].apply(sorted).map(len).eq(6).all()

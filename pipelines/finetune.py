@@ -31,13 +31,11 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
-from a2v_core.events import moving_average
 from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
-from a2v_core.metrics import best_event_f1_thresholds, frame_metrics
 from a2v_core.mixup import bc_mixup
 from pipelines import storage
-from pipelines.datasource import good_chunks, read_chunks
-from pipelines.finetune_data import batch_targets, prepare
+from pipelines.finetune_data import batch_targets, prepare, split_dataset
+from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.jobargs import job_parser, resolve
 from pipelines.pretrain import batches
 from pipelines.tracking import Tracker
@@ -54,7 +52,6 @@ from pipelines.trainer import (
     world,
 )
 
-COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 MIN_STEPS_PER_EPOCH = 16
 
 
@@ -68,66 +65,6 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
         k[len("encoder.") :]: v for k, v in states["model"].items() if k.startswith("encoder.")
     }
     load_pretrained_encoder(model, encoder_state)
-
-
-@torch.no_grad()
-def validate(
-    model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev
-) -> tuple[dict, list]:
-    """Frame metrics over the whole validation set (valid frames of every clip), and the clips'
-    (file, offset, pooled probabilities) for tuning the labeller's per-class thresholds."""
-    shard = ray.train.get_dataset_shard("valid")
-    model.eval()
-    ys, ps, pooled = [], [], []
-    window = int(round(job.events.pool_s * job.model.frame_rate_hz))
-    for batch in shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"):
-        probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
-        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
-        for i, dur in enumerate(batch["duration_s"]):
-            n = int(np.ceil(dur * job.model.frame_rate_hz))
-            ys.append(y[i, :n])
-            ps.append(probs[i, :n])
-            pooled.append(
-                (
-                    str(batch["path"][i]),
-                    float(batch["offset_s"][i]),
-                    moving_average(probs[i, :n], window),
-                )
-            )
-    model.train()
-    y_all = np.concatenate(ys)
-    m = frame_metrics(y_all, np.concatenate(ps), classes, job.events.threshold)
-    return {
-        "val_micro_f1": m["micro_f1"],
-        "val_macro_ap": m["macro_ap"],
-        "val_micro_ap": m["micro_ap"],
-        "val_precision": m["micro_precision"],
-        "val_recall": m["micro_recall"],
-    }, pooled
-
-
-def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: FinetuneJob) -> dict:
-    """Per-class thresholds that maximise validation event F1 (what ``a2v label`` applies)."""
-    keys = {(f, o) for f, o, _ in pooled_clips}
-    clip_s = job.data.clip_s
-    truth = (
-        events[
-            [
-                (f, o) in keys
-                for f, o in zip(events["file"], (events["onset_s"] // clip_s) * clip_s, strict=True)
-            ]
-        ]
-        if len(events)
-        else events
-    )
-    return best_event_f1_thresholds(
-        pooled_clips,
-        truth,
-        classes,
-        job.model.frame_rate_hz,
-        job.events.threshold,
-        job.events.min_event_s,
-    )
 
 
 def train_loop(config: dict) -> None:
@@ -303,21 +240,6 @@ def train_loop(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-
-
-def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str):
-    """The chunks of one split, read only from the files that hold them; a split that fits in
-    ``data.materialize_below_mb`` is decoded once and kept in the object store."""
-    part = clips[clips["split"] == split]
-    if part.empty:
-        raise SystemExit(
-            f"error: the '{split}' split is empty; raise data.label_fraction or add files"
-        )
-    ids, paths = set(part["chunk_id"]), set(part["path"])
-    ds = good_chunks(read_chunks(job.data, [f for f in files if f[0] in paths]))
-    ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
-    mb = len(part) * job.data.clip_s * job.data.sample_rate_hz * 4 / 2**20
-    return ds.materialize() if mb < job.data.materialize_below_mb else ds
 
 
 def build_trainer(

@@ -18,7 +18,9 @@ from a2v_core.audio import chunk_offsets
 from a2v_core.config import FinetuneJob
 from a2v_core.splits import clip_presence, make_splits
 from pipelines import storage
-from pipelines.datasource import chunk_id
+from pipelines.datasource import chunk_id, good_chunks, read_chunks
+
+COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 
 
 def batch_targets(
@@ -77,3 +79,18 @@ def prepare(
         clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed
     )
     return events, classes, clips, [(f, listed[f]) for f in annotated]
+
+
+def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str):
+    """The chunks of one split, read only from the files that hold them; a split that fits in
+    ``data.materialize_below_mb`` is decoded once and kept in the object store."""
+    part = clips[clips["split"] == split]
+    if part.empty:
+        raise SystemExit(
+            f"error: the '{split}' split is empty; raise data.label_fraction or add files"
+        )
+    ids, paths = set(part["chunk_id"]), set(part["path"])
+    ds = good_chunks(read_chunks(job.data, [f for f in files if f[0] in paths]))
+    ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
+    mb = len(part) * job.data.clip_s * job.data.sample_rate_hz * 4 / 2**20
+    return ds.materialize() if mb < job.data.materialize_below_mb else ds

@@ -363,6 +363,11 @@ class LabelJob(Job):
     )
     overwrite: bool = False
     flush_every_files: int = Field(16, ge=1)
+    release_memory: bool = Field(
+        True,
+        description="hand freed heap back to the OS after every batch (glibc malloc_trim): keeps "
+        "a predictor actor's memory flat over a long archive, at a few % of CPU inference time",
+    )
 
 
 class EvaluateJob(LabelJob):

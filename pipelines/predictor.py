@@ -6,6 +6,9 @@ pickled by value, dragging torch internals along)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numpy as np
 import torch
 
@@ -21,6 +24,24 @@ def effective_thresholds(job: LabelJob, meta: dict) -> dict[str, float]:
     return {**tuned, **job.events.class_thresholds}
 
 
+def heap_trimmer():
+    """glibc's ``malloc_trim`` (returns freed heap pages to the OS), or None elsewhere.
+
+    Without it a predictor actor's private memory creeps up with the number of batches: the
+    forward pass frees ~300 MB of temporaries per batch of 8 tiny-preset chunks, glibc raises its
+    mmap threshold after the first large free and then keeps the freed pages on its heap.
+    Measured on a 4-hour file: the actor's memory between batches stays at 294 MiB with a trim
+    per batch, and its peak grew 567 -> 904 MiB (10 min -> 4 h) without."""
+    name = ctypes.util.find_library("c")
+    try:
+        fn = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
 class Predictor:
     """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
 
@@ -33,9 +54,16 @@ class Predictor:
         self.classes = self.meta["classes"]
         self.frame_rate_hz = float(self.meta["frame_rate_hz"])
         self.thresholds = effective_thresholds(self.job, self.meta)
+        self.trim = heap_trimmer() if self.job.release_memory else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.predict(batch)
+        if self.trim is not None:
+            self.trim(0)
+        return out
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error_type"] == ""
         n = len(ok)
         runs_json = np.array([""] * n, dtype=object)

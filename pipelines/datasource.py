@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
@@ -198,9 +199,35 @@ def read_chunks(cfg: DataConfig, files: list[tuple[str, int]] | None = None) -> 
     return ray.data.read_datasource(source, override_num_blocks=n)
 
 
+def _keep(table: pa.Table, errors: bool) -> pa.Table:
+    """Rows whose ``error_type`` is (not) empty. A block with nothing to drop passes through
+    untouched: filtering an Arrow table copies every column, and copying the audio of every
+    good block cost ~18 % of a read task's CPU (py-spy, 32 h archive)."""
+    bad = pc.not_equal(table["error_type"], "")
+    mask = bad if errors else pc.invert(bad)
+    n = pc.sum(mask).as_py() or 0
+    if n == table.num_rows:
+        return table
+    return table.filter(mask)
+
+
 def good_chunks(ds: ray.data.Dataset) -> ray.data.Dataset:
-    return ds.filter(lambda row: row["error_type"] == "")
+    """Rows that decoded (fused into the read tasks)."""
+    return ds.map_batches(
+        _keep,
+        fn_kwargs={"errors": False},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )
 
 
 def error_rows(ds: ray.data.Dataset) -> ray.data.Dataset:
-    return ds.filter(lambda row: row["error_type"] != "").drop_columns(["audio"])
+    """Error rows only, without their (zero) audio."""
+    return ds.map_batches(
+        _keep,
+        fn_kwargs={"errors": True},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    ).drop_columns(["audio"])

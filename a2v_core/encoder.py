@@ -100,12 +100,13 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 
 class Alibi(nn.Module):
-    """Symmetric ALiBi bias with one learned scale per head (init 1, clamped >= 0)."""
+    """Symmetric ALiBi bias with one scale per head (init 1, clamped >= 0), learned or fixed."""
 
-    def __init__(self, heads: int) -> None:
+    def __init__(self, heads: int, learned: bool = True) -> None:
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(heads))
-        self.scale = nn.Parameter(torch.ones(heads))
+        # A fixed scale stays a (frozen) parameter so checkpoints keep the same keys.
+        self.scale = nn.Parameter(torch.ones(heads), requires_grad=learned)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """positions (B or 1, T') frame indices -> additive bias (B or 1, H, T', T')."""
@@ -165,7 +166,7 @@ class ContextEncoder(nn.Module):
         self.conv_pos = ConvPositions(
             cfg.width, cfg.conv_pos_depth, cfg.conv_pos_width, cfg.conv_pos_groups
         )
-        self.alibi = Alibi(cfg.heads)
+        self.alibi = Alibi(cfg.heads, cfg.learned_alibi_scale)
         self.prenet_norm = nn.LayerNorm(cfg.width)
         self.prenet_drop = nn.Dropout(cfg.prenet_dropout)
         self.prenet = nn.ModuleList(Block(cfg) for _ in range(cfg.prenet_depth))

@@ -158,9 +158,10 @@ def best_event_f1_thresholds(
     default: float,
     min_event_s: float = 0.05,
     grid: np.ndarray | None = None,
+    iou_threshold: float = 0.0,
 ) -> dict[str, float]:
-    """Per class, the threshold on the pooled probabilities that maximises event F1 (IoU > 0)
-    over the given clips (file, offset_s, pooled probs (T, C)); ties go to the higher
+    """Per class, the threshold on the pooled probabilities that maximises event F1 (matches
+    above ``iou_threshold``) over the given clips (file, offset_s, pooled probs (T, C)); ties go to the higher
     threshold, and a class without ground-truth events keeps ``default``. ``truth`` holds the
     events of those clips in file time (file, onset_s, offset_s, label)."""
     grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
@@ -175,7 +176,7 @@ def best_event_f1_thresholds(
         for thr in grid:
             rows = _class_events(clips, c, float(thr), frame_rate_hz, min_frames)
             pred = pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "score"])
-            f1 = match_class(pred, t)["f1"] if len(pred) else 0.0
+            f1 = match_class(pred, t, iou_threshold)["f1"] if len(pred) else 0.0
             if f1 >= best_f1:
                 best_f1, best_thr = f1, float(thr)
         out[name] = best_thr

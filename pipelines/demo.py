@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--hours", type=float, default=0.25, help="hours of synthetic training audio")
     ap.add_argument("--pretrain-steps", type=int, default=100)
-    ap.add_argument("--finetune-steps", type=int, default=320)
+    ap.add_argument("--finetune-steps", type=int, default=640)
     args = ap.parse_args(argv)
     t0 = time.time()
     out = args.out

@@ -96,7 +96,8 @@ def train_loop(config: dict) -> None:
         eps=job.optim.eps,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
-    step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0}
+    step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0, "val_macro_ap": -1.0}
+    order = [job.select_metric, *({"val_micro_f1", "val_macro_ap"} - {job.select_metric})]
     best_state = None
     best_thresholds: dict[str, float] = {}
     last_thresholds: dict[str, float] = {}
@@ -105,7 +106,8 @@ def train_loop(config: dict) -> None:
         opt.load_state_dict(states["optimizer"])
         sched.load_state_dict(states["scheduler"])
         best_state = states.get("best_model")
-        step, epoch, pos, best = meta["step"], meta["epoch"], meta["batches_in_epoch"], meta["best"]
+        step, epoch, pos = meta["step"], meta["epoch"], meta["batches_in_epoch"]
+        best = {"val_micro_f1": -1.0, "val_macro_ap": -1.0, **meta["best"]}
         best_thresholds = meta.get("class_thresholds_best", {})
         last_thresholds = meta.get("class_thresholds_last", {})
     rng = np.random.default_rng([job.run.seed, rank, step])
@@ -200,22 +202,20 @@ def train_loop(config: dict) -> None:
             if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
                 if rank == 0:
                     val, pooled_clips = validate(core, job, classes, events_by_file, dev)
-                    is_best = (val["val_micro_f1"], val["val_macro_ap"]) > (
-                        best["val_micro_f1"],
-                        best.get("val_macro_ap", -1.0),
-                    )
+                    is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
                     if is_best or step == job.optim.max_steps:
                         thresholds = event_thresholds(pooled_clips, events, classes, job)
                         last_thresholds = thresholds
                     metrics.update(val)
-                    # best by micro-F1 (as the original); ties (e.g. all 0 early on) by macro AP
+                    # best by job.select_metric; ties (e.g. F1 all 0 early on) by the other
                     if is_best:
                         best = {**val, "step": step}
                         best_state = copy.deepcopy(core.state_dict())
                         best_thresholds = thresholds
                     print(
                         f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-                        f"macro-AP {val['val_macro_ap']:.3f} (best F1 {best['val_micro_f1']:.3f} @ {best['step']})",
+                        f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
+                        f"{best[job.select_metric]:.3f} @ {best['step']})",
                         flush=True,
                     )
             tracker.log_metrics(metrics, step)

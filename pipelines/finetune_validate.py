@@ -73,4 +73,5 @@ def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: Fin
         job.model.frame_rate_hz,
         job.events.threshold,
         job.events.min_event_s,
+        iou_threshold=job.events.tune_iou,
     )

@@ -95,3 +95,22 @@ def test_event_thresholds_pick_the_best_f1_and_the_higher_of_ties():
     truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [12.0], "offset_s": [12.3], "label": ["x"]})
     thr = best_event_f1_thresholds(clips, truth, ["x", "y"], fr, default=0.15)
     assert thr == {"x": 0.55, "y": 0.15}  # F1 = 1 for 0.3..0.55; class y has no truth
+
+
+def test_event_thresholds_at_iou_half_refuse_one_event_spanning_the_clip():
+    """A class the model only knows as 'slightly up everywhere': any-overlap matching tunes its
+    threshold down until one event covers the clip and 'finds' the call with no false positive
+    (F1 1); at IoU 0.5 that event is a miss, so the tuned threshold keeps the short, right event
+    (plus the noise bump: F1 2/3)."""
+    from a2v_core.metrics import best_event_f1_thresholds
+
+    fr = 200.0
+    p = np.full((2000, 1), 0.07)  # above 0.05 everywhere: one 10 s event at threshold 0.05
+    p[400:460, 0] = 0.12  # the call (2.0-2.3 s), weakly
+    p[1000:1040, 0] = 0.2  # a louder noise bump
+    clips = [("a.wav", 10.0, p)]
+    truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [12.0], "offset_s": [12.3], "label": ["x"]})
+    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15) == {"x": 0.05}
+    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15, iou_threshold=0.5) == {
+        "x": 0.1
+    }

@@ -211,23 +211,22 @@ def _keep(table: pa.Table, errors: bool) -> pa.Table:
     return table.filter(mask)
 
 
-def good_chunks(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """Rows that decoded (fused into the read tasks)."""
+def _rows(ds: ray.data.Dataset, errors: bool) -> ray.data.Dataset:
+    """Good (errors=False) or error rows, as a block-wise step fused into the read tasks."""
     return ds.map_batches(
         _keep,
-        fn_kwargs={"errors": False},
+        fn_kwargs={"errors": errors},
         batch_format="pyarrow",
         batch_size=None,
         zero_copy_batch=True,
     )
 
 
+def good_chunks(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Rows that decoded."""
+    return _rows(ds, errors=False)
+
+
 def error_rows(ds: ray.data.Dataset) -> ray.data.Dataset:
     """Error rows only, without their (zero) audio."""
-    return ds.map_batches(
-        _keep,
-        fn_kwargs={"errors": True},
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
-    ).drop_columns(["audio"])
+    return _rows(ds, errors=True).drop_columns(["audio"])

@@ -161,8 +161,8 @@ def best_event_f1_thresholds(
     iou_threshold: float = 0.0,
 ) -> dict[str, float]:
     """Per class, the threshold on the pooled probabilities that maximises event F1 (matches
-    above ``iou_threshold``) over the given clips (file, offset_s, pooled probs (T, C)); ties go to the higher
-    threshold, and a class without ground-truth events keeps ``default``. ``truth`` holds the
+    above ``iou_threshold``) over the given clips (file, offset_s, pooled probs (T, C)); ties
+    go to the higher threshold, and a class without ground-truth events keeps ``default``. ``truth`` holds the
     events of those clips in file time (file, onset_s, offset_s, label)."""
     grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
     min_frames = max(1, int(round(min_event_s * frame_rate_hz)))

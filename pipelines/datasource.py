@@ -85,7 +85,9 @@ def _rows_to_block(rows: list[dict]) -> pa.Table:
     from ray.data.block import BlockAccessor
 
     batch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "audio"}
-    batch["audio"] = np.stack([r["audio"] for r in rows]).astype(np.float32)
+    # Every clip is float32 already (read_window, _error_row): one copy into the block, not
+    # two (a second ``astype`` copy of the 5 MB block cost ~2 ms, ~5 % of a read task).
+    batch["audio"] = np.stack([r["audio"] for r in rows])
     return BlockAccessor.batch_to_block(batch)
 
 

@@ -1,0 +1,229 @@
+"""One-accelerator check of the training and labelling steps (a2v_core only, no Ray).
+
+Runs, per preset, the exact per-worker steps of ``pipelines.pretrain``, ``pipelines.finetune``
+and the labelling predictor on synthetic 10 s clips, under the same bf16 autocast the pipelines
+use on CUDA, and prints a table (and a JSON with ``--out``):
+
+- pretrain: seconds per update, audio-seconds/s, peak accelerator memory, loss of the first and
+  last update (finite, falling), the paper batch per GPU for ``large`` (5 clips x 12 clones), and
+  the same step with the ALiBi scale fixed (the fused attention path);
+- finetune: seconds per update and peak memory, encoder frozen and unfrozen;
+- inference: x real time of the labelling forward (batch 16, the original's);
+- consistency: frame probabilities of one model on CPU fp32 vs the accelerator in fp32 and bf16;
+- the projected accelerator-hours of the paper's pretraining budget (384k updates of 1,000 s).
+
+    python bench/gpu_check.py --presets tiny,large --steps 10 --out gpu_check.json
+
+On a machine without CUDA it runs on CPU (use ``--presets tiny``), which is how it is tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from a2v_core.config import EmaConfig, FinetuneMaskingConfig, MaskingConfig, ModelConfig
+from a2v_core.finetune import FrameClassifier, focal_loss
+from a2v_core.pretrain import Data2VecPretrainer
+from a2v_core.synth import synth_recording
+
+SR, CLIP_S = 8000, 10.0
+PAPER_UPDATES, PAPER_AUDIO_S_PER_UPDATE = 384_230, 1000.0  # animal2vec_spec.md, pretraining
+PER_GPU_BATCH = {"tiny": 8, "base": 5, "large": 5}  # large: max_tokens 408k samples -> 5 clips
+
+
+def clips(n: int, seed: int = 0) -> torch.Tensor:
+    """n normalised 10 s synthetic recordings with calls (as the datasource yields them)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x, _ = synth_recording(rng, CLIP_S, SR, calls_per_s=0.5)
+        out.append((x - x.mean()) / (x.std() + 1e-5))
+    return torch.as_tensor(np.stack(out))
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_gib(dev: torch.device) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
+
+
+def reset_peak(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def timed_steps(step, steps: int, dev: torch.device) -> tuple[float, list[float]]:
+    """Seconds per step over ``steps`` steps after two warm-up steps; the losses of all steps."""
+    losses = [step(), step()]
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        losses.append(step())
+    sync(dev)
+    return (time.perf_counter() - t0) / steps, losses
+
+
+def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = Data2VecPretrainer(cfg, MaskingConfig(), EmaConfig()).to(dev).train()
+    opt = torch.optim.AdamW(model.student_parameters(), lr=2e-4, betas=(0.9, 0.98))
+    audio = clips(batch).to(dev)
+    rng = np.random.default_rng(0)
+    amp = dev.type == "cuda"
+    n = {"step": 0}
+
+    def step() -> float:
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(audio, rng)
+            out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.student_parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n["step"] += 1
+        model.ema_step(n["step"])
+        return float(out.loss.detach())
+
+    reset_peak(dev)
+    s, losses = timed_steps(step, steps, dev)
+    return {
+        "batch": batch,
+        "clone_batch": cfg.clone_batch,
+        "s_per_update": s,
+        "audio_s_per_s": batch * CLIP_S / s,
+        "peak_gib": peak_gib(dev),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "finite": bool(np.isfinite(losses).all()),
+    }
+
+
+def finetune_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = FrameClassifier(cfg, 8, FinetuneMaskingConfig(), prior_prob=0.01).to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+    audio = clips(batch, seed=1).to(dev)
+    y = (torch.rand(batch, int(CLIP_S * cfg.frame_rate_hz), 8) < 0.02).float().to(dev)
+    rng = np.random.default_rng(0)
+    amp = dev.type == "cuda"
+
+    def step() -> float:
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(audio, rng)
+        loss = focal_loss(logits.float(), y, 0.25, 2.0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    res = {"batch": batch}
+    for frozen in (True, False):
+        model.set_encoder_frozen(frozen)
+        reset_peak(dev)
+        s, losses = timed_steps(step, steps, dev)
+        key = "frozen" if frozen else "unfrozen"
+        res[f"{key}_s_per_update"] = s
+        res[f"{key}_peak_gib"] = peak_gib(dev)
+        res[f"{key}_finite"] = bool(np.isfinite(losses).all())
+    return res
+
+
+@torch.no_grad()
+def probs(model: FrameClassifier, audio: torch.Tensor, dev: torch.device, bf16: bool):
+    model.to(dev).eval()
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+        feats, _ = model.features(audio.to(dev))
+        p = torch.sigmoid(model.head(feats))
+    return p.float().cpu()
+
+
+def inference_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = FrameClassifier(cfg, 8).to(dev).eval()
+    audio = clips(batch, seed=2).to(dev)
+    reset_peak(dev)
+    s, _ = timed_steps(lambda: float(probs(model, audio, dev, dev.type == "cuda").mean()), steps, dev)
+    return {"batch": batch, "x_real_time": batch * CLIP_S / s, "peak_gib": peak_gib(dev)}
+
+
+def consistency_check(cfg: ModelConfig, dev: torch.device) -> dict:
+    """Max |p_cpu_fp32 - p_dev| over every frame and class of 4 clips (same weights)."""
+    torch.manual_seed(0)
+    model = FrameClassifier(cfg, 8).eval()
+    audio = clips(4, seed=3)
+    # A trained head is not flat: scale it to logits of std 3, probabilities over (0, 1).
+    with torch.no_grad():
+        model.head.weight.mul_(3.0 / model(audio).std())
+    ref = probs(model, audio, torch.device("cpu"), False)
+    res = {"p_range": [float(ref.min()), float(ref.max())]}
+    if dev.type == "cuda":
+        res["max_abs_fp32"] = float((probs(model, audio, dev, False) - ref).abs().max())
+        res["max_abs_bf16"] = float((probs(model, audio, dev, True) - ref).abs().max())
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", default="tiny,large")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=0, help="clips per update (default: per preset)")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    report: dict = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+        "presets": {},
+    }
+    print(f"gpu_check: torch {report['torch']} on {report['device']}", flush=True)
+    for name in args.presets.split(","):
+        cfg = ModelConfig(preset=name, attention_dropout=0.0)
+        b = args.batch or PER_GPU_BATCH[name]
+        r: dict = {"params_m": sum(p.numel() for p in FrameClassifier(cfg, 8).parameters()) / 1e6}
+        r["pretrain"] = pretrain_check(cfg, b, args.steps, dev)
+        print(f"[{name}] pretrain {r['pretrain']}", flush=True)
+        alt = cfg.model_copy(update={"learned_alibi_scale": not cfg.learned_alibi_scale})
+        r["pretrain_alibi_scale_" + ("fixed" if cfg.learned_alibi_scale else "learned")] = (
+            pretrain_check(alt, b, args.steps, dev)
+        )
+        r["finetune"] = finetune_check(cfg, b, args.steps, dev)
+        print(f"[{name}] finetune {r['finetune']}", flush=True)
+        r["inference"] = inference_check(cfg, args.batch or 16, args.steps, dev)
+        r["consistency"] = consistency_check(cfg, dev)
+        hours = PAPER_UPDATES * PAPER_AUDIO_S_PER_UPDATE / r["pretrain"]["audio_s_per_s"] / 3600
+        r["paper_pretraining_device_hours"] = hours
+        report["presets"][name] = r
+        print(f"[{name}] {json.dumps({k: r[k] for k in ('inference', 'consistency')})}", flush=True)
+    print("\n| preset | pretrain s/update | audio-s/s | peak GiB | loss first -> last | "
+          "alt ALiBi s/update | finetune s/update frozen / unfrozen | label x real time | "
+          "max |dp| bf16 | paper budget device-h |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in report["presets"].items():
+        p, f = r["pretrain"], r["finetune"]
+        alt = next(v for k, v in r.items() if k.startswith("pretrain_alibi"))
+        print(
+            f"| {name} | {p['s_per_update']:.3f} | {p['audio_s_per_s']:.0f} | {p['peak_gib']:.1f} | "
+            f"{p['loss_first']:.3f} -> {p['loss_last']:.3f} | {alt['s_per_update']:.3f} | "
+            f"{f['frozen_s_per_update']:.3f} / {f['unfrozen_s_per_update']:.3f} | "
+            f"{r['inference']['x_real_time']:.0f} | "
+            f"{r['consistency'].get('max_abs_bf16', float('nan')):.4f} | "
+            f"{r['paper_pretraining_device_hours']:.0f} |"
+        )
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

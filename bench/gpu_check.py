@@ -150,7 +150,9 @@ def inference_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device)
     model = FrameClassifier(cfg, 8).to(dev).eval()
     audio = clips(batch, seed=2).to(dev)
     reset_peak(dev)
-    s, _ = timed_steps(lambda: float(probs(model, audio, dev, dev.type == "cuda").mean()), steps, dev)
+    s, _ = timed_steps(
+        lambda: float(probs(model, audio, dev, dev.type == "cuda").mean()), steps, dev
+    )
     return {"batch": batch, "x_real_time": batch * CLIP_S / s, "peak_gib": peak_gib(dev)}
 
 
@@ -205,9 +207,11 @@ def main(argv: list[str] | None = None) -> None:
         r["paper_pretraining_device_hours"] = hours
         report["presets"][name] = r
         print(f"[{name}] {json.dumps({k: r[k] for k in ('inference', 'consistency')})}", flush=True)
-    print("\n| preset | pretrain s/update | audio-s/s | peak GiB | loss first -> last | "
-          "alt ALiBi s/update | finetune s/update frozen / unfrozen | label x real time | "
-          "max |dp| bf16 | paper budget device-h |")
+    print(
+        "\n| preset | pretrain s/update | audio-s/s | peak GiB | loss first -> last | "
+        "alt ALiBi s/update | finetune s/update frozen / unfrozen | label x real time | "
+        "max |dp| bf16 | paper budget device-h |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in report["presets"].items():
         p, f = r["pretrain"], r["finetune"]

@@ -92,8 +92,8 @@ def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def flatten(cfg: BaseModel) -> dict[str, Any]:
-    """group.key -> value, for MLflow params."""
+def flatten(cfg: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """group.key -> value, for MLflow params (a config, or its dumped dict)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -103,5 +103,5 @@ def flatten(cfg: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    walk("", cfg.model_dump(mode="json"))
+    walk("", cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg)
     return out

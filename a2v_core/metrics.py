@@ -159,17 +159,20 @@ def best_event_f1_thresholds(
     min_event_s: float = 0.05,
     grid: np.ndarray | None = None,
     iou_threshold: float = 0.0,
+    min_events: int = 1,
 ) -> dict[str, float]:
     """Per class, the threshold on the pooled probabilities that maximises event F1 (matches
     above ``iou_threshold``) over the given clips (file, offset_s, pooled probs (T, C)); ties
-    go to the higher threshold, and a class without ground-truth events keeps ``default``. ``truth`` holds the
-    events of those clips in file time (file, onset_s, offset_s, label)."""
+    go to the higher threshold. A class with fewer than ``min_events`` ground-truth events
+    keeps ``default``: one missed event would otherwise tune it to the top of the grid and
+    silence it. ``truth`` holds the events of those clips in file time (file, onset_s,
+    offset_s, label)."""
     grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
     min_frames = max(1, int(round(min_event_s * frame_rate_hz)))
     out = {}
     for c, name in enumerate(classes):
         t = truth[truth["label"] == name]
-        if t.empty:
+        if len(t) < max(1, min_events):
             out[name] = float(default)
             continue
         best_f1, best_thr = -1.0, float(default)

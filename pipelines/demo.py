@@ -1,7 +1,8 @@
 """``a2v demo``: the whole chain on an embedded default, on a laptop, in minutes.
 
-synthetic archive (0.25 h) -> tiny pretraining -> fine-tuning (from that checkpoint) ->
-archive labelling -> event F1 of the labels against the synthetic ground truth. Everything
+synthetic archive (0.25 h, and 0.25 h held out) -> tiny pretraining -> fine-tuning (from that
+checkpoint) -> labelling the held-out archive -> event F1 of the labels against its synthetic
+ground truth, overall and per class. Everything
 lands under ``--out`` (default ``demo_out/``); MLflow logs to ``demo_out/mlflow.db``.
 """
 
@@ -16,7 +17,20 @@ from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics
 from pipelines import finetune, label, pretrain, storage
+from pipelines.resume import ResumeMismatch
 from pipelines.synth import write_archive
+
+
+def run_or_restart(run, job) -> tuple[dict, bool]:
+    """Run a training stage; a run directory left by an earlier demo with another config (the
+    package was updated, say) is the demo's own output: start that stage over instead of
+    stopping. (``a2v pretrain`` / ``a2v finetune`` stop and name the keys.)"""
+    try:
+        return run(job), False
+    except ResumeMismatch as exc:
+        print(f"[demo] {exc.run_dir}: left by an earlier demo with another config; starting over")
+        storage.remove(exc.run_dir)
+        return run(job), True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--hours", type=float, default=0.25, help="hours of synthetic training audio")
+    ap.add_argument(
+        "--test-hours", type=float, default=0.25, help="held-out audio the labels are scored on"
+    )
     ap.add_argument("--pretrain-steps", type=int, default=100)
     ap.add_argument("--finetune-steps", type=int, default=640)
     args = ap.parse_args(argv)
@@ -34,9 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     common = [f"tracking.uri={uri}", f"run.storage_path={storage.join(out, 'runs')}"]
     archive, test_archive = storage.join(out, "archive"), storage.join(out, "archive_test")
 
-    print(f"== 1/4 synth: {args.hours} h training archive + 0.05 h held-out archive")
+    print(f"== 1/4 synth: {args.hours} h training archive + {args.test_hours} h held-out archive")
     write_archive(archive, args.hours, seed=0)
-    truth = write_archive(test_archive, 0.05, seed=1234)
+    truth = write_archive(test_archive, args.test_hours, seed=1234)
 
     print("== 2/4 pretrain (tiny, self-supervised, no labels)")
     pre = load_config(
@@ -46,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         + [f"data.archive={archive}"]
         + ([f"optim.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []),
     )
-    pre_res = pretrain.run(pre)
+    pre_res, restarted = run_or_restart(pretrain.run, pre)
 
     print("== 3/4 finetune (tiny, focal loss, from the pretrained encoder)")
     ft = load_config(
@@ -60,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
         + ([f"optim.max_steps={args.finetune_steps}"] if args.finetune_steps else []),
     )
-    ft_res = finetune.run(ft)
+    if restarted:  # fine-tuning checkpoints of the old encoder must not be resumed either
+        storage.remove(storage.join(ft.run.storage_path, ft.run.name))
+    ft_res, _ = run_or_restart(finetune.run, ft)
 
     print("== 4/4 label the held-out archive")
     lab = load_config(
@@ -98,6 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  event F1 vs ground truth (held-out): {m0['f1']:.3f} any overlap "
         f"(P {m0['precision']:.3f} R {m0['recall']:.3f}); {m5['f1']:.3f} at IoU 0.5"
+    )
+    print(
+        "  per class (any overlap): "
+        + "  ".join(
+            f"{c} {m0['per_class'][c]['f1']:.2f} ({m0['per_class'][c]['tp']}/{m0['per_class'][c]['n_true']})"
+            for c in classes
+        )
     )
     print(f"  MLflow              : mlflow ui --backend-store-uri {uri}")
     print(f"  total time          : {time.time() - t0:.0f} s")

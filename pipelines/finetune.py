@@ -38,6 +38,7 @@ from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.jobargs import job_parser, resolve
 from pipelines.pretrain import batches
+from pipelines.resume import check_resume
 from pipelines.tracking import Tracker
 from pipelines.trainer import (
     Throughput,
@@ -301,8 +302,9 @@ def run(job: FinetuneJob) -> dict:
     if job.run.dry_run:
         job.optim.max_steps, job.run.log_every_steps = 1, 1
         job.run.checkpoint_every_steps = job.run.validate_every_steps = 1
-    init_ray(job.cluster.address)
     run_dir = storage.join(job.run.storage_path, job.run.name)
+    check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    init_ray(job.cluster.address)
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.start(

@@ -74,4 +74,5 @@ def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: Fin
         job.events.threshold,
         job.events.min_event_s,
         iou_threshold=job.events.tune_iou,
+        min_events=job.events.tune_min_events,
     )

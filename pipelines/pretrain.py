@@ -30,6 +30,7 @@ from a2v_core.pretrain import Data2VecPretrainer, check_collapse
 from pipelines import storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.jobargs import job_parser, resolve
+from pipelines.resume import check_resume
 from pipelines.tracking import Tracker
 from pipelines.trainer import (
     Throughput,
@@ -227,8 +228,9 @@ def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
     job = apply_dry_run(job)
     storage.absolutize(job)
-    init_ray(job.cluster.address)
     run_dir = storage.join(job.run.storage_path, job.run.name)
+    check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    init_ray(job.cluster.address)
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.find_run(job.run.name)

@@ -114,3 +114,19 @@ def test_event_thresholds_at_iou_half_refuse_one_event_spanning_the_clip():
     assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15, iou_threshold=0.5) == {
         "x": 0.1
     }
+
+
+def test_event_thresholds_keep_the_default_below_min_events():
+    """One validation call that the model misses would tune its class to the top of the grid
+    (silence); below ``min_events`` the class keeps the default instead."""
+    from a2v_core.metrics import best_event_f1_thresholds
+
+    fr = 200.0
+    p = np.full((2000, 1), 0.02)
+    p[1000:1040, 0] = 0.5  # a detection, but not where the one true call is
+    clips = [("a.wav", 0.0, p)]
+    truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [2.0], "offset_s": [2.3], "label": ["x"]})
+    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15) == {"x": 0.95}
+    assert best_event_f1_thresholds(clips, truth, ["x"], fr, 0.15, min_events=3) == {"x": 0.15}
+    three = pd.concat([truth] * 3).assign(onset_s=[2.0, 7.0, 8.0], offset_s=[2.3, 7.3, 8.3])
+    assert best_event_f1_thresholds(clips, three, ["x"], fr, 0.15, min_events=3) == {"x": 0.95}

@@ -1,6 +1,6 @@
 """Few-shot benchmark: does self-supervised pretraining carry performance at few labels?
 
-    python bench/fewshot.py --out outputs/fewshot                       # 2-core laptop, ~40 min
+    python bench/fewshot.py --out outputs/fewshot                       # 2-core laptop, ~25 min
     python bench/fewshot.py --out s3://bucket/fewshot --preset base \\
         --hours 20 --pretrain-steps 20000 --finetune-steps 3000 \\
         --set cluster.num_workers=4 --set cluster.use_gpu=true --address auto   # a cluster

@@ -7,9 +7,10 @@
 Clips of the annotated files are split (stratified on per-clip class presence, fixed seed)
 into train / valid and a ``label_fraction`` of the train clips; the split is written to
 ``<storage_path>/<name>/splits.csv``. Training uses focal loss, head-only for the first
-``optim.freeze_steps`` updates with the Sinc + CNN front end frozen throughout, time/channel
-masks and mixup with soft targets. Validation every ``run.validate_every_steps`` reports
-frame micro-F1 at 0.175 and macro AP; the best model by F1 is exported to
+``optim.freeze_steps`` updates with the Sinc + CNN front end frozen throughout
+(``optim.freeze_frontend``, the paper's; the tiny preset trains it), time/channel masks and
+mixup with soft targets. Validation every ``run.validate_every_steps`` reports frame micro-F1
+at 0.175 and macro AP; the best model by ``select_metric`` is exported to
 ``<storage_path>/<name>/best`` (the checkpoint ``a2v label`` takes) and registered in MLflow.
 """
 

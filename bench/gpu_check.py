@@ -20,12 +20,14 @@ On a machine without CUDA it runs on CPU (use ``--presets tiny``), which is how 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
 import numpy as np
 import torch
 
+from a2v_core.audio import normalise
 from a2v_core.config import EmaConfig, FinetuneMaskingConfig, MaskingConfig, ModelConfig
 from a2v_core.finetune import FrameClassifier, focal_loss
 from a2v_core.pretrain import Data2VecPretrainer
@@ -42,7 +44,7 @@ def clips(n: int, seed: int = 0) -> torch.Tensor:
     out = []
     for _ in range(n):
         x, _ = synth_recording(rng, CLIP_S, SR, calls_per_s=0.5)
-        out.append((x - x.mean()) / (x.std() + 1e-5))
+        out.append(normalise(x))
     return torch.as_tensor(np.stack(out))
 
 
@@ -79,7 +81,7 @@ def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
     audio = clips(batch).to(dev)
     rng = np.random.default_rng(0)
     amp = dev.type == "cuda"
-    n = {"step": 0}
+    updates = itertools.count(1)
 
     def step() -> float:
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -88,8 +90,7 @@ def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
         torch.nn.utils.clip_grad_norm_(model.student_parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        n["step"] += 1
-        model.ema_step(n["step"])
+        model.ema_step(next(updates))
         return float(out.loss.detach())
 
     reset_peak(dev)
@@ -138,7 +139,7 @@ def finetune_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
 
 @torch.no_grad()
 def probs(model: FrameClassifier, audio: torch.Tensor, dev: torch.device, bf16: bool):
-    model.to(dev).eval()
+    """Frame probabilities as the labelling predictor computes them (``model`` is on ``dev``)."""
     with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
         feats, _ = model.features(audio.to(dev))
         p = torch.sigmoid(model.head(feats))
@@ -165,6 +166,7 @@ def consistency_check(cfg: ModelConfig, dev: torch.device) -> dict:
     with torch.no_grad():
         model.head.weight.mul_(3.0 / model(audio).std())
     ref = probs(model, audio, torch.device("cpu"), False)
+    model.to(dev)
     res = {"p_range": [float(ref.min()), float(ref.max())]}
     if dev.type == "cuda":
         res["max_abs_fp32"] = float((probs(model, audio, dev, False) - ref).abs().max())

@@ -10,7 +10,7 @@ zero-padded and records its valid length. Every failure is a ``DecodeError`` wit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -90,11 +90,17 @@ def select_channel(block: np.ndarray, channel: str) -> np.ndarray:
     return block[:, int(np.abs(block).sum(0).argmax())]
 
 
-def normalise(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Zero mean, unit variance (affine-free layer norm over the clip, eps 1e-5)."""
+def normalise(x: np.ndarray, eps: float = 1e-5, out: np.ndarray | None = None) -> np.ndarray:
+    """Zero mean, unit variance (affine-free layer norm over the clip, eps 1e-5), as float32;
+    written into ``out`` (which may be ``x`` itself) when given."""
     if x.size == 0:
-        return x
-    return ((x - x.mean()) / np.sqrt(x.var() + eps)).astype(np.float32)
+        return x if out is None else out
+    mean, scale = x.mean(), 1.0 / np.sqrt(x.var() + eps)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    np.subtract(x, mean, out=out, casting="same_kind")
+    out *= np.float32(scale)
+    return out
 
 
 def _margin_steps(sr_in: int, sr_out: int, margin_s: float = 0.05) -> tuple[int, int]:
@@ -118,8 +124,11 @@ def read_window(
     sample_rate_hz: int,
     channel: str = "first",
     normalize: bool = True,
+    out: np.ndarray | None = None,
 ) -> Chunk:
-    """Decode [offset, offset + clip) at ``sample_rate_hz`` from an open SoundFile."""
+    """Decode [offset, offset + clip) at ``sample_rate_hz`` from an open SoundFile, into
+    ``out`` (float32, clip samples; e.g. a row of the block the chunk will travel in) when
+    given, so a chunk is written once instead of being copied from array to array."""
     sr_in, total = snd.samplerate, snd.frames
     out_len = int(round(clip_s * sample_rate_hz))
     start_in = int(round(offset_s * sr_in))
@@ -131,25 +140,37 @@ def read_window(
         pad_l_in = min(margin_in, start_in)
         pad_l_out = pad_l_in * sample_rate_hz // sr_in if pad_l_in == margin_in else None
         pad_r_in = min(margin_in, total - stop_in)
+    audio = np.empty(out_len, dtype=np.float32) if out is None else out
+    if audio.shape != (out_len,) or audio.dtype != np.float32:
+        raise ValueError(
+            f"out must be float32 of shape ({out_len},), got {audio.dtype} {audio.shape}"
+        )
     snd.seek(start_in - pad_l_in)
     want = stop_in + pad_r_in - (start_in - pad_l_in)
-    block = snd.read(want, dtype="float32", always_2d=True)
-    if block.shape[0] < want:
+    if snd.channels == 1 and sr_in == sample_rate_hz and want <= out_len:
+        # Mono at the model rate: libsndfile decodes straight into the chunk.
+        got = snd.read(want, dtype="float32", out=audio[:want])
+        x = audio[: len(got)]
+    else:
+        x = select_channel(snd.read(want, dtype="float32", always_2d=True), channel)
+    if len(x) < want:
         raise DecodeError(
-            "truncated", f"expected {want} frames at {start_in - pad_l_in}, got {block.shape[0]}"
+            "truncated", f"expected {want} frames at {start_in - pad_l_in}, got {len(x)}"
         )
-    x = select_channel(block, channel)
     if not np.isfinite(x).all():
         raise DecodeError("non_finite", f"NaN/inf samples in window at {offset_s:.2f} s")
     if sr_in != sample_rate_hz:
-        y = soxr.resample(x, sr_in, sample_rate_hz, quality="HQ").astype(np.float32)
+        y = soxr.resample(x, sr_in, sample_rate_hz, quality="HQ").astype(np.float32, copy=False)
         if pad_l_out is None:  # window starts inside the first margin: starts at time 0
             pad_l_out = int(round(pad_l_in * sample_rate_hz / sr_in))
         n_valid = int(round((stop_in - start_in) * sample_rate_hz / sr_in))
         x = y[pad_l_out : pad_l_out + n_valid]
     valid = min(len(x), out_len)
-    audio = np.zeros(out_len, dtype=np.float32)
-    audio[:valid] = normalise(x[:valid]) if normalize else x[:valid]
+    if normalize:
+        normalise(x[:valid], out=audio[:valid])
+    elif not np.shares_memory(x, audio):
+        audio[:valid] = x[:valid]
+    audio[valid:] = 0.0
     return Chunk(offset_s=offset_s, audio=audio, valid_samples=valid)
 
 
@@ -163,8 +184,10 @@ def iter_chunks(
     min_duration_s: float = 0.1,
     start_s: float = 0.0,
     stop_s: float | None = None,
+    out: Callable[[], np.ndarray] | None = None,
 ) -> Iterator[Chunk]:
-    """Stream the chunks of one file (or of its [start_s, stop_s) range). Raises DecodeError."""
+    """Stream the chunks of one file (or of its [start_s, stop_s) range). Raises DecodeError.
+    ``out``, when given, is called once per chunk for the array to decode it into."""
     with open_sound(fileobj) as snd:
         duration_s = snd.frames / snd.samplerate
         if snd.frames == 0:
@@ -176,7 +199,9 @@ def iter_chunks(
             if offset < start_s or (stop_s is not None and offset >= stop_s):
                 continue
             try:
-                chunk = read_window(snd, offset, clip_s, sample_rate_hz, channel, normalize)
+                chunk = read_window(
+                    snd, offset, clip_s, sample_rate_hz, channel, normalize, out and out()
+                )
                 chunk.n_chunks = len(offsets)
                 yield chunk
             except sf.LibsndfileError as exc:

@@ -90,7 +90,11 @@ def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str
             f"error: the '{split}' split is empty; raise data.label_fraction or add files"
         )
     ids, paths = set(part["chunk_id"]), set(part["path"])
-    ds = good_chunks(read_chunks(job.data, [f for f in files if f[0] in paths]))
-    ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
     mb = len(part) * job.data.clip_s * job.data.sample_rate_hz * 4 / 2**20
-    return ds.materialize() if mb < job.data.materialize_below_mb else ds
+    materialize = mb < job.data.materialize_below_mb
+    # A split materialised here is read before any trainer runs: nothing to reserve CPUs for.
+    ds = good_chunks(
+        read_chunks(job.data, [f for f in files if f[0] in paths], read_only=materialize)
+    )
+    ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
+    return ds.materialize() if materialize else ds

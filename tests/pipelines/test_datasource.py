@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import ray
 import soundfile as sf
 
 from a2v_core.config import DataConfig
@@ -24,6 +25,23 @@ def test_local_and_s3_archives_give_identical_chunks(ray_session, s3, synth_arch
     for cid, row in local.items():
         assert row["path"] == remote[cid]["path"] and row["offset_s"] == remote[cid]["offset_s"]
         assert np.array_equal(row["audio"], remote[cid]["audio"])
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_blocks_reach_consumers_as_the_datasource_yields_them(
+    ray_session, synth_archive, read_only
+):
+    """Ray Data would otherwise concatenate a read task's blocks up to its 128 MiB target: an
+    extra copy of all audio, and read-worker memory far above ``chunks_per_block`` chunks."""
+    ctx = ray.data.DataContext.get_current()
+    before = (ctx.target_max_block_size, ctx.op_resource_reservation_enabled)
+    cfg = DataConfig(archive=str(synth_archive), chunks_per_block=5, read_tasks=2)
+    ds = read_chunks(cfg, read_only=read_only)
+    assert (ctx.target_max_block_size, ctx.op_resource_reservation_enabled) == before
+    assert ds.context.op_resource_reservation_enabled is (not read_only)
+    sizes = sorted(len(b["chunk_id"]) for b in ds.iter_batches(batch_size=None))
+    # 12 files x 6 chunks over 2 read tasks: 36 chunks each, 7 full blocks and 1 row left
+    assert sizes == [1, 1] + [5] * 14
 
 
 @pytest.fixture(scope="module")

@@ -242,8 +242,9 @@ def read_chunks(
     ``read_only``: nothing but this read (and block-wise steps fused into it) will run while
     the Dataset executes, e.g. it is materialised before training starts. Ray Data's resource
     reservation, which holds CPUs back for downstream operators, is then switched off for
-    this Dataset: on 2 CPUs it ran one read task at a time at first, 1.20x vs 1.66x the plain
-    loop (bench/ingest.py). Leave it False when actors or trainers consume the Dataset."""
+    this Dataset: on 2 CPUs it ran one read task at a time at first, about 1.15x vs 1.6x the
+    plain loop (bench/ingest.py). Leave it False when actors or trainers consume the Dataset
+    while it runs."""
     source = AudioChunkDatasource(cfg, files)
     n = cfg.read_tasks or max(
         1, min(len(source.units), 4 * int(ray.cluster_resources().get("CPU", 2)))

@@ -1,4 +1,5 @@
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -63,14 +64,21 @@ def bad_archive(tmp_path_factory):
     return d
 
 
-def test_bad_files_become_typed_error_rows_and_good_files_still_stream(ray_session, bad_archive):
-    cfg = DataConfig(archive=str(bad_archive))
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_bad_files_become_typed_error_rows_and_good_files_still_stream(
+    ray_session, s3, tmp_path, bad_archive, where
+):
     from pipelines.datasource import AudioChunkDatasource
 
-    source = AudioChunkDatasource(cfg)
-    (bad_archive / "gone.wav").unlink()  # listed, then missing at read time
-    import ray
-
+    archive = tmp_path / "bad"
+    shutil.copytree(bad_archive, archive)
+    uri = str(archive) if where == "local" else f"s3://{s3['bucket']}/bad-{tmp_path.name}"
+    if where == "s3":
+        storage.upload_dir(archive, uri)
+    source = AudioChunkDatasource(DataConfig(archive=uri))
+    # listed, then missing at read time (S3: the size comes from the listing, no HEAD)
+    fs, root = storage.filesystem(uri)
+    fs.rm(f"{root}/gone.wav")
     ds = ray.data.read_datasource(source)
     errors = {r["path"]: r["error_type"] for r in error_rows(ds).take_all()}
     expected = {name: t for name, (_, t) in bad_files().items()} | {"gone.wav": "unreadable"}

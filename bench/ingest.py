@@ -8,6 +8,9 @@ same plain loop split over as many processes as Ray has CPUs (the machine's ceil
 framework), and the peak RSS of streaming one 2-hour file vs a 10-minute one.
 
     python bench/ingest.py [--hours 16] [--cpus 2]
+
+On a 2-core machine ``--cpus 1`` leaves Ray's driver and daemons (and moto) the other core, so
+its ratio is the per-core cost of the reader itself; ``--cpus 2`` shares both cores with them.
 """
 
 from __future__ import annotations

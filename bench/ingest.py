@@ -49,16 +49,6 @@ def make_archive(d: Path, hours: float) -> None:
         (d / f"f{i:04d}.flac").write_bytes(buf.getvalue())
 
 
-def plain_loop(uri: str) -> float:
-    fs, root = storage.filesystem(uri)
-    audio_s = 0.0
-    for rel, _ in storage.list_files(uri, ["flac"]):
-        with fs.open(f"{root}/{rel}", "rb") as f:
-            for c in iter_chunks(f, 10.0, 8000):
-                audio_s += c.valid_samples / 8000
-    return audio_s
-
-
 def _plain_files(args: tuple[str, list[str]]) -> float:
     uri, rels = args
     fs, root = storage.filesystem(uri)
@@ -68,6 +58,10 @@ def _plain_files(args: tuple[str, list[str]]) -> float:
             for c in iter_chunks(f, 10.0, 8000):
                 audio_s += c.valid_samples / 8000
     return audio_s
+
+
+def plain_loop(uri: str) -> float:
+    return _plain_files((uri, [rel for rel, _ in storage.list_files(uri, ["flac"])]))
 
 
 def plain_processes(uri: str, n: int) -> float:

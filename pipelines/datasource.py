@@ -107,7 +107,7 @@ class BlockBuffer:
         return self.audio[len(self.rows)]
 
     def add(self, row: dict) -> bool:
-        """Append a row whose audio is in ``next_audio()``; True when the block is full."""
+        """Append a row whose audio was written into ``next_audio()``; True when full."""
         self.rows.append(row)
         return len(self.rows) == self.capacity
 
@@ -119,8 +119,8 @@ class BlockBuffer:
 
         rows, audio = self.rows, self.audio[: len(self.rows)]
         self._reset()
-        batch = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-        batch["audio"] = audio
+        batch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "audio"}
+        batch["audio"] = audio  # the rows' audio are views of it
         return BlockAccessor.batch_to_block(batch)
 
 
@@ -132,11 +132,9 @@ def read_unit(
     out: Callable[[], np.ndarray] | None = None,
 ) -> Iterator[dict]:
     """Rows of one work unit; decode failures become one error row. Each row's audio is
-    written into ``out()`` (a fresh array when not given) and is not repeated in the row
-    dict when ``out`` is given."""
+    written into ``out()`` (default: a fresh array per row)."""
     clip_samples = int(round(cfg.clip_s * cfg.sample_rate_hz))
-    own = out is None
-    if own:
+    if out is None:
         out = lambda: np.empty(clip_samples, np.float32)  # noqa: E731
     base = {"path": unit.path, "sample_rate_hz": cfg.sample_rate_hz}
     try:
@@ -153,40 +151,36 @@ def read_unit(
                 unit.stop_s,
                 out,
             ):
-                row = {
+                yield {
                     **base,
                     "chunk_id": chunk_id(unit.path, chunk.offset_s),
                     "offset_s": chunk.offset_s,
                     "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
+                    "audio": chunk.audio,
                     "n_chunks": chunk.n_chunks,
                     "error_type": "",
                     "error_message": "",
                 }
-                if own:
-                    row["audio"] = chunk.audio
-                yield row
     except DecodeError as exc:
-        yield _error_row(base, unit, out(), own, exc.error_type, exc.message)
+        yield _error_row(base, unit, out(), exc.error_type, exc.message)
     except (FileNotFoundError, PermissionError, OSError) as exc:
-        yield _error_row(base, unit, out(), own, "unreadable", f"{type(exc).__name__}: {exc}")
+        yield _error_row(base, unit, out(), "unreadable", f"{type(exc).__name__}: {exc}")
 
 
 def _error_row(
-    base: dict, unit: WorkUnit, audio: np.ndarray, own: bool, error_type: str, message: str
+    base: dict, unit: WorkUnit, audio: np.ndarray, error_type: str, message: str
 ) -> dict:
     audio[:] = 0.0
-    row = {
+    return {
         **base,
         "chunk_id": chunk_id(unit.path, -1.0),
         "offset_s": unit.start_s,
         "duration_s": 0.0,
+        "audio": audio,
         "n_chunks": 0,
         "error_type": error_type,
         "error_message": message[:500],
     }
-    if own:
-        row["audio"] = audio
-    return row
 
 
 class AudioChunkDatasource(Datasource):

@@ -146,19 +146,18 @@ def read_window(
         raise ValueError(
             f"out must be float32 of shape ({out_len},), got {audio.dtype} {audio.shape}"
         )
-    if snd.tell() != start_in - pad_l_in:  # consecutive chunks need no seek (a FLAC seek
-        snd.seek(start_in - pad_l_in)  # re-syncs the decoder: ~7 % of a chunk's read time)
-    want = stop_in + pad_r_in - (start_in - pad_l_in)
-    if snd.channels == 1 and sr_in == sample_rate_hz and want <= out_len:
-        # Mono at the model rate: libsndfile decodes straight into the chunk.
+    first = start_in - pad_l_in  # first input frame read, margin included
+    if snd.tell() != first:  # consecutive chunks need no seek (a FLAC seek re-syncs the
+        snd.seek(first)  # decoder: ~7 % of a chunk's read time)
+    want = stop_in + pad_r_in - first
+    direct = snd.channels == 1 and sr_in == sample_rate_hz and want <= out_len
+    if direct:  # mono at the model rate: libsndfile decodes straight into the chunk
         got = snd.read(want, dtype="float32", out=audio[:want])
         x = audio[: len(got)]
     else:
         x = select_channel(snd.read(want, dtype="float32", always_2d=True), channel)
     if len(x) < want:
-        raise DecodeError(
-            "truncated", f"expected {want} frames at {start_in - pad_l_in}, got {len(x)}"
-        )
+        raise DecodeError("truncated", f"expected {want} frames at {first}, got {len(x)}")
     if not np.isfinite(x).all():
         raise DecodeError("non_finite", f"NaN/inf samples in window at {offset_s:.2f} s")
     if sr_in != sample_rate_hz:
@@ -170,7 +169,7 @@ def read_window(
     valid = min(len(x), out_len)
     if normalize:
         normalise(x[:valid], out=audio[:valid])
-    elif not np.shares_memory(x, audio):
+    elif not direct:
         audio[:valid] = x[:valid]
     audio[valid:] = 0.0
     return Chunk(offset_s=offset_s, audio=audio, valid_samples=valid)

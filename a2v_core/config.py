@@ -199,6 +199,11 @@ class DataConfig(Group):
     split_seed: int = 1612
     classes: list[str] | None = None
 
+    @property
+    def clip_samples(self) -> int:
+        """Samples in one chunk at the model rate."""
+        return int(round(self.clip_s * self.sample_rate_hz))
+
     @model_validator(mode="after")
     def _check_overlap(self) -> DataConfig:
         if self.overlap_s >= self.clip_s:

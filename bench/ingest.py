@@ -49,8 +49,7 @@ def make_archive(d: Path, hours: float) -> None:
         (d / f"f{i:04d}.flac").write_bytes(buf.getvalue())
 
 
-def _plain_files(args: tuple[str, list[str]]) -> float:
-    uri, rels = args
+def _plain_files(uri: str, rels: list[str]) -> float:
     fs, root = storage.filesystem(uri)
     audio_s = 0.0
     for rel in rels:
@@ -61,33 +60,29 @@ def _plain_files(args: tuple[str, list[str]]) -> float:
 
 
 def plain_loop(uri: str) -> float:
-    return _plain_files((uri, [rel for rel, _ in storage.list_files(uri, ["flac"])]))
+    return _plain_files(uri, [rel for rel, _ in storage.list_files(uri, ["flac"])])
 
 
 def plain_processes(uri: str, n: int) -> float:
-    """The plain loop split over ``n`` processes (files dealt round-robin): what this machine
-    gives ``n`` cores of the same work with no framework at all, i.e. the ceiling for Ray.
-    Processes are spawned and warmed before the clock starts, as Ray's workers are."""
+    """Audio hours per second of the plain loop split over ``n`` processes (files dealt
+    round-robin): what this machine gives ``n`` cores of the same work with no framework at
+    all, i.e. the ceiling for Ray. Processes are spawned and warmed before the clock starts,
+    as Ray's workers are."""
     import multiprocessing as mp
 
     rels = [rel for rel, _ in storage.list_files(uri, ["flac"])]
     with mp.get_context("spawn").Pool(n) as pool:
-        pool.map(_plain_files, [(uri, [])] * n)  # start-up and imports, untimed
+        pool.starmap(_plain_files, [(uri, [])] * n)  # start-up and imports, untimed
         t = time.perf_counter()
-        audio_s = sum(pool.map(_plain_files, [(uri, rels[i::n]) for i in range(n)]))
-        LAST_WALL_S[0] = time.perf_counter() - t
-    return audio_s
+        audio_s = sum(pool.starmap(_plain_files, [(uri, rels[i::n]) for i in range(n)]))
+        return audio_s / 3600 / (time.perf_counter() - t)
 
-
-#: wall seconds of the last plain_processes run (its pool start-up excluded)
-LAST_WALL_S = [0.0]
 
 #: read-task CPU seconds of the last ray_loop (from Ray Data's own stats)
 LAST_TASK_CPU_S = [0.0]
 
 
 def ray_loop(uri: str, reserve: bool = True, chunks_per_block: int = 16) -> float:
-
     from pipelines.datasource import good_chunks, read_chunks
 
     audio_s = 0.0
@@ -202,7 +197,7 @@ def main() -> None:
             for name, uri in (("local", d), ("s3", "s3://bench/archive")):
                 ray_loop(uri)  # warm-up (worker start, imports)
                 plain, plain_cpu = timed(plain_loop, uri)
-                par = plain_processes(uri, args.cpus) / 3600 / LAST_WALL_S[0]
+                par = plain_processes(uri, args.cpus)
                 print(
                     f"{name:<8}{f'plain x{args.cpus} procs':<18}{plain:>10.3f}{par:>9.3f}"
                     f"{par / plain:>7.2f}x{par / plain / args.cpus:>9.2f}x{'':>10}"

@@ -48,13 +48,9 @@ class WorkUnit:
     file_bytes: int | None = None  # the whole object's size, as listed
 
 
-def _protocols(fs) -> tuple[str, ...]:
-    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-
-
 def _open(fs, root: str, rel: str, file_bytes: int | None = None):
     full = f"{root.rstrip('/')}/{rel}"
-    protocols = _protocols(fs)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     if not any(p in ("s3", "s3a", "gs", "gcs") for p in protocols):
         return fs.open(full, "rb")
     # Small read-ahead blocks: a chunk read fetches ~2 MB, never the whole object. s3fs takes
@@ -133,9 +129,8 @@ def read_unit(
 ) -> Iterator[dict]:
     """Rows of one work unit; decode failures become one error row. Each row's audio is
     written into ``out()`` (default: a fresh array per row)."""
-    clip_samples = int(round(cfg.clip_s * cfg.sample_rate_hz))
     if out is None:
-        out = lambda: np.empty(clip_samples, np.float32)  # noqa: E731
+        out = lambda: np.empty(cfg.clip_samples, np.float32)  # noqa: E731
     base = {"path": unit.path, "sample_rate_hz": cfg.sample_rate_hz}
     try:
         with _open(fs, root, unit.path, unit.file_bytes) as f:
@@ -212,9 +207,7 @@ class AudioChunkDatasource(Datasource):
         def make_fn(units: list[WorkUnit]):
             def read_fn() -> Iterator[pa.Table]:
                 fs, root = storage.filesystem(cfg.archive)
-                block = BlockBuffer(
-                    cfg.chunks_per_block, int(round(cfg.clip_s * cfg.sample_rate_hz))
-                )
+                block = BlockBuffer(cfg.chunks_per_block, cfg.clip_samples)
                 for unit in units:
                     for row in read_unit(cfg, fs, root, unit, block.next_audio):
                         if block.add(row):
@@ -275,7 +268,7 @@ def read_chunks(
 def block_bytes(cfg: DataConfig) -> int:
     """Audio bytes of one full block (``chunks_per_block`` float32 clips). A block is a little
     larger (ids, paths), so Ray Data emits it as soon as it is yielded."""
-    return cfg.chunks_per_block * int(round(cfg.clip_s * cfg.sample_rate_hz)) * 4
+    return cfg.chunks_per_block * cfg.clip_samples * 4
 
 
 def _keep(table: pa.Table, errors: bool) -> pa.Table:

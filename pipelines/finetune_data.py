@@ -90,7 +90,7 @@ def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str
             f"error: the '{split}' split is empty; raise data.label_fraction or add files"
         )
     ids, paths = set(part["chunk_id"]), set(part["path"])
-    mb = len(part) * job.data.clip_s * job.data.sample_rate_hz * 4 / 2**20
+    mb = len(part) * job.data.clip_samples * 4 / 2**20
     materialize = mb < job.data.materialize_below_mb
     # A split materialised here is read before any trainer runs: nothing to reserve CPUs for.
     ds = good_chunks(

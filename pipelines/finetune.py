@@ -40,6 +40,7 @@ from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.jobargs import job_parser, resolve
 from pipelines.pretrain import batches
 from pipelines.resume import check_resume
+from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.trainer import (
     Throughput,
@@ -58,7 +59,8 @@ MIN_STEPS_PER_EPOCH = 16
 
 
 def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
-    states, _, meta = load_checkpoint(storage.local_copy(pretrained_uri))
+    with storage.fetched(pretrained_uri) as local:  # on this worker's node
+        states, _, meta = load_checkpoint(local)
     if meta.get("kind") != "pretrain":
         raise ValueError(
             f"--pretrained {pretrained_uri} is a '{meta.get('kind')}' checkpoint, not a pretraining one"
@@ -121,6 +123,8 @@ def train_loop(config: dict) -> None:
         job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled
     )
     tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
+    if states is not None:
+        tracker.resume_from(step)
     shard = ray.train.get_dataset_shard("train")
     tp = Throughput()
     sr = job.data.sample_rate_hz
@@ -306,6 +310,14 @@ def run(job: FinetuneJob) -> dict:
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     init_ray(job.cluster.address)
+    require_shared(
+        {
+            "data.archive": job.data.archive,
+            "run.storage_path": job.run.storage_path,
+            "pretrained": job.pretrained,
+        },
+        job.tracking.uri if job.tracking.enabled else None,
+    )
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.start(
@@ -345,7 +357,8 @@ def run(job: FinetuneJob) -> dict:
 def _load_best(uri: str):
     from a2v_core.checkpoint import load_classifier
 
-    return load_classifier(storage.local_copy(uri))
+    with storage.fetched(uri) as local:
+        return load_classifier(local)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,7 @@ from pipelines.label_outputs import (  # noqa: F401 (readers are part of this jo
     read_parts,
 )
 from pipelines.predictor import Predictor, effective_thresholds
+from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.trainer import init_ray
 
@@ -76,12 +77,14 @@ def run(job: LabelJob) -> dict:
     if not job.model:
         raise SystemExit("error: --model CKPT_URI is required")
     init_ray(job.cluster.address)
-    ckpt_local = storage.local_copy(job.model)
-    _, meta = load_classifier(ckpt_local)
+    # the predictor actors open the model and the read tasks the archive on their own nodes
+    require_shared({"model": job.model, "data.archive": job.data.archive})
+    with storage.fetched(job.model) as ckpt_local:
+        _, meta = load_classifier(ckpt_local)
+        version = model_version_of(ckpt_local)
     job.data.sample_rate_hz = int(meta["sample_rate_hz"])
     job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
-    version = model_version_of(ckpt_local)
     if job.overwrite:
         for kind in ("events", "errors", "embeddings", "frames", "_progress", "raven", "audacity"):
             storage.remove(storage.join(job.out, kind))
@@ -109,12 +112,13 @@ def run(job: LabelJob) -> dict:
     writer.seq = n_parts
     stats = Counter()
     error_types = Counter()
+    chunks_by_node: Counter = Counter()
     if todo:
         c = job.cluster
         ds = read_chunks(job.data, todo).map_batches(
             Predictor,
             fn_constructor_kwargs={
-                "checkpoint_dir": ckpt_local,
+                "checkpoint_uri": job.model,  # a URI: each actor fetches it on its node
                 "job": job.model_dump(mode="json"),
                 "threads": max(1, int(c.cpus_per_worker)),
             },
@@ -122,6 +126,8 @@ def run(job: LabelJob) -> dict:
             num_gpus=c.gpus_per_actor,
             num_cpus=c.cpus_per_worker,
             compute=ray.data.ActorPoolStrategy(size=c.num_actors),
+            # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
+            scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
         )
         state: dict[str, FileState] = defaultdict(FileState)
         bar = tqdm(total=len(todo), unit="file", desc="label", disable=None)
@@ -130,6 +136,7 @@ def run(job: LabelJob) -> dict:
                 st = state[row.path]
                 st.seen += 1
                 stats["chunks"] += 1
+                chunks_by_node[row.node_id] += 1
                 if row.error_type:
                     st.errors.append(
                         {
@@ -188,6 +195,7 @@ def run(job: LabelJob) -> dict:
         "chunks_processed": stats["chunks"],
         "events_written": stats["events"],
         "errors_by_type": dict(error_types),
+        "chunks_by_node": dict(chunks_by_node),
         "errors_total_in_out": int(len(total_errors)),
         "audio_hours": audio_s / 3600,
         "wall_s": wall,

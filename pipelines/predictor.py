@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 
 import numpy as np
+import ray
 import torch
 
 from a2v_core.checkpoint import load_classifier
@@ -43,10 +44,12 @@ def heap_trimmer():
 class Predictor:
     """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
 
-    def __init__(self, checkpoint_dir: str, job: dict, threads: int = 1) -> None:
+    def __init__(self, checkpoint_uri: str, job: dict, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
         self.job = LabelJob.model_validate(job)
-        self.model, self.meta = load_classifier(storage.local_copy(checkpoint_dir))
+        with storage.fetched(checkpoint_uri) as local:  # this actor's node, not the driver's
+            self.model, self.meta = load_classifier(local)
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.classes = self.meta["classes"]
@@ -100,6 +103,7 @@ class Predictor:
             for k in ("path", "offset_s", "duration_s", "n_chunks", "error_type", "error_message")
         }
         out["runs"] = runs_json
+        out["node_id"] = np.array([self.node_id] * n, dtype=object)  # where it ran (run.json)
         if self.job.frame_probs:
             out["frame_probs"] = frames
         if self.job.embeddings:

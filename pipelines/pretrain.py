@@ -31,6 +31,7 @@ from pipelines import storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.jobargs import job_parser, resolve
 from pipelines.resume import check_resume
+from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.trainer import (
     Throughput,
@@ -110,6 +111,8 @@ def train_loop(config: dict) -> None:
         job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled
     )
     tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
+    if states is not None:
+        tracker.resume_from(step)
     shard = ray.train.get_dataset_shard("train")
     tp = Throughput()
     hours_seen = meta.get("audio_hours_seen", 0.0) if meta else 0.0
@@ -231,6 +234,10 @@ def run(job: PretrainJob) -> dict:
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     init_ray(job.cluster.address)
+    require_shared(
+        {"data.archive": job.data.archive, "run.storage_path": job.run.storage_path},
+        job.tracking.uri if job.tracking.enabled else None,
+    )
     storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.find_run(job.run.name)

@@ -6,10 +6,12 @@ S3 uses the standard AWS variables plus ``AWS_ENDPOINT_URL`` for S3-compatible s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -144,13 +146,27 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
 
 
 def local_copy(uri: str) -> str:
-    """A local directory with the contents of ``uri`` (itself when already local)."""
+    """A local directory with the contents of ``uri`` (itself when already local). A remote
+    copy lands in a new temp dir the caller owns; prefer ``fetched`` which removes it."""
     if not is_remote(uri):
         return split_uri(uri)[1]
     fs, path = filesystem(uri)
     dest = tempfile.mkdtemp(prefix="a2v-")
     fs.get(path.rstrip("/") + "/", dest, recursive=True)
     return dest
+
+
+@contextlib.contextmanager
+def fetched(uri: str) -> Iterator[str]:
+    """``with fetched(uri) as d``: a local directory with the contents of ``uri`` on *this*
+    node (a node of a cluster sees none of the driver's disk), removed afterwards when it is
+    a copy."""
+    local = local_copy(uri)
+    try:
+        yield local
+    finally:
+        if is_remote(uri):
+            shutil.rmtree(local, ignore_errors=True)
 
 
 def train_storage_path(uri: str) -> str:

@@ -23,14 +23,18 @@ def tracking_uri(uri: str | None = None) -> str:
     )
 
 
+def redact_uri(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host`` (anywhere in ``text``)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Drop secret-looking keys; strip user:password@ from URIs; stringify long values."""
     out = {}
     for key, value in params.items():
         if _SECRET_KEY.search(key):
             continue
-        text = _USERINFO.sub(r"\1***@", str(value))
-        out[key] = text[:5000]
+        out[key] = redact_uri(str(value))[:5000]
     return out
 
 
@@ -40,6 +44,7 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str, active: bool = True) -> None:
         self.active = active
         self.run_id: str | None = None
+        self.logged_through = -1  # steps up to here are in the run already (see resume_from)
         if not active:
             return
         import mlflow
@@ -79,8 +84,22 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
+    def resume_from(self, step: int) -> None:
+        """A Train worker group restarted from a checkpoint at ``step``: the steps it now
+        repeats were already logged by the attempt that died (up to the last logged step);
+        log only what comes after, so each step appears once in every metric's history."""
+        if not self.active or not self.run_id:
+            return
+        client = self.mlflow.MlflowClient()
+        logged = [
+            m.step
+            for key in client.get_run(self.run_id).data.metrics
+            for m in client.get_metric_history(self.run_id, key)
+        ]
+        self.logged_through = max([step, *logged])
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.active:
+        if self.active and step > self.logged_through:
             clean = {
                 k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v
             }

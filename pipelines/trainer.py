@@ -64,6 +64,33 @@ def check_resources(job: PretrainJob) -> None:
             f"cluster.num_workers x cluster.cpus_per_worker = {need_cpu:g} CPUs leaves less than 0.5 of "
             f"the cluster's {total_cpu:g} CPUs for Ray Data reading (it would hang); lower cluster.cpus_per_worker"
         )
+    node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    free = free_cpus_after_placing(
+        node_cpus, c.num_workers, c.cpus_per_worker, "SPREAD" in c.placement_strategy
+    )
+    if not c.use_gpu and free is not None and max(free, default=0) < 1:
+        raise ConfigError(
+            f"cluster.num_workers={c.num_workers} x cluster.cpus_per_worker={c.cpus_per_worker:g} "
+            f"({c.placement_strategy}) on nodes of {node_cpus} CPUs leaves no node a whole CPU for "
+            "a Ray Data read task (each takes 1): it would hang; lower cluster.cpus_per_worker"
+        )
+
+
+def free_cpus_after_placing(
+    node_cpus: list[float], n: int, per_worker: float, spread: bool
+) -> list[float] | None:
+    """CPUs left on each node once ``n`` workers of ``per_worker`` CPUs are placed the way
+    Ray's placement group would (SPREAD: the node with the most free CPUs first; PACK: fill a
+    node before the next), or None when they do not fit the nodes there now (an autoscaler
+    may add some)."""
+    free = sorted(node_cpus, reverse=True)
+    for _ in range(n):
+        fits = [i for i, f in enumerate(free) if f >= per_worker - 1e-9]
+        if not fits:
+            return None
+        i = max(fits, key=lambda j: free[j]) if spread else fits[0]
+        free[i] -= per_worker
+    return free
 
 
 def build_torch_trainer(

@@ -138,64 +138,107 @@ def mlflow_server(tmp_path_factory):
     stop_group(proc)
 
 
-@pytest.fixture(scope="module")
-def cluster2(tmp_path_factory, s3):
-    """A 2-node Ray cluster on this machine: head (2 CPUs) + worker node (2 CPUs)."""
-    d = tmp_path_factory.mktemp("cluster")
-    port, dash = free_port(), free_port()
-    env = {"PATH": f"{BIN}:{os.environ['PATH']}"}
-    head = start_group(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus=2",
-            f"--port={port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            "--object-store-memory=1500000000",
-            "--disable-usage-stats",
-            "--include-dashboard=true",
-        ],
-        d / "head.log",
-        env,
-    )
-    wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
-    worker = start_group(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--block",
-            f"--address=127.0.0.1:{port}",
-            "--num-cpus=2",
-            "--object-store-memory=1000000000",
-            "--disable-usage-stats",
-        ],
-        d / "worker.log",
-        env,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
+class ShareNothingCluster:
+    """``infra/local/cluster.sh up --share-nothing``: a head with 0 CPUs and worker nodes in
+    their own mount namespaces (empty private /tmp, checkout hidden). Jobs reach it only as a
+    laptop would: ``ray job submit --working-dir`` over the dashboard's HTTP API."""
+
+    def __init__(self, state: Path, env: dict[str, str]) -> None:
+        self.state, self.env = state, env
+        self.dashboard = f"http://127.0.0.1:{env['RAY_DASHBOARD_PORT']}"
+
+    def script(self, *args: str, timeout_s: float = 300) -> str:
         out = subprocess.run(
-            [
-                str(BIN / "python"),
-                "-c",
-                f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR');"
-                "print(sum(n['Alive'] for n in ray.nodes()))",
-            ],
+            ["bash", str(ROOT / "infra/local/cluster.sh"), *args],
             capture_output=True,
             text=True,
-            env={**os.environ, **env},
+            env=self.env,
+            cwd=ROOT,
+            timeout=timeout_s,
         )
-        if out.stdout.strip().endswith("2"):
-            break
-        time.sleep(2)
-    else:
-        raise TimeoutError("second Ray node did not join")
-    yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "logs": d}
-    stop_group(worker)
-    stop_group(head)
+        if out.returncode != 0:
+            raise RuntimeError(f"cluster.sh {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard)
+
+    def submit(self, entry: list[str], env_vars: dict[str, str] | None = None) -> str:
+        """Submit ``entry`` with this checkout as the working dir (the only way code reaches
+        the nodes); returns the job id. A fresh head answers 'no available agent' for a while."""
+        import shlex
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                return self.client().submit_job(
+                    entrypoint=shlex.join(entry),
+                    runtime_env={"working_dir": str(ROOT), "env_vars": env_vars or {}},
+                )
+            except RuntimeError as err:
+                if "No available agent" not in str(err) or time.time() > deadline:
+                    raise
+                time.sleep(3)
+
+    def wait(self, job_id: str, timeout_s: float = 900) -> tuple[str, str]:
+        """(final status, logs) of a job."""
+        from ray.job_submission import JobStatus
+
+        client = self.client()
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            status = client.get_job_status(job_id)
+            if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                return str(status), client.get_job_logs(job_id)
+            time.sleep(2)
+        client.stop_job(job_id)
+        return "TIMEOUT", client.get_job_logs(job_id)
+
+    def run(self, entry: list[str], **kw) -> str:
+        """Submit, wait, assert success; returns the logs."""
+        status, logs = self.wait(self.submit(entry, **kw))
+        assert status == "SUCCEEDED", f"job {status}:\n{logs[-6000:]}"
+        return logs
+
+    def node_ids(self) -> dict[str, bool]:
+        """node id -> alive, from the dashboard."""
+        import json
+
+        with urllib.request.urlopen(f"{self.dashboard}/nodes?view=summary", timeout=10) as r:
+            nodes = json.load(r)["data"]["summary"]
+        return {n["raylet"]["nodeId"]: n["raylet"]["state"] == "ALIVE" for n in nodes}
+
+
+@pytest.fixture(scope="module")
+def share_nothing(tmp_path_factory, s3):
+    """A share-nothing Ray cluster of a 0-CPU head and 2 worker nodes (2 CPUs each), started
+    after the AWS variables are set so that every node reaches the moto server."""
+    check = subprocess.run(
+        ["bash", str(ROOT / "infra/local/isolate.sh"), "--", "true"], capture_output=True, text=True
+    )
+    if check.returncode == 3:
+        pytest.skip(f"share-nothing nodes need a mount namespace: {check.stderr.strip()}")
+    assert check.returncode == 0, check.stderr
+    state = tmp_path_factory.mktemp("share-nothing")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "A2V_STATE_DIR": str(state),
+        "RAY_HEAD_PORT": str(free_port()),
+        "RAY_DASHBOARD_PORT": str(free_port()),
+        "RAY_AUTH_MODE": "disabled",
+        # a killed node is declared dead after ~3 s instead of ~30 s
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
+    cluster = ShareNothingCluster(state, env)
+    try:
+        cluster.script("up", "--share-nothing")
+        yield cluster
+    finally:
+        cluster.script("down", timeout_s=120)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2v_core.config import FinetuneJob, PretrainJob
-from a2v_core.config_loader import ConfigError, load_config
+from a2v_core.config_loader import ConfigError, build_config, load_config
 
 METRICS = ("val_macro_ap", "val_micro_f1")
 
@@ -97,6 +97,16 @@ class Stage(_Strict):
 
     config: str | None = None
     set: list[str] = Field(default_factory=list)
+    resolved: dict[str, Any] | None = Field(
+        None,
+        description="the stage's job config as the driver resolved it (``SweepConfig.pin``): "
+        "trials run on nodes that cannot read the driver's config files",
+    )
+
+    def build(self, job_cls: type, overrides: list[str]) -> Any:
+        if self.resolved is not None:
+            return build_config(job_cls, self.resolved, overrides)
+        return load_config(job_cls, self.config, self.set + overrides)
 
 
 class FinetuneStage(Stage):
@@ -143,23 +153,34 @@ class SweepConfig(_Strict):
         ]
 
     def finetune_job(self, params: dict[str, Any] | None = None) -> FinetuneJob:
-        overrides = list(self.finetune.set)
+        overrides = []
         if self.finetune.pretrained is not None:
             overrides.append(f"pretrained={self.finetune.pretrained}")
-        return load_config(
-            FinetuneJob,
-            self.finetune.config,
-            overrides + self.stage_params(params or {}, "finetune"),
+        return self.finetune.build(
+            FinetuneJob, overrides + self.stage_params(params or {}, "finetune")
         )
 
     def pretrain_job(self, params: dict[str, Any] | None = None) -> PretrainJob:
         if self.pretrain is None:
             raise ConfigError("this sweep has no 'pretrain' stage")
-        return load_config(
-            PretrainJob,
-            self.pretrain.config,
-            self.pretrain.set + self.stage_params(params or {}, "pretrain"),
-        )
+        return self.pretrain.build(PretrainJob, self.stage_params(params or {}, "pretrain"))
+
+    def pin(self, absolute: Any) -> None:
+        """Resolve every stage on the driver, once: its YAML and ``set`` become ``resolved``
+        and local paths become absolute (``absolute``: a local path -> absolute, URIs kept).
+        A trial then needs neither the driver's files nor its working directory (Tune runs
+        trials in their own directories, on any node)."""
+        if self.finetune.pretrained is not None:
+            self.finetune.pretrained = absolute(self.finetune.pretrained)
+        stages = [(self.finetune, self.finetune_job())]
+        if self.pretrain is not None:
+            stages.append((self.pretrain, self.pretrain_job()))
+        for stage, job in stages:
+            job.data.archive = absolute(job.data.archive)
+            job.data.annotations = absolute(job.data.annotations)
+            if isinstance(job, FinetuneJob) and job.pretrained:
+                job.pretrained = absolute(job.pretrained)
+            stage.resolved, stage.set = job.model_dump(mode="json"), []
 
     def reports_per_trial(self) -> int:
         job = self.finetune_job()

@@ -26,6 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from a2v_core.config_loader import ConfigError, to_yaml
 from pipelines import storage
+from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker, tracking_uri
 from pipelines.trainer import init_ray
 from tune.plots import plot_sweep
@@ -182,9 +183,18 @@ def write_best(sweep: SweepConfig, table: pd.DataFrame, out_dir: str) -> dict[st
 
 
 def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) -> dict[str, Any]:
-    if not storage.is_remote(sweep.storage_path):
-        sweep.storage_path = storage.split_uri(sweep.storage_path)[1]
+    sweep.storage_path = storage.absolute(sweep.storage_path)
+    sweep.pin(storage.absolute)
     init_ray(address)
+    fjob = sweep.finetune_job()
+    shared = {
+        "storage_path": sweep.storage_path,
+        "finetune: data.archive": fjob.data.archive,
+        "finetune.pretrained": fjob.pretrained,
+    }
+    if sweep.pretrain is not None:
+        shared["pretrain: data.archive"] = sweep.pretrain_job().data.archive
+    require_shared(shared)  # trials, and their Train workers, run on any node
     out_dir = storage.join(sweep.storage_path, sweep.name)
     tracker, parent_id = _parent_run(sweep, resume)
     if resume and parent_id:

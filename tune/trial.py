@@ -42,8 +42,7 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     fjob.pretrained = pretrained
     fjob.run.name, fjob.run.storage_path = "finetune", root
     fjob.run.checkpoint_every_steps = fjob.run.validate_every_steps  # one report per validation
-    fjob.tracking.enabled = False
-    storage.absolutize(fjob)
+    fjob.tracking.enabled = False  # paths were made absolute on the driver (SweepConfig.pin)
     trainer, _, _ = finetune.build_trainer(fjob, callbacks=[TuneReportCallback()])
     result = trainer.fit()
     if result.error:

@@ -1,43 +1,124 @@
 #!/usr/bin/env bash
-# A 2-node Ray cluster on one machine (head + one worker node), for tests and by hand.
-#   infra/local/cluster.sh up|down|status
+# A multi-node Ray cluster on one machine, for tests and by hand. Uses the ray/python on PATH
+# (activate .venv first).
+#
+#   infra/local/cluster.sh up                 head (2 CPUs) + one worker node (1 CPU), sharing
+#                                             this machine's disk (quick checks only)
+#   infra/local/cluster.sh up --share-nothing head with 0 CPUs (as the RayJob manifests) and
+#                                             $WORKERS worker nodes (2), each node in its own
+#                                             mount namespace (infra/local/isolate.sh): an empty
+#                                             private /tmp, the checkout and $A2V_HIDE hidden,
+#                                             only the Python env visible. Code reaches the
+#                                             nodes only through `ray job submit --working-dir`,
+#                                             data through s3:// and tracking over HTTP.
+#   infra/local/cluster.sh add-worker         start one more worker node (share-nothing if the
+#                                             cluster is), e.g. to replace a killed one
+#   infra/local/cluster.sh kill-worker N      kill worker node N at once (SIGKILL to its process
+#                                             group: a preempted spot node)
+#   infra/local/cluster.sh down | status
+#
 # Env: RAY_HEAD_PORT (6380), RAY_DASHBOARD_PORT (8265), A2V_STATE_DIR (.a2v-local),
-#      HEAD_CPUS (2), WORKER_CPUS (1). Uses the ray on PATH (activate .venv first).
+#      HEAD_CPUS (2; 0 with --share-nothing), WORKER_CPUS (1; 2 with --share-nothing),
+#      WORKERS (2, --share-nothing), A2V_HIDE (extra folders to hide, space-separated).
 set -euo pipefail
-STATE=${A2V_STATE_DIR:-.a2v-local}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+STATE=$(mkdir -p "${A2V_STATE_DIR:-.a2v-local}" && cd "${A2V_STATE_DIR:-.a2v-local}" && pwd)
 PORT=${RAY_HEAD_PORT:-6380}
 DPORT=${RAY_DASHBOARD_PORT:-8265}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
-mkdir -p "$STATE"
+PY_ENV=$(python -c 'import sys; print(sys.prefix)')
+
+free_port() {
+  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_node() {  # start_node NAME ray-start-args...: its own process group, pgid in $STATE
+  local name=$1; shift
+  # --block keeps each node's processes under one process group we can stop exactly. Every
+  # node's agent gets its own HTTP port (the default 52365 can be bound by one node only, and
+  # the job API needs the head's).
+  local cmd=("$(command -v ray)" start --block --dashboard-agent-listen-port="$(free_port)" "$@")
+  if [ -f "$STATE/share-nothing" ]; then
+    local iso=("$HERE/isolate.sh" --hide "$ROOT" --keep "$PY_ENV")
+    for d in ${A2V_HIDE:-}; do iso+=(--hide "$d"); done
+    cmd=("${iso[@]}" -- "${cmd[@]}")
+  fi
+  setsid "${cmd[@]}" >"$STATE/ray-$name.log" 2>&1 &
+  echo $! >"$STATE/ray-$name.pgid"
+}
+
+alive_nodes() {  # through the dashboard, as from a laptop: a share-nothing node's raylet
+  # socket is in its private /tmp, so a local `ray.init(address=...)` cannot attach
+  curl -sf "http://127.0.0.1:$DPORT/nodes?view=summary" 2>/dev/null | python -c "
+import json, sys
+print(sum(n['raylet']['state'] == 'ALIVE' for n in json.load(sys.stdin)['data']['summary']))
+" 2>/dev/null || echo 0
+}
+
+wait_nodes() {  # wait_nodes N: until N nodes are alive (2 minutes at most)
+  for _ in $(seq 120); do [ "$(alive_nodes)" = "$1" ] && return 0; sleep 1; done
+  echo "cluster.sh: $1 nodes did not come up; logs in $STATE" >&2; return 1
+}
+
+workers() { ls "$STATE"/ray-worker*.pgid 2>/dev/null | wc -l; }
+
+add_worker() {
+  local n; n=$(cat "$STATE/next-worker" 2>/dev/null || echo 1)
+  echo $((n + 1)) >"$STATE/next-worker"
+  start_node "worker$n" --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" \
+    --object-store-memory=1000000000 --disable-usage-stats
+  echo "worker$n"
+}
+
 case "${1:-status}" in
   up)
-    # --block keeps each node's processes under one process group we can stop exactly.
-    setsid ray start --head --block --num-cpus="${HEAD_CPUS:-2}" --port="$PORT" \
-      --dashboard-host=127.0.0.1 --dashboard-port="$DPORT" --object-store-memory=2000000000 \
-      --disable-usage-stats >"$STATE/ray-head.log" 2>&1 &
-    echo $! >"$STATE/ray-head.pgid"
-    for _ in $(seq 120); do curl -sf "http://127.0.0.1:$DPORT/api/version" >/dev/null 2>&1 && break; sleep 0.5; done
-    setsid ray start --block --address="127.0.0.1:$PORT" --num-cpus="${WORKER_CPUS:-1}" \
-      --object-store-memory=1000000000 --disable-usage-stats >"$STATE/ray-worker.log" 2>&1 &
-    echo $! >"$STATE/ray-worker.pgid"
-    for _ in $(seq 120); do
-      n=$(python -c "import ray; ray.init(address='127.0.0.1:$PORT', logging_level='ERROR'); print(sum(x['Alive'] for x in ray.nodes()))" 2>/dev/null || echo 0)
-      [ "$n" = "2" ] && break; sleep 1
-    done
+    rm -f "$STATE/share-nothing" "$STATE/next-worker"
+    if [ "${2:-}" = "--share-nothing" ]; then
+      "$HERE/isolate.sh" -- true || { echo "cluster.sh: --share-nothing needs isolate.sh (above)" >&2; exit 3; }
+      touch "$STATE/share-nothing"
+      HEAD_CPUS=${HEAD_CPUS:-0} WORKER_CPUS=${WORKER_CPUS:-2} N=${WORKERS:-2}
+    else
+      HEAD_CPUS=${HEAD_CPUS:-2} WORKER_CPUS=${WORKER_CPUS:-1} N=1
+    fi
+    echo "$WORKER_CPUS" >"$STATE/worker-cpus"
+    start_node head --head --num-cpus="$HEAD_CPUS" --port="$PORT" \
+      --dashboard-host=127.0.0.1 --dashboard-port="$DPORT" --object-store-memory=1500000000 \
+      --include-dashboard=true --disable-usage-stats
+    for _ in $(seq 240); do curl -sf "http://127.0.0.1:$DPORT/api/version" >/dev/null 2>&1 && break; sleep 0.5; done
+    for _ in $(seq "$N"); do add_worker >/dev/null; done
+    wait_nodes $((N + 1))
     echo "127.0.0.1:$PORT" >"$STATE/ray-address"
-    echo "ray cluster up: address 127.0.0.1:$PORT, dashboard / jobs http://127.0.0.1:$DPORT"
+    echo "ray cluster up ($((N + 1)) nodes$([ -f "$STATE/share-nothing" ] && echo ', share-nothing')): address 127.0.0.1:$PORT, dashboard / jobs http://127.0.0.1:$DPORT"
+    ;;
+  add-worker)
+    WORKER_CPUS=$(cat "$STATE/worker-cpus")
+    name=$(add_worker)
+    wait_nodes $(($(workers) + 1))  # the nodes started here and alive, a killed one gone
+    echo "$name joined"
+    ;;
+  kill-worker)
+    f="$STATE/ray-worker${2:?usage: $0 kill-worker N}.pgid"
+    [ -f "$f" ] || { echo "cluster.sh: no worker node ${2}" >&2; exit 2; }
+    kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+    echo "worker${2} killed"
     ;;
   down)
-    for node in worker head; do
-      f="$STATE/ray-$node.pgid"
-      [ -f "$f" ] && kill -- "-$(cat "$f")" 2>/dev/null || true
+    for f in "$STATE"/ray-worker*.pgid "$STATE/ray-head.pgid"; do
+      [ -f "$f" ] || continue
+      pg=$(cat "$f")
+      kill -TERM -- "-$pg" 2>/dev/null || true
+      for _ in $(seq 40); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.25; done
+      kill -KILL -- "-$pg" 2>/dev/null || true
       rm -f "$f"
     done
-    rm -f "$STATE/ray-address"
+    rm -f "$STATE/ray-address" "$STATE/share-nothing" "$STATE/next-worker" "$STATE/worker-cpus"
     echo "ray cluster down"
     ;;
   status)
+    echo "worker nodes started here: $(workers)"
     ray status --address="127.0.0.1:$PORT" || exit 1
     ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--share-nothing] | add-worker | kill-worker N | down | status" >&2; exit 2 ;;
 esac

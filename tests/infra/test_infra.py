@@ -175,7 +175,7 @@ def test_every_entry_point_resolves_to_a_module_its_flags_and_a_config():
         if "--config" in args:
             config = ROOT / args[args.index("--config") + 1]
             assert config.is_file(), f"{where}: {config} does not exist"
-            if module == "tune.sweep":
+            if module in ("tune.sweep", "pipelines.tune"):
                 load_sweep(config)
             else:
                 load_config(JOBS[module.rsplit(".", 1)[-1]], config)

@@ -1,0 +1,330 @@
+"""The four user commands through ``ray job submit --working-dir`` on a share-nothing cluster:
+a head with 0 CPUs (as the RayJob manifests) and two worker nodes in their own mount
+namespaces, which see none of this checkout, the test's temp dirs or the driver's disk. The
+archive, checkpoints and outputs are on moto S3; MLflow is an ``mlflow server`` over HTTP.
+
+One cluster serves the module: pretraining (a worker node is killed mid-run and replaced by a
+fresh, empty one), fine-tuning from the S3 checkpoint, a 2-trial sweep, labelling with actors
+on both nodes and evaluation. Labelling and evaluation must equal a local run of the same
+model over the same archive.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from a2v_core.config import EvaluateJob, LabelJob
+from a2v_core.config_loader import load_config
+from pipelines import evaluate, label, storage
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+S3 = "s3://a2v-test/sn"
+ARCHIVE = f"{S3}/archive"
+RUNS = f"{S3}/runs"
+PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 14, 3, 5
+
+
+@pytest.fixture(scope="module")
+def archive(s3, synth_archive) -> str:
+    storage.upload_dir(synth_archive, ARCHIVE)
+    return ARCHIVE
+
+
+def once(items: list) -> list:
+    """Ray Train forwards each worker print twice (its print patch and the worker's stdout):
+    drop an item equal to the one before it."""
+    return [x for i, x in enumerate(items) if i == 0 or x != items[i - 1]]
+
+
+def job_steps(logs: str) -> list[int]:
+    return once([int(s) for s in re.findall(r"\[pretrain\] step (\d+)/", logs)])
+
+
+@pytest.fixture(scope="module")
+def pretrained(share_nothing, mlflow_server, archive) -> dict:
+    """Pretraining on 2 workers, one per worker node; after step KILL_AFTER_STEP worker node 1
+    is killed (SIGKILL, as a preempted spot node) and a fresh node takes its place."""
+    entry = [
+        "python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml",
+        "--archive", archive, "--storage-path", RUNS, "--name", "sn-pretrain",
+        "--set", f"tracking.uri={mlflow_server}",
+        "--set", f"optim.max_steps={PRETRAIN_STEPS}", "--set", "optim.warmup_steps=2",
+        "--set", "cluster.num_workers=2", "--set", "cluster.placement_strategy=STRICT_SPREAD",
+        # one worker per node, a node's other CPU left for reading (a read task takes 1 CPU)
+        "--set", "cluster.cpus_per_worker=1", "--set", "cluster.torch_threads=1",
+        "--set", "run.log_every_steps=1",
+        "--set", f"run.checkpoint_every_steps={CHECKPOINT_EVERY}",
+        "--set", "run.max_failures=3",
+    ]  # fmt: skip
+    t0 = time.time()
+    job = share_nothing.submit(entry)
+    client = share_nothing.client()
+    deadline = time.time() + 600
+    while not job_steps(logs := client.get_job_logs(job)) or job_steps(logs)[-1] < KILL_AFTER_STEP:
+        assert time.time() < deadline, logs[-4000:]
+        assert str(client.get_job_status(job)) in ("PENDING", "RUNNING"), logs[-4000:]
+        time.sleep(0.5)
+    killed_after = job_steps(logs)[-1]
+    nodes_before = share_nothing.node_ids()
+    share_nothing.script("kill-worker", "1")
+    t_kill = time.time()
+    share_nothing.script("add-worker")
+    status, logs = share_nothing.wait(job)
+    assert status == "SUCCEEDED", logs[-6000:]
+    return {
+        "uri": f"{RUNS}/sn-pretrain/final",
+        "logs": logs,
+        "killed_after": killed_after,
+        "nodes_before": {n for n, alive in nodes_before.items() if alive},
+        "wall_s": time.time() - t0,
+        "recovery_s": time.time() - t_kill,
+    }
+
+
+def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
+    logs = pretrained["logs"]
+    # rank placement, before and after the node was replaced: one rank per worker node
+    groups = logs.split("Started training worker group")[1:]
+    assert len(groups) == 2, "the worker group should have been started exactly twice"
+    first, second = (set(re.findall(r"\[pretrain\] rank \d/2 on node (\w+)", g)) for g in groups)
+    assert len(first) == 2 and len(second) == 2
+    assert first <= {n[:12] for n in pretrained["nodes_before"]}
+    assert len(second - first) == 1, "the restarted group should use the fresh node"
+    # it resumed from the last S3 checkpoint at or before the kill, and repeated no step
+    (resumed,) = once([int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", logs)])
+    assert resumed % CHECKPOINT_EVERY == 0 and resumed <= pretrained["killed_after"]
+    after = job_steps(logs[logs.index("resumed from checkpoint") :])
+    assert after == list(range(resumed + 1, PRETRAIN_STEPS + 1))
+    # MLflow's step sequence: every optimizer step once, none skipped, none repeated
+    mlflow.set_tracking_uri(mlflow_server)
+    (run,) = mlflow.search_runs(
+        experiment_names=["a2v/pretrain"],
+        filter_string="tags.`a2v.run_name` = 'sn-pretrain'",
+        output_format="list",
+    )
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(1, PRETRAIN_STEPS + 1)), steps
+    meta = json.loads(storage.read_bytes(f"{pretrained['uri']}/meta.json"))
+    assert meta["step"] == PRETRAIN_STEPS
+    print(
+        f"\n[share-nothing] pretrain: {pretrained['wall_s']:.0f} s, killed after step "
+        f"{pretrained['killed_after']}, resumed from {resumed}, recovered in "
+        f"{pretrained['recovery_s']:.0f} s; MLflow steps {sorted(steps)}"
+    )
+
+
+@pytest.fixture(scope="module")
+def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
+    t0 = time.time()
+    logs = share_nothing.run(
+        [
+            "python",
+            "-m",
+            "pipelines.finetune",
+            "--config",
+            "configs/finetune/tiny.yaml",
+            "--pretrained",
+            pretrained["uri"],
+            "--archive",
+            archive,
+            "--annotations",
+            f"{archive}/annotations.csv",
+            "--storage-path",
+            RUNS,
+            "--name",
+            "sn-finetune",
+            "--set",
+            f"tracking.uri={mlflow_server}",
+            "--set",
+            "optim.max_steps=40",
+            "--set",
+            "run.validate_every_steps=40",
+            "--set",
+            "run.checkpoint_every_steps=20",
+            "--set",
+            "cluster.num_workers=2",
+            "--set",
+            "cluster.cpus_per_worker=1",
+            "--set",
+            "cluster.torch_threads=1",
+            "--set",
+            "cluster.placement_strategy=SPREAD",
+            "--set",
+            "loss.prior_prob=0.2",
+            "--set",
+            "optim.freeze_frontend=true",
+        ]  # fmt: skip
+    )
+    assert "[finetune] best valid" in logs
+    print(f"\n[share-nothing] finetune: {time.time() - t0:.0f} s")
+    return f"{RUNS}/sn-finetune/best"
+
+
+def test_finetune_from_an_s3_checkpoint(finetuned, mlflow_server):
+    meta = json.loads(storage.read_bytes(f"{finetuned}/meta.json"))
+    assert meta["kind"] == "finetune" and meta["pretrained"] == f"{RUNS}/sn-pretrain/final"
+    mlflow.set_tracking_uri(mlflow_server)
+    (run,) = mlflow.search_runs(
+        experiment_names=["a2v/finetune"],
+        filter_string="tags.`a2v.run_name` = 'sn-finetune'",
+        output_format="list",
+    )
+    assert run.data.tags["checkpoint_uri"] == finetuned
+    assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_macro_ap")
+
+
+def local_label_job(cls, model: str, out: str, *extra: str):
+    return load_config(
+        cls,
+        ROOT / "configs/label/default.yaml",
+        [
+            f"model={model}",
+            f"data.archive={ARCHIVE}",
+            f"out={out}",
+            "tracking.enabled=false",
+            "events.threshold=0.12",  # = --threshold 0.12
+            "events.thresholds_from_model=false",
+            *extra,
+        ],
+    )
+
+
+def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
+    share_nothing, mlflow_server, finetuned, ray_session
+):
+    """The defect this module was written for: the driver copied an s3:// model into its own
+    temp dir and handed that path to the predictor actors, which run on other nodes."""
+    t0 = time.time()
+    out = f"{S3}/labels"
+    share_nothing.run(
+        [
+            "python",
+            "-m",
+            "pipelines.label",
+            "--model",
+            finetuned,
+            "--archive",
+            ARCHIVE,
+            "--out",
+            out,
+            "--threshold",
+            "0.12",
+            "--set",
+            f"tracking.uri={mlflow_server}",
+            "--set",
+            "cluster.num_actors=2",
+            "--set",
+            "cluster.cpus_per_worker=1",
+            "--set",
+            "cluster.placement_strategy=SPREAD",
+        ]  # fmt: skip
+    )
+    t_label = time.time() - t0
+    summary = json.loads(storage.read_bytes(f"{out}/run.json"))
+    assert len(summary["chunks_by_node"]) == 2, summary["chunks_by_node"]
+    assert summary["files_processed"] == 12 and summary["errors_by_type"] == {}
+    cluster_events = label.read_events(out, summary["model_version"])
+    local = label.run(local_label_job(LabelJob, finetuned, f"{S3}/labels-local"))
+    local_events = label.read_events(f"{S3}/labels-local", local["model_version"])
+    assert len(cluster_events) > 0
+    key = ["file", "onset_s", "label"]
+    a = cluster_events.sort_values(key).reset_index(drop=True)
+    b = local_events.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        a[["file", "onset_s", "offset_s", "label"]], b[["file", "onset_s", "offset_s", "label"]]
+    )
+    assert (a["score"] - b["score"]).abs().max() < 1e-5
+
+    t0 = time.time()
+    ann_uri = f"{ARCHIVE}/annotations.csv"
+    share_nothing.run(
+        [
+            "python",
+            "-m",
+            "pipelines.evaluate",
+            "--model",
+            finetuned,
+            "--archive",
+            ARCHIVE,
+            "--annotations",
+            ann_uri,
+            "--out",
+            f"{S3}/eval",
+            "--threshold",
+            "0.12",
+            "--set",
+            f"tracking.uri={mlflow_server}",
+            "--set",
+            "cluster.num_actors=2",
+            "--set",
+            "cluster.placement_strategy=SPREAD",
+        ]  # fmt: skip
+    )
+    t_eval = time.time() - t0
+    remote = json.loads(storage.read_bytes(f"{S3}/eval/metrics.json"))
+    mine = evaluate.run(
+        local_label_job(EvaluateJob, finetuned, f"{S3}/eval-local", f"data.annotations={ann_uri}")
+    )
+    assert remote["frame"]["macro_ap"] == pytest.approx(mine["frame"]["macro_ap"], abs=1e-6)
+    for iou in remote["events"]:
+        assert remote["events"][iou]["f1"] == pytest.approx(mine["events"][iou]["f1"], abs=1e-9)
+    print(f"\n[share-nothing] label: {t_label:.0f} s, evaluate: {t_eval:.0f} s")
+
+
+def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archive):
+    t0 = time.time()
+    ft_set = [
+        f"data.archive={archive}",
+        f"data.annotations={archive}/annotations.csv",
+        "optim.max_steps=8",
+        "optim.warmup_steps=2",
+        "optim.freeze_steps=0",
+        "run.validate_every_steps=4",
+        "cluster.cpus_per_worker=1",
+        "cluster.torch_threads=1",
+        "mixup.enabled=false",
+    ]
+    logs = share_nothing.run(
+        [
+            "python",
+            "-m",
+            "pipelines.tune",
+            "--config",
+            "configs/tune/masking_focal.yaml",
+            "--set",
+            "name=sn-sweep",
+            "--set",
+            f"storage_path={S3}/tune",
+            "--set",
+            "pretrain=null",
+            "--set",
+            f"finetune.set=[{', '.join(ft_set)}]",
+            "--set",
+            f"finetune.pretrained={RUNS}/sn-pretrain/final",
+            "--set",
+            "space={finetune.optim.lr: {type: grid, values: [0.003, 0.001]}}",
+            "--set",
+            "num_samples=1",
+            "--set",
+            "scheduler={type: fifo}",
+            "--set",
+            f"tracking={{uri: '{mlflow_server}', experiment: a2v/sn-sweep}}",
+        ]  # fmt: skip
+    )
+    results = pd.read_csv(io.BytesIO(storage.read_bytes(f"{S3}/tune/sn-sweep/results.csv")))
+    assert len(results) == 2 and (results["status"] == "TERMINATED").all(), logs[-4000:]
+    assert results["best_val_macro_ap"].notna().all()
+    assert storage.exists(f"{S3}/tune/sn-sweep/best_finetune.yaml")
+    mlflow.set_tracking_uri(mlflow_server)
+    runs = mlflow.search_runs(experiment_names=["a2v/sn-sweep"], output_format="list")
+    assert len(runs) == 3  # the parent and one child per trial
+    print(f"\n[share-nothing] tune (2 trials): {time.time() - t0:.0f} s")

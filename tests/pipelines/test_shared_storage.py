@@ -1,0 +1,113 @@
+"""Share-nothing rules checked on the driver, without a cluster: which URIs a multi-node job
+rejects, where Train workers fit beside Ray Data reads, MLflow steps after a resume, and a
+sweep whose trials need none of the driver's files."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+
+from pipelines.shared_storage import problems, tracking_is_shared
+from pipelines.tracking import Tracker
+from pipelines.trainer import free_cpus_after_placing
+from tests.conftest import ROOT
+from tune.space import sweep_from_dict
+
+
+def test_local_uris_are_named_and_object_stores_pass():
+    found = problems(
+        {
+            "data.archive": "/home/me/archive",
+            "run.storage_path": "s3://bucket/runs",
+            "model": "file:///tmp/model",
+            "pretrained": None,
+        },
+        "sqlite:////home/me/mlflow.db",
+    )
+    assert len(found) == 3
+    assert found[0].startswith("data.archive must be s3:// or gs:// on a multi-node cluster")
+    assert found[1].startswith("model must be")
+    assert found[2].startswith("tracking.uri must be an MLflow server")
+    assert problems({"data.archive": "s3://b/a", "model": "gs://b/m"}, "http://mlflow:5000") == []
+
+
+@pytest.mark.parametrize(
+    "uri, shared",
+    [
+        ("http://mlflow:5000", True),
+        ("https://user:pw@mlflow.example.org", True),
+        ("postgresql+psycopg2://u:p@db/mlflow", True),
+        ("databricks", True),
+        ("sqlite:///mlflow.db", False),
+        ("file:///tmp/mlruns", False),
+        ("./mlruns", False),
+    ],
+)
+def test_which_mlflow_stores_every_node_reaches(uri, shared):
+    assert tracking_is_shared(uri) is shared
+
+
+def test_a_password_in_the_tracking_uri_is_not_repeated_in_the_error():
+    (line,) = problems({}, "file://me:hunter2@host/mlruns")
+    assert "hunter2" not in line and "***@" in line
+
+
+@pytest.mark.parametrize(
+    "nodes, n, per, spread, free",
+    [
+        ([0, 2, 2], 2, 1.5, True, [0.5, 0.5, 0]),  # a 0.5 CPU per node: no read task fits
+        ([0, 2, 2], 2, 1.0, True, [1, 1, 0]),
+        ([4], 2, 0.5, False, [3.0]),
+        ([2, 2], 2, 1.0, False, [0, 2]),  # PACK fills the first node
+        ([0, 2], 2, 1.5, True, None),  # does not fit the nodes there now
+    ],
+)
+def test_train_workers_are_placed_as_ray_would(nodes, n, per, spread, free):
+    assert free_cpus_after_placing(nodes, n, per, spread) == free
+
+
+def test_resumed_steps_are_logged_once(tmp_path):
+    """A worker group that restarts from a checkpoint at step 3 after the dead one had logged
+    step 5 repeats steps 4 and 5; MLflow keeps the first record of each step."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "resume")
+    run_id = first.start("r")
+    for step in range(1, 6):
+        first.log_metrics({"loss": 1.0 / step}, step)
+    mlflow.end_run("KILLED")
+    second = Tracker(uri, "resume")
+    second.start("r", run_id=run_id)
+    second.resume_from(3)
+    for step in range(4, 9):
+        second.log_metrics({"loss": 2.0}, step)
+    second.end()
+    history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, 9))
+
+
+def test_a_pinned_sweep_needs_neither_config_files_nor_the_working_dir(tmp_path, monkeypatch):
+    """Tune runs a trial in its own directory on any node: the stages are resolved on the
+    driver (configs inlined, local paths absolute) and travel with the sweep."""
+    monkeypatch.chdir(ROOT)
+    sweep = sweep_from_dict(
+        {
+            "name": "pinned",
+            "storage_path": str(tmp_path / "tune"),
+            "finetune": {
+                "config": "configs/finetune/tiny.yaml",
+                "set": ["data.archive=demo_out/archive", "optim.max_steps=7"],
+                "pretrained": "demo_out/runs/pretrain-tiny/final",
+            },
+            "space": {"finetune.loss.focal_gamma": {"type": "choice", "values": [1.0, 2.0]}},
+        }
+    )
+    sweep.pin(lambda p: p if p is None or "://" in p else os.path.abspath(p))
+    shipped = sweep.model_dump(mode="json")
+    monkeypatch.chdir(tmp_path)  # a trial's directory: no configs/ here
+    trial_sweep = type(sweep).model_validate(shipped)
+    job = trial_sweep.finetune_job({"finetune.loss.focal_gamma": 2.0})
+    assert job.optim.max_steps == 7 and job.loss.focal_gamma == 2.0
+    assert job.data.archive == str(ROOT / "demo_out/archive")
+    assert job.pretrained == str(ROOT / "demo_out/runs/pretrain-tiny/final")

@@ -10,7 +10,7 @@ $(BIN)/a2v: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-soak lint bench clean
 install: $(BIN)/a2v
 
 demo: install  ## synthetic archive -> pretrain -> finetune -> label, all on the tiny preset
@@ -21,6 +21,9 @@ test: install  ## the whole suite (slow end-to-end tests included)
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+
+test-soak: install  ## multi-hour inputs (label memory on a 4-hour file), not part of `make test`
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m soak
 
 lint: install
 	$(BIN)/ruff check a2v_core pipelines tune bench tests

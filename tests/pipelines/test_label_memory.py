@@ -1,4 +1,5 @@
-"""Labelling one multi-hour file (4 h): peak memory does not grow with the file's length."""
+"""Labelling one multi-hour file (4 h): peak memory does not grow with the file's length.
+A soak test: `make test-soak` (not in `make test` / CI)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from tests.pipelines.test_memory import write_long_flac
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# a 4-hour file: ~3 minutes on 2 cores; `make test-soak`
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 LABEL = """
 import sys

@@ -20,6 +20,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from a2v_core.checkpoint import load_checkpoint
 from a2v_core.config import EvaluateJob, LabelJob
 from a2v_core.config_loader import load_config
 from pipelines import evaluate, label, storage
@@ -48,6 +49,39 @@ def once(items: list) -> list:
 
 def job_steps(logs: str) -> list[int]:
     return once([int(s) for s in re.findall(r"\[pretrain\] step (\d+)/", logs)])
+
+
+def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
+    """A local path that a worker would open fails on the driver, naming the key, before any
+    task starts (not as a FileNotFoundError inside a worker on another node)."""
+    t0 = time.time()
+    status, logs = share_nothing.wait(
+        share_nothing.submit(
+            [
+                "python",
+                "-m",
+                "pipelines.pretrain",
+                "--config",
+                "configs/pretrain/tiny.yaml",
+                "--archive",
+                archive,
+                "--storage-path",
+                "/tmp/a2v-runs",
+                "--name",
+                "local-runs",
+                "--set",
+                "tracking.uri=sqlite:///tmp/mlflow.db",
+            ]  # fmt: skip
+        )
+    )
+    assert status == "FAILED"
+    assert (
+        "error: run.storage_path must be s3:// or gs:// on a multi-node cluster (got '/tmp/a2v-runs')"
+        in logs
+    )
+    assert "tracking.uri must be an MLflow server" in logs
+    assert "TrainController" not in logs and "Traceback" not in logs
+    print(f"\n[share-nothing] local paths rejected in {time.time() - t0:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +148,12 @@ def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
     )
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
     assert sorted(steps) == list(range(1, PRETRAIN_STEPS + 1)), steps
-    meta = json.loads(storage.read_bytes(f"{pretrained['uri']}/meta.json"))
+    with storage.fetched(pretrained["uri"]) as local:
+        states, _, meta = load_checkpoint(local)
     assert meta["step"] == PRETRAIN_STEPS
+    # Adam's per-parameter step count: the optimizer steps on the final weights' lineage
+    assert {int(s["step"]) for s in states["optimizer"]["state"].values()} == {PRETRAIN_STEPS}
+    assert states["scheduler"]["last_epoch"] == PRETRAIN_STEPS
     print(
         f"\n[share-nothing] pretrain: {pretrained['wall_s']:.0f} s, killed after step "
         f"{pretrained['killed_after']}, resumed from {resumed}, recovered in "

@@ -239,6 +239,8 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
         f"[tune] {len(table)} trials ({int(table['stopped_early'].sum())} stopped early, {errors} errors) "
         f"in {wall:.0f} s; best config: {written.get('finetune')}; results: {out_dir}"
     )
+    if errors == len(table):  # a sweep of which nothing ran is a failed job, not a result
+        raise SystemExit(f"error: all {errors} trials failed; their errors are under {out_dir}")
     return {"table": table, "best": written, "dir": out_dir, "mlflow_run_id": parent_id}
 
 

@@ -51,32 +51,24 @@ def job_steps(logs: str) -> list[int]:
     return once([int(s) for s in re.findall(r"\[pretrain\] step (\d+)/", logs)])
 
 
+def pretrain_entry(storage_path: str, name: str, *sets: str) -> list[str]:
+    entry = ["python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml"]
+    entry += ["--archive", ARCHIVE, "--storage-path", storage_path, "--name", name]
+    return entry + [arg for s in sets for arg in ("--set", s)]
+
+
 def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
     """A local path that a worker would open fails on the driver, naming the key, before any
     task starts (not as a FileNotFoundError inside a worker on another node)."""
     t0 = time.time()
     status, logs = share_nothing.wait(
         share_nothing.submit(
-            [
-                "python",
-                "-m",
-                "pipelines.pretrain",
-                "--config",
-                "configs/pretrain/tiny.yaml",
-                "--archive",
-                archive,
-                "--storage-path",
-                "/tmp/a2v-runs",
-                "--name",
-                "local-runs",
-                "--set",
-                "tracking.uri=sqlite:///tmp/mlflow.db",
-            ]  # fmt: skip
+            pretrain_entry("/tmp/a2v-runs", "local-runs", "tracking.uri=sqlite:///tmp/mlflow.db")
         )
     )
     assert status == "FAILED"
     assert (
-        "error: run.storage_path must be s3:// or gs:// on a multi-node cluster (got '/tmp/a2v-runs')"
+        "error: run.storage_path must be s3:// on a multi-node cluster (got '/tmp/a2v-runs')"
         in logs
     )
     assert "tracking.uri must be an MLflow server" in logs
@@ -88,18 +80,21 @@ def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
 def pretrained(share_nothing, mlflow_server, archive) -> dict:
     """Pretraining on 2 workers, one per worker node; after step KILL_AFTER_STEP worker node 1
     is killed (SIGKILL, as a preempted spot node) and a fresh node takes its place."""
-    entry = [
-        "python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml",
-        "--archive", archive, "--storage-path", RUNS, "--name", "sn-pretrain",
-        "--set", f"tracking.uri={mlflow_server}",
-        "--set", f"optim.max_steps={PRETRAIN_STEPS}", "--set", "optim.warmup_steps=2",
-        "--set", "cluster.num_workers=2", "--set", "cluster.placement_strategy=STRICT_SPREAD",
+    entry = pretrain_entry(
+        RUNS,
+        "sn-pretrain",
+        f"tracking.uri={mlflow_server}",
+        f"optim.max_steps={PRETRAIN_STEPS}",
+        "optim.warmup_steps=2",
+        "cluster.num_workers=2",
+        "cluster.placement_strategy=STRICT_SPREAD",
         # one worker per node, a node's other CPU left for reading (a read task takes 1 CPU)
-        "--set", "cluster.cpus_per_worker=1", "--set", "cluster.torch_threads=1",
-        "--set", "run.log_every_steps=1",
-        "--set", f"run.checkpoint_every_steps={CHECKPOINT_EVERY}",
-        "--set", "run.max_failures=3",
-    ]  # fmt: skip
+        "cluster.cpus_per_worker=1",
+        "cluster.torch_threads=1",
+        "run.log_every_steps=1",
+        f"run.checkpoint_every_steps={CHECKPOINT_EVERY}",
+        "run.max_failures=3",
+    )
     t0 = time.time()
     job = share_nothing.submit(entry)
     client = share_nothing.client()
@@ -201,7 +196,7 @@ def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
             "loss.prior_prob=0.2",
             "--set",
             "optim.freeze_frontend=true",
-        ]  # fmt: skip
+        ]
     )
     assert "[finetune] best valid" in logs
     print(f"\n[share-nothing] finetune: {time.time() - t0:.0f} s")
@@ -237,6 +232,16 @@ def local_label_job(cls, model: str, out: str, *extra: str):
     )
 
 
+def spread_entry(module: str, model: str, out: str, mlflow_server: str, *extra: str) -> list[str]:
+    """A label / evaluate command with 2 predictor actors spread over the worker nodes."""
+    return [
+        *("python", "-m", module, "--model", model, "--archive", ARCHIVE, "--out", out),
+        *("--threshold", str(THRESHOLD), "--set", f"tracking.uri={mlflow_server}"),
+        *("--set", "cluster.num_actors=2", "--set", "cluster.cpus_per_worker=1"),
+        *("--set", "cluster.placement_strategy=SPREAD", *extra),
+    ]
+
+
 def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     share_nothing, mlflow_server, finetuned, ray_session
 ):
@@ -244,29 +249,7 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     temp dir and handed that path to the predictor actors, which run on other nodes."""
     t0 = time.time()
     out = f"{S3}/labels"
-    share_nothing.run(
-        [
-            "python",
-            "-m",
-            "pipelines.label",
-            "--model",
-            finetuned,
-            "--archive",
-            ARCHIVE,
-            "--out",
-            out,
-            "--threshold",
-            str(THRESHOLD),
-            "--set",
-            f"tracking.uri={mlflow_server}",
-            "--set",
-            "cluster.num_actors=2",
-            "--set",
-            "cluster.cpus_per_worker=1",
-            "--set",
-            "cluster.placement_strategy=SPREAD",
-        ]  # fmt: skip
-    )
+    share_nothing.run(spread_entry("pipelines.label", finetuned, out, mlflow_server))
     t_label = time.time() - t0
     summary = json.loads(storage.read_bytes(f"{out}/run.json"))
     assert len(summary["chunks_by_node"]) == 2, summary["chunks_by_node"]
@@ -286,27 +269,9 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     t0 = time.time()
     ann_uri = f"{ARCHIVE}/annotations.csv"
     share_nothing.run(
-        [
-            "python",
-            "-m",
-            "pipelines.evaluate",
-            "--model",
-            finetuned,
-            "--archive",
-            ARCHIVE,
-            "--annotations",
-            ann_uri,
-            "--out",
-            f"{S3}/eval",
-            "--threshold",
-            str(THRESHOLD),
-            "--set",
-            f"tracking.uri={mlflow_server}",
-            "--set",
-            "cluster.num_actors=2",
-            "--set",
-            "cluster.placement_strategy=SPREAD",
-        ]  # fmt: skip
+        spread_entry(
+            "pipelines.evaluate", finetuned, f"{S3}/eval", mlflow_server, "--annotations", ann_uri
+        )
     )
     t_eval = time.time() - t0
     remote = json.loads(storage.read_bytes(f"{S3}/eval/metrics.json"))
@@ -357,7 +322,7 @@ def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archi
             "scheduler={type: fifo}",
             "--set",
             f"tracking={{uri: '{mlflow_server}', experiment: a2v/sn-sweep}}",
-        ]  # fmt: skip
+        ]
     )
     results = pd.read_csv(io.BytesIO(storage.read_bytes(f"{S3}/tune/sn-sweep/results.csv")))
     assert len(results) == 2 and (results["status"] == "TERMINATED").all(), logs[-4000:]

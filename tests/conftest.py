@@ -143,8 +143,8 @@ class ShareNothingCluster:
     their own mount namespaces (empty private /tmp, checkout hidden). Jobs reach it only as a
     laptop would: ``ray job submit --working-dir`` over the dashboard's HTTP API."""
 
-    def __init__(self, state: Path, env: dict[str, str]) -> None:
-        self.state, self.env = state, env
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
         self.dashboard = f"http://127.0.0.1:{env['RAY_DASHBOARD_PORT']}"
 
     def script(self, *args: str, timeout_s: float = 300) -> str:
@@ -233,7 +233,7 @@ def share_nothing(tmp_path_factory, s3):
         "RAY_health_check_period_ms": "1000",
         "RAY_health_check_failure_threshold": "3",
     }
-    cluster = ShareNothingCluster(state, env)
+    cluster = ShareNothingCluster(env)
     try:
         cluster.script("up", "--share-nothing")
         yield cluster

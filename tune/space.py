@@ -178,8 +178,6 @@ class SweepConfig(_Strict):
         for stage, job in stages:
             job.data.archive = absolute(job.data.archive)
             job.data.annotations = absolute(job.data.annotations)
-            if isinstance(job, FinetuneJob) and job.pretrained:
-                job.pretrained = absolute(job.pretrained)
             stage.resolved, stage.set = job.model_dump(mode="json"), []
 
     def reports_per_trial(self) -> int:

@@ -51,11 +51,49 @@ def read_csv(path_or_buf: str | Path | io.IOBase) -> pd.DataFrame:
     return validate(pd.read_csv(path_or_buf), str(path_or_buf))
 
 
+def sniff(data: bytes) -> str:
+    """The format of an annotation file from its content: ``raven`` (a tab-separated
+    selection table), ``audacity`` (``onset<TAB>offset<TAB>label`` lines) or ``csv`` (the flat
+    table with a ``file,onset_s,offset_s,label`` header)."""
+    text = data.decode("utf-8-sig", errors="replace")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "\t" in first and "Begin Time (s)" in first.split("\t"):
+        return "raven"
+    cells = first.split("\t")
+    try:
+        float(cells[0]), float(cells[1])
+        return "audacity"
+    except (ValueError, IndexError):
+        pass
+    return "csv"
+
+
+def read_any(data: bytes, source: str) -> pd.DataFrame:
+    """An annotation file of any supported format (by content, see ``sniff``) as the canonical
+    table. An Audacity track names no recording: its rows get ``source``'s name without the
+    label file's extension (``rec.wav.txt`` -> ``rec.wav``, ``rec.txt`` -> ``rec``). Every
+    error names ``source``."""
+    kind = sniff(data)
+    try:
+        if kind == "raven":
+            return read_raven(io.BytesIO(data), source=source)
+        if kind == "audacity":
+            text = io.StringIO(data.decode("utf-8-sig"))
+            return read_audacity(text, Path(source).name.rsplit(".", 1)[0], source=source)
+        return validate(pd.read_csv(io.BytesIO(data)), source)
+    except (ValueError, KeyError) as err:
+        if str(err).startswith(source):
+            raise
+        raise ValueError(f"{source}: not a readable {kind} annotation table ({err})") from None
+
+
 def write_csv(table: pd.DataFrame, path_or_buf: str | Path | io.IOBase) -> None:
     validate(table).to_csv(path_or_buf, index=False)
 
 
-def read_raven(path_or_buf: str | Path | io.IOBase, file: str | None = None) -> pd.DataFrame:
+def read_raven(
+    path_or_buf: str | Path | io.IOBase, file: str | None = None, source: str | None = None
+) -> pd.DataFrame:
     """A Raven selection table (tab-separated). Each selection is one row; spectrogram and
     waveform views of the same selection are de-duplicated. ``file`` defaults to the
     ``Begin File`` column when present."""
@@ -65,7 +103,10 @@ def read_raven(path_or_buf: str | Path | io.IOBase, file: str | None = None) -> 
         raw = spec if len(spec) else raw.drop_duplicates("Selection")
     label_col = next((c for c in RAVEN_LABEL_COLUMNS if c in raw.columns), None)
     if label_col is None:
-        raise ValueError(f"Raven table has no label column (one of {RAVEN_LABEL_COLUMNS})")
+        raise ValueError(
+            f"{source or path_or_buf}: Raven table has no label column (one of "
+            f"{RAVEN_LABEL_COLUMNS})"
+        )
     out = pd.DataFrame(
         {
             "file": raw["Begin File"] if "Begin File" in raw.columns else (file or ""),
@@ -83,7 +124,7 @@ def read_raven(path_or_buf: str | Path | io.IOBase, file: str | None = None) -> 
             out[dst] = raw[src]
     if "Score" in raw.columns:
         out["score"] = raw["Score"]
-    return validate(out, str(path_or_buf))
+    return validate(out, source or str(path_or_buf))
 
 
 def to_raven(table: pd.DataFrame, sample_rate_hz: float | None = None) -> str:
@@ -112,7 +153,9 @@ def to_raven(table: pd.DataFrame, sample_rate_hz: float | None = None) -> str:
     return out.to_csv(sep="\t", index=False, lineterminator="\n")
 
 
-def read_audacity(path_or_buf: str | Path | io.IOBase, file: str = "") -> pd.DataFrame:
+def read_audacity(
+    path_or_buf: str | Path | io.IOBase, file: str = "", source: str | None = None
+) -> pd.DataFrame:
     """Audacity label track: ``onset<TAB>offset<TAB>label`` lines, each optionally followed
     by a frequency row ``\\<TAB>low<TAB>high``."""
     if isinstance(path_or_buf, (str, Path)):
@@ -138,7 +181,7 @@ def read_audacity(path_or_buf: str | Path | io.IOBase, file: str = "") -> pd.Dat
                 "label": parts[2] if len(parts) > 2 else "",
             }
         )
-    return validate(pd.DataFrame(rows) if rows else empty_table(), str(path_or_buf))
+    return validate(pd.DataFrame(rows) if rows else empty_table(), source or str(path_or_buf))
 
 
 def to_audacity(table: pd.DataFrame) -> str:

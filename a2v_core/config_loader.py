@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from a2v_core.config import Job
+from a2v_core.redact import redact_tree
 
 
 class ConfigError(ValueError):
@@ -88,8 +89,9 @@ def load_config(job: type[Job], path: str | Path | None, overrides: list[str] | 
 
 
 def to_yaml(cfg: BaseModel) -> str:
-    """The resolved config as YAML (written next to every run's outputs)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML (written next to every run's outputs and into every
+    checkpoint), with credentials redacted (``a2v_core.redact``)."""
+    return yaml.safe_dump(redact_tree(cfg.model_dump(mode="json")), sort_keys=False)
 
 
 def flatten(cfg: BaseModel | dict[str, Any]) -> dict[str, Any]:

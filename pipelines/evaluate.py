@@ -26,10 +26,12 @@ import pandas as pd
 from a2v_core import annotations as ann
 from a2v_core.config import EvaluateJob, LabelJob
 from a2v_core.config_loader import flatten
+from a2v_core.errors import InputError
 from a2v_core.metrics import event_metrics, frame_metrics
 from a2v_core.plots import pr_curves_png
-from pipelines import label, storage
-from pipelines.jobargs import job_parser, resolve
+from a2v_core.redact import redact_tree
+from pipelines import inputs, label, storage
+from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.tracking import Tracker
 
 
@@ -77,7 +79,17 @@ def per_class_table(fm: dict, ems: dict[float, dict], truth: pd.DataFrame, class
 def run(job: EvaluateJob) -> dict:
     storage.absolutize(job)
     if not job.data.annotations:
-        raise SystemExit("error: --annotations CSV is required")
+        raise InputError(
+            "--annotations is required (a CSV, Raven or Audacity table, or a folder of them)"
+        )
+    # before any labelling: the annotations read and name recordings of this archive
+    files = inputs.archive_files(job.data.archive, job.data.extensions)
+    truth_all = inputs.match_annotations(
+        inputs.read_annotations(job.data.annotations),
+        [f for f, _ in files],
+        job.data.annotations,
+        job.data.archive,
+    )
     label_out = storage.join(job.out, "labels")
     fields = set(LabelJob.model_fields)
     ljob = LabelJob.model_validate(
@@ -90,7 +102,6 @@ def run(job: EvaluateJob) -> dict:
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
     hop = int(round(sr / fr))
 
-    truth_all = ann.read_csv(io.BytesIO(storage.read_bytes(job.data.annotations)))
     errors = label.read_errors(label_out)
     frames = label.read_parts(label_out, "frames", version)
     labelled = set(frames["file"]) if len(frames) else set()
@@ -119,6 +130,7 @@ def run(job: EvaluateJob) -> dict:
         "x_real_time": summary["x_real_time"],
     }
     table = per_class_table(fm, ems, truth, classes)
+    metrics = redact_tree(metrics)
     storage.write_bytes(
         storage.join(job.out, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode()
     )
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         "events.threshold": args.threshold,
         "events.thresholds_from_model": "false" if args.threshold is not None else None,
     }
-    run(resolve(EvaluateJob, args, shorthands, extra))
+    run_main(run, resolve(EvaluateJob, args, shorthands, extra))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from a2v_core.mixup import bc_mixup
 from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
-from pipelines.jobargs import job_parser, resolve
+from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.pretrain import batches
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -249,10 +249,14 @@ def train_loop(config: dict) -> None:
 
 
 def build_trainer(
-    job: FinetuneJob, mlflow_run_id: str | None = None, callbacks: list | None = None
+    job: FinetuneJob,
+    mlflow_run_id: str | None = None,
+    callbacks: list | None = None,
+    prepared: tuple | None = None,
 ):
-    """TorchTrainer for a fine-tuning job; also returns the splits table written beside it."""
-    events, classes, clips, files = prepare(job)
+    """TorchTrainer for a fine-tuning job; also returns the splits table written beside it.
+    ``prepared``: what ``prepare(job)`` returned, when the caller checked the inputs first."""
+    events, classes, clips, files = prepared or prepare(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     storage.write_bytes(storage.join(run_dir, "splits.csv"), clips.to_csv(index=False).encode())
     train = split_dataset(job, clips, files, "train")
@@ -309,6 +313,7 @@ def run(job: FinetuneJob) -> dict:
         job.run.checkpoint_every_steps = job.run.validate_every_steps = 1
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts
     init_ray(job.cluster.address)
     require_shared(
         {
@@ -327,7 +332,7 @@ def run(job: FinetuneJob) -> dict:
         run_id=tracker.find_run(job.run.name),
     )
     t0 = time.time()
-    trainer, clips, classes = build_trainer(job, run_id)
+    trainer, clips, classes = build_trainer(job, run_id, prepared=prepared)
     counts = clips["split"].value_counts().to_dict()
     print(
         f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}"
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         "--pretrained", default=None, help="pretraining checkpoint URI (omit: from scratch)"
     )
     args = ap.parse_args(argv)
-    run(resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
+    run_main(run, resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
 
 
 if __name__ == "__main__":

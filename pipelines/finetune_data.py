@@ -7,8 +7,6 @@ fraction); workers turn each batch's (path, offset) into 200 Hz multi-hot target
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import soundfile as sf
@@ -16,8 +14,9 @@ import soundfile as sf
 from a2v_core import annotations as ann
 from a2v_core.audio import chunk_offsets
 from a2v_core.config import FinetuneJob
+from a2v_core.errors import InputError
 from a2v_core.splits import clip_presence, make_splits
-from pipelines import storage
+from pipelines import inputs, storage
 from pipelines.datasource import chunk_id, good_chunks, read_chunks
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
@@ -48,8 +47,14 @@ def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
     fs, root = storage.filesystem(job.data.archive)
     rows = []
     for rel in files:
-        with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
-            info = sf.info(f)
+        try:
+            with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
+                info = sf.info(f)
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            raise InputError(
+                f"--annotations names {rel}, which does not decode ({type(err).__name__}: "
+                f"{err}); repair or remove the file, or drop its rows from the annotations"
+            ) from None
         for off in chunk_offsets(
             info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s
         ):
@@ -62,15 +67,22 @@ def prepare(
 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[tuple[str, int]]]:
     """Annotations, class list, clip splits and the annotated files of the archive."""
     if not job.data.annotations:
-        raise SystemExit("error: data.annotations is required for fine-tuning (--annotations CSV)")
-    events = ann.read_csv(io.BytesIO(storage.read_bytes(job.data.annotations)))
-    classes = ann.class_list(events, job.data.classes)
-    listed = dict(storage.list_files(job.data.archive, job.data.extensions))
-    annotated = sorted(set(events["file"]) & set(listed))
-    if not annotated:
-        raise SystemExit(
-            f"error: no file of {job.data.annotations} exists under {job.data.archive}"
+        raise InputError(
+            "--annotations is required for fine-tuning (a CSV, Raven or Audacity table, or a "
+            "folder of them)"
         )
+    listed = dict(inputs.archive_files(job.data.archive, job.data.extensions))
+    events = inputs.match_annotations(
+        inputs.read_annotations(job.data.annotations),
+        list(listed),
+        job.data.annotations,
+        job.data.archive,
+    )
+    try:
+        classes = ann.class_list(events, job.data.classes)
+    except ValueError as err:
+        raise InputError(f"data.classes: {err}") from None
+    annotated = sorted(set(events["file"]))
     if job.run.dry_run:
         annotated = annotated[:2]
     clips = clip_table(job, annotated)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from a2v_core.config import Job
 from a2v_core.config_loader import ConfigError, load_config
+from a2v_core.errors import InputError
 
 #: flag -> config key, the same spelling for every job
 SHORTHANDS = {
@@ -70,5 +72,15 @@ def resolve(
     try:
         return load_config(job_cls, args.config, overrides)
     except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_main(run: Callable[[Any], Any], job: Any) -> Any:
+    """``run(job)`` for a command's ``main``: a mistake in the user's inputs (``InputError``,
+    ``ConfigError``) ends as one ``error: ...`` line on stderr and exit status 2."""
+    try:
+        return run(job)
+    except (InputError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -23,22 +23,20 @@ commit marker; a part file without its marker is deleted. ``--overwrite`` starts
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import ray
 from tqdm import tqdm
 
-from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
 from a2v_core.config_loader import flatten
-from pipelines import storage
+from a2v_core.redact import redact_tree
+from pipelines import inputs, storage
 from pipelines.datasource import read_chunks
-from pipelines.jobargs import job_parser, resolve
+from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
@@ -51,12 +49,6 @@ from pipelines.predictor import Predictor, effective_thresholds
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.trainer import init_ray
-
-
-def model_version_of(local_ckpt: str) -> str:
-    """Content hash of the weights: the resume key changes whenever the model does."""
-    digest = hashlib.sha1(Path(local_ckpt, "model.pt").read_bytes()).hexdigest()[:12]
-    return f"sha-{digest}"
 
 
 class FileState:
@@ -74,14 +66,12 @@ def run(job: LabelJob) -> dict:
     """Label the archive; returns the run summary (also written to ``<out>/run.json``)."""
     t0 = time.time()
     storage.absolutize(job)
-    if not job.model:
-        raise SystemExit("error: --model CKPT_URI is required")
+    # every input check runs before Ray starts and before --overwrite removes anything
+    meta, version = inputs.finetuned_model(job.model)
+    all_files = inputs.archive_files(job.data.archive, job.data.extensions)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})
-    with storage.fetched(job.model) as ckpt_local:
-        _, meta = load_classifier(ckpt_local)
-        version = model_version_of(ckpt_local)
     job.data.sample_rate_hz = int(meta["sample_rate_hz"])
     job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
@@ -89,9 +79,6 @@ def run(job: LabelJob) -> dict:
         for kind in ("events", "errors", "embeddings", "frames", "_progress", "raven", "audacity"):
             storage.remove(storage.join(job.out, kind))
     done, n_parts = committed(job, version)
-    all_files = storage.list_files(job.data.archive, job.data.extensions)
-    if not all_files:
-        raise SystemExit(f"error: no audio files {job.data.extensions} under {job.data.archive}")
     todo = [f for f in all_files if f[0] not in done]
     if job.run.dry_run:
         todo = todo[:1]
@@ -201,6 +188,7 @@ def run(job: LabelJob) -> dict:
         "wall_s": wall,
         "x_real_time": audio_s / wall if wall else 0.0,
     }
+    summary = redact_tree(summary)  # what is written and returned carries no credentials
     storage.write_bytes(
         storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
     )
@@ -266,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         "embeddings": "true" if args.embeddings else None,
         "overwrite": "true" if args.overwrite else None,
     }
-    run(resolve(LabelJob, args, shorthands, extra))
+    run_main(run, resolve(LabelJob, args, shorthands, extra))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from collections import Counter
 
 import pandas as pd
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
+from a2v_core.redact import redact_uri
 from pipelines import storage
 from pipelines.trainer import init_ray
 
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
     ap.add_argument("--address", default=None)
     args = ap.parse_args(argv)
+    if not storage.exists(args.archive):  # before Ray starts
+        print(f"error: --archive {redact_uri(args.archive)}: not found", file=sys.stderr)
+        raise SystemExit(2)
     init_ray(args.address)
     manifest = build_manifest(args.archive)
     buf = io.BytesIO()

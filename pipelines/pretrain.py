@@ -27,9 +27,9 @@ from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, check_collapse
-from pipelines import storage
+from pipelines import inputs, storage
 from pipelines.datasource import good_chunks, read_chunks
-from pipelines.jobargs import job_parser, resolve
+from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
@@ -204,12 +204,16 @@ def train_loop(config: dict) -> None:
 
 
 def build_trainer(
-    job: PretrainJob, mlflow_run_id: str | None = None
+    job: PretrainJob,
+    mlflow_run_id: str | None = None,
+    files: list[tuple[str, int]] | None = None,
 ) -> ray.train.torch.TorchTrainer:
-    """The TorchTrainer for a pretraining job (checks resources before any worker starts)."""
-    files = None
+    """The TorchTrainer for a pretraining job (checks resources before any worker starts);
+    ``files``: the archive's listing when the caller made it (else it is listed here)."""
+    if files is None:
+        files = inputs.archive_files(job.data.archive, job.data.extensions)
     if job.run.dry_run:
-        files = storage.list_files(job.data.archive, job.data.extensions)[:1]
+        files = files[:1]
     ds = good_chunks(read_chunks(job.data, files)).select_columns(["audio", "duration_s"])
     return build_torch_trainer(
         job,
@@ -233,6 +237,7 @@ def run(job: PretrainJob) -> dict:
     storage.absolutize(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    files = inputs.archive_files(job.data.archive, job.data.extensions)
     init_ray(job.cluster.address)
     require_shared(
         {"data.archive": job.data.archive, "run.storage_path": job.run.storage_path},
@@ -248,7 +253,7 @@ def run(job: PretrainJob) -> dict:
         run_id=run_id,
     )
     t0 = time.time()
-    trainer = build_trainer(job, run_id)
+    trainer = build_trainer(job, run_id, files)
     result = trainer.fit()
     if result.error:
         tracker.end("FAILED")
@@ -268,7 +273,7 @@ def run(job: PretrainJob) -> dict:
 def main(argv: list[str] | None = None) -> None:
     shorthands = ["archive", "name", "storage_path", "max_steps", "address", "num_workers"]
     args = job_parser("a2v pretrain", __doc__, shorthands).parse_args(argv)
-    run(resolve(PretrainJob, args, shorthands))
+    run_main(run, resolve(PretrainJob, args, shorthands))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ are redacted before logging.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key)", re.I)
-_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+from a2v_core.redact import SECRET_KEY, redact_tree, redact_uri
+
+__all__ = ["SECRET_KEY", "Tracker", "redact", "redact_tree", "redact_uri", "tracking_uri"]
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -23,16 +23,11 @@ def tracking_uri(uri: str | None = None) -> str:
     )
 
 
-def redact_uri(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://***@host`` (anywhere in ``text``)."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Drop secret-looking keys; strip user:password@ from URIs; stringify long values."""
     out = {}
     for key, value in params.items():
-        if _SECRET_KEY.search(key):
+        if SECRET_KEY.search(key):
             continue
         out[key] = redact_uri(str(value))[:5000]
     return out
@@ -115,7 +110,7 @@ class Tracker:
 
     def log_text(self, text: str, name: str) -> None:
         if self.active:
-            self.mlflow.log_text(text, name)
+            self.mlflow.log_text(redact_uri(text), name)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.active:

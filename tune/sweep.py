@@ -25,6 +25,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from a2v_core.config_loader import ConfigError, to_yaml
+from a2v_core.redact import drop_masked
 from pipelines import storage
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker, tracking_uri
@@ -287,7 +288,10 @@ def resume_config(name: str, storage_path: str | None, overrides: list[str]) -> 
     uri = storage.join(root, name, "sweep.yaml")
     if not storage.exists(uri):
         raise FileNotFoundError(f"no sweep named {name} under {root} (looked for {uri})")
-    return sweep_from_dict(yaml.safe_load(storage.read_bytes(uri)), overrides)
+    # sweep.yaml holds redacted URIs: a masked one is not reused; the live value comes from
+    # --set or $MLFLOW_TRACKING_URI (resolved and pinned again as on a first start)
+    tree = drop_masked(yaml.safe_load(storage.read_bytes(uri)))
+    return sweep_from_dict(tree, overrides)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,32 @@ def test_bad_tables_are_rejected():
         ann.validate(
             pd.DataFrame({"file": ["a"], "onset_s": [2.0], "offset_s": [1.0], "label": ["x"]})
         )
+
+
+def test_any_format_is_detected_by_content_and_errors_name_the_file():
+    table = pd.DataFrame(
+        {
+            "file": ["rec.wav", "rec.wav"],
+            "onset_s": [1.0, 2.5],
+            "offset_s": [1.5, 3.0],
+            "label": ["cc", "sn"],
+        }
+    )
+    buf = io.StringIO()
+    ann.write_csv(table, buf)
+    flat = buf.getvalue().encode()
+    raven = ann.to_raven(table).encode()
+    audacity = ann.to_audacity(table).encode()
+    assert [ann.sniff(x) for x in (flat, raven, audacity)] == ["csv", "raven", "audacity"]
+    for data, source in ((flat, "a.csv"), (raven, "rec.wav.selections.txt")):
+        got = ann.read_any(data, source)
+        assert got[ann.COLUMNS].equals(table[ann.COLUMNS]), source
+    # an Audacity track names no recording: its own name, less the label file's extension
+    assert set(ann.read_any(audacity, "s3://b/labels/rec.wav.txt")["file"]) == {"rec.wav"}
+    with pytest.raises(ValueError) as err:
+        ann.read_any(b"path,start,end,species\nrec.wav,1,2,cc\n", "s3://b/ann.csv")
+    assert str(err.value).startswith("s3://b/ann.csv: missing column(s)") and "BytesIO" not in str(
+        err.value
+    )
+    with pytest.raises(ValueError, match="^site1/rec.txt"):
+        ann.read_any(b"1.0\tx\tcc\n", "site1/rec.txt")

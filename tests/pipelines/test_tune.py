@@ -1,4 +1,4 @@
-"""Ray Tune sweeps: validation before any trial, a 4-trial ASHA sweep with MLflow parent/child
+"""Ray Tune sweeps: validation before any trial, a 3-trial ASHA sweep with MLflow parent/child
 runs and a best-config YAML that fine-tunes, and resume after an interrupted sweep."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def base_sweep(archive, storage_path, uri, name, **extra) -> dict:
             "set": [
                 f"data.archive={archive}",
                 f"data.annotations={archive}/annotations.csv",
-                "optim.max_steps=12",
+                "optim.max_steps=8",
                 "optim.warmup_steps=2",
                 "optim.freeze_steps=0",
                 "run.validate_every_steps=4",
@@ -44,7 +44,7 @@ def base_sweep(archive, storage_path, uri, name, **extra) -> dict:
                 "mixup.enabled=false",
             ],
         },
-        "space": {"finetune.optim.lr": {"type": "grid", "values": [0.003, 0.002, 1e-9, 2e-9]}},
+        "space": {"finetune.optim.lr": {"type": "grid", "values": [0.003, 0.002, 1e-9]}},
         "metric": "val_macro_ap",
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "max_concurrent_trials": 1,
@@ -98,25 +98,25 @@ def test_shipped_sweep_resolves_into_trial_jobs():
 
 
 @pytest.mark.slow
-def test_four_trial_asha_sweep_with_mlflow_and_best_config(ray_session, synth_archive, tmp_path):
+def test_three_trial_asha_sweep_with_mlflow_and_best_config(ray_session, synth_archive, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = sweep_from_dict(base_sweep(synth_archive, tmp_path / "sweeps", uri, "asha4"))
+    sweep = sweep_from_dict(base_sweep(synth_archive, tmp_path / "sweeps", uri, "asha3"))
     out = sweep_mod.run(sweep)
     table = out["table"]
-    assert len(table) == 4 and (table["status"] == "TERMINATED").all()
+    assert len(table) == 3 and (table["status"] == "TERMINATED").all()
     # lr ~ 0 leaves the model at its initial state: ASHA must stop it at the first rung
     assert table["stopped_early"].sum() >= 1
     assert table.loc[table["finetune.optim.lr"] < 1e-6, "stopped_early"].any()
     best_lr = table.iloc[0]["finetune.optim.lr"]
     assert best_lr > 1e-3
-    d = tmp_path / "sweeps/asha4"
-    assert len(pd.read_csv(d / "results.csv")) == 4
+    d = tmp_path / "sweeps/asha3"
+    assert len(pd.read_csv(d / "results.csv")) == 3
     assert Image.open(d / "sweep.png").size[0] > 100
 
     mlflow.set_tracking_uri(uri)
     parent = mlflow.search_runs(
         experiment_names=["a2v/sweep-test"],
-        filter_string="tags.`a2v.run_name` = 'asha4'",
+        filter_string="tags.`a2v.run_name` = 'asha3'",
         output_format="list",
     )
     assert len(parent) == 1
@@ -126,7 +126,7 @@ def test_four_trial_asha_sweep_with_mlflow_and_best_config(ray_session, synth_ar
         filter_string=f"tags.`mlflow.parentRunId` = '{pid}'",
         output_format="list",
     )
-    assert len(children) == 4
+    assert len(children) == 3
     client = mlflow.MlflowClient()
     for child in children:
         assert "params/finetune.optim.lr" in child.data.params
@@ -145,7 +145,7 @@ def test_four_trial_asha_sweep_with_mlflow_and_best_config(ray_session, synth_ar
     )
     assert job.optim.lr == pytest.approx(best_lr)
     res = finetune.run(job)
-    assert (tmp_path / "ft/asha4-best/best/model.pt").exists() and res["best"]["step"] == 2
+    assert (tmp_path / "ft/asha3-best/best/model.pt").exists() and res["best"]["step"] == 2
 
 
 def _child_runs(uri: str, experiment: str) -> list:
@@ -168,7 +168,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(synth_archi
         tmp_path / "sweeps",
         uri,
         "resume3",
-        space={"finetune.loss.focal_gamma": {"type": "grid", "values": [1.0, 2.0, 3.0]}},
+        space={"finetune.loss.focal_gamma": {"type": "grid", "values": [1.0, 2.0]}},
         pretrain={
             "config": PT,
             "set": [
@@ -218,7 +218,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(synth_archi
         log.close()
     first_done = {r.data.tags["trial_name"] for r in finished}
     before = _child_runs(uri, "a2v/sweep-test")
-    assert len({r.data.tags["trial_name"] for r in before}) < 3, "interrupt came too late"
+    finished_before = {r.data.tags["trial_name"] for r in before if r.info.status == "FINISHED"}
+    assert len(finished_before) < 2, "interrupt came too late"
 
     res = subprocess.run(
         [
@@ -239,14 +240,14 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(synth_archi
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = pd.read_csv(tmp_path / "sweeps/resume3/results.csv")
-    assert len(table) == 3 and (table["status"] == "TERMINATED").all()
-    assert sorted(table["finetune.loss.focal_gamma"]) == [1.0, 2.0, 3.0]
+    assert len(table) == 2 and (table["status"] == "TERMINATED").all()
+    assert sorted(table["finetune.loss.focal_gamma"]) == [1.0, 2.0]
     after = _child_runs(uri, "a2v/sweep-test")
     for name in first_done:  # a finished trial is not run again: still exactly one child run
         runs = [r for r in after if r.data.tags["trial_name"] == name]
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     finished_names = {r.data.tags["trial_name"] for r in after if r.info.status == "FINISHED"}
-    assert len(finished_names) == 3
+    assert len(finished_names) == 2
     assert (tmp_path / "sweeps/resume3/best_pretrain.yaml").exists()
     best = yaml.safe_load((tmp_path / "sweeps/resume3/best_finetune.yaml").read_text())
     assert best["pretrained"].endswith("/pretrain/final")

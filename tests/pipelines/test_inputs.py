@@ -1,0 +1,165 @@
+"""Input checks before Ray starts: each user mistake ends as one ``error: ...`` line with exit
+status 2 and loses nothing (``--overwrite`` deletes only after every check passed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from a2v_core import annotations as ann
+from a2v_core.checkpoint import save_checkpoint
+from a2v_core.config import FinetuneJob
+from a2v_core.config_loader import load_config, to_yaml
+from a2v_core.errors import InputError
+from a2v_core.finetune import FrameClassifier
+from pipelines import inputs
+from pipelines.finetune_data import prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ["agg", "al", "cc", "ld", "mo", "sn", "soc", "synch"]
+
+
+def checkpoint(d: Path, kind: str) -> str:
+    """A checkpoint of the tiny preset made without any training (weights at init)."""
+    job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml")
+    model = FrameClassifier(job.model, n_classes=len(CLASSES))
+    meta = {"kind": kind, "classes": CLASSES, "sample_rate_hz": 8000, "frame_rate_hz": 200.0}
+    save_checkpoint(d, {"model": model.state_dict()}, to_yaml(job), meta)
+    return str(d)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"},
+    )
+
+
+def one_error_line(res: subprocess.CompletedProcess, expected: str) -> None:
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: "), res.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in res.stderr and "Ray" not in res.stdout + res.stderr
+
+
+def test_label_mistakes_end_in_one_line_before_ray(tmp_path, synth_archive):
+    model = checkpoint(tmp_path / "ft", "finetune")
+    pre = checkpoint(tmp_path / "pre", "pretrain")
+    out = str(tmp_path / "labels")
+    base = ["--archive", str(synth_archive), "--out", out]
+    one_error_line(cli("label", *base), "--model is required")
+    one_error_line(
+        cli("label", "--model", str(tmp_path / "nope"), *base),
+        f"--model {tmp_path / 'nope'}: not a checkpoint",
+    )
+    one_error_line(
+        cli("label", "--model", pre, *base),
+        f"--model {pre}: a 'pretrain' checkpoint; labelling needs a fine-tuned one",
+    )
+    one_error_line(
+        cli("label", "--model", model, "--archive", str(tmp_path / "typo"), "--out", out),
+        f"--archive {tmp_path / 'typo'}: not found",
+    )
+    (tmp_path / "empty").mkdir()
+    one_error_line(
+        cli("label", "--model", model, "--archive", str(tmp_path / "empty"), "--out", out),
+        "no audio files (.wav, .flac",
+    )
+    one_error_line(cli("manifest", "--archive", str(tmp_path / "typo"), "--out", out), "not found")
+
+
+def test_overwrite_with_a_typo_deletes_nothing(tmp_path):
+    model = checkpoint(tmp_path / "ft", "finetune")
+    out = tmp_path / "labels"
+    kept = [out / "events/model_version=sha-1/part-00000.parquet", out / "raven/a.selections.txt"]
+    for f in kept:
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"earlier outputs")
+    res = cli(
+        "label",
+        *("--model", model, "--archive", str(tmp_path / "typo"), "--out", str(out)),
+        "--overwrite",
+    )
+    one_error_line(res, "--archive")
+    assert all(f.read_bytes() == b"earlier outputs" for f in kept)
+
+
+def test_annotations_that_match_no_recording_stop_evaluation(tmp_path, synth_archive):
+    model = checkpoint(tmp_path / "ft", "finetune")
+    wrong = pd.read_csv(synth_archive / "annotations.csv")
+    wrong["file"] = "site9/" + wrong["file"].str.replace("/", "_")
+    wrong.to_csv(tmp_path / "wrong.csv", index=False)
+    res = cli(
+        "evaluate",
+        *("--model", model, "--archive", str(synth_archive), "--out", str(tmp_path / "ev")),
+        *("--annotations", str(tmp_path / "wrong.csv")),
+    )
+    one_error_line(res, "recordings is in the archive")
+    assert "site9/collar_000_rec_00000.wav" in res.stderr
+    (tmp_path / "cols.csv").write_text("path,start,end,species\nrec.wav,1,2,cc\n")
+    res = cli(
+        "evaluate",
+        *("--model", model, "--archive", str(synth_archive), "--out", str(tmp_path / "ev")),
+        *("--annotations", str(tmp_path / "cols.csv")),
+    )
+    one_error_line(res, f"--annotations {tmp_path / 'cols.csv'}: missing column(s)")
+
+
+def test_raven_and_audacity_annotations_match_the_csv(tmp_path, synth_archive, capsys):
+    truth = ann.read_csv(synth_archive / "annotations.csv")
+    files = [f for f, _ in inputs.archive_files(str(synth_archive), ["wav"])]
+    raven, audacity = tmp_path / "raven", tmp_path / "audacity"
+    for d in (raven, audacity):
+        d.mkdir()
+    for file, rows in truth.groupby("file"):
+        name = file.rsplit("/", 1)[-1]
+        (raven / f"{name}.selections.txt").write_text(ann.to_raven(rows))  # Begin File: base name
+        (audacity / f"{name}.txt").write_text(ann.to_audacity(rows))
+    (raven / "README.md").write_text("not a table")
+    key = ["file", "onset_s", "offset_s", "label"]
+    want = truth[key].sort_values(key).reset_index(drop=True)
+    for folder in (raven, audacity):
+        got = inputs.match_annotations(
+            inputs.read_annotations(str(folder)), files, str(folder), str(synth_archive)
+        )
+        got = got[key].sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-4)
+    # a partial match keeps the matched rows and says how many were left out
+    extra = pd.concat([truth, truth.head(3).assign(file="other/site.wav")])
+    kept = inputs.match_annotations(extra, files, "a.csv", "arch")
+    assert len(kept) == len(truth)
+    assert "1 of 13 recordings in a.csv are not in arch" in capsys.readouterr().out
+    # fine-tuning reads a Raven folder into the same clips and splits as the CSV
+    def job(annotations):
+        return load_config(
+            FinetuneJob,
+            ROOT / "configs/finetune/tiny.yaml",
+            [f"data.archive={synth_archive}", f"data.annotations={annotations}"],
+        )
+
+    from_csv, from_raven = prepare(job(synth_archive / "annotations.csv")), prepare(job(raven))
+    assert from_csv[1] == from_raven[1]
+    assert list(from_csv[2]["split"]) == list(from_raven[2]["split"])
+
+
+def test_a_corrupt_annotated_file_stops_finetuning_naming_it(tmp_path, synth_archive):
+    archive = tmp_path / "archive"
+    shutil.copytree(synth_archive, archive)
+    (archive / "collar_000/rec_00003.wav").write_bytes(b"RIFF\x00\x00garbage")
+    job = load_config(
+        FinetuneJob,
+        ROOT / "configs/finetune/tiny.yaml",
+        [f"data.archive={archive}", f"data.annotations={archive}/annotations.csv"],
+    )
+    with pytest.raises(InputError, match="names collar_000/rec_00003.wav, which does not decode"):
+        prepare(job)

@@ -139,6 +139,7 @@ def test_raven_and_audacity_annotations_match_the_csv(tmp_path, synth_archive, c
     kept = inputs.match_annotations(extra, files, "a.csv", "arch")
     assert len(kept) == len(truth)
     assert "1 of 13 recordings in a.csv are not in arch" in capsys.readouterr().out
+
     # fine-tuning reads a Raven folder into the same clips and splits as the CSV
     def job(annotations):
         return load_config(

@@ -61,6 +61,8 @@ class Chunk:
     audio: np.ndarray  # float32 (clip_samples,) at the model rate, zero-padded at the end
     valid_samples: int
     n_chunks: int = 0  # chunks in the whole file (set by iter_chunks)
+    error_type: str = ""  # with ``chunk_errors``: this window failed (the rest of the file did not)
+    error_message: str = ""
 
 
 def open_sound(fileobj: BinaryIO) -> sf.SoundFile:
@@ -186,9 +188,12 @@ def iter_chunks(
     start_s: float = 0.0,
     stop_s: float | None = None,
     out: Callable[[], np.ndarray] | None = None,
+    chunk_errors: bool = False,
 ) -> Iterator[Chunk]:
     """Stream the chunks of one file (or of its [start_s, stop_s) range). Raises DecodeError.
-    ``out``, when given, is called once per chunk for the array to decode it into."""
+    ``out``, when given, is called once per chunk for the array to decode it into. With
+    ``chunk_errors``, a window with NaN/inf samples is yielded as a zero Chunk carrying its
+    ``error_type`` and the file goes on (one bad stretch does not cost the whole file)."""
     with open_sound(fileobj) as snd:
         duration_s = snd.frames / snd.samplerate
         if snd.frames == 0:
@@ -200,10 +205,15 @@ def iter_chunks(
             if offset < start_s or (stop_s is not None and offset >= stop_s):
                 continue
             try:
-                chunk = read_window(
-                    snd, offset, clip_s, sample_rate_hz, channel, normalize, out and out()
-                )
-                chunk.n_chunks = len(offsets)
-                yield chunk
+                buf = out and out()
+                chunk = read_window(snd, offset, clip_s, sample_rate_hz, channel, normalize, buf)
+            except DecodeError as exc:
+                if not (chunk_errors and exc.error_type == "non_finite"):
+                    raise
+                audio = buf if buf is not None else np.zeros(int(clip_s * sample_rate_hz), "f4")
+                audio[:] = 0.0
+                chunk = Chunk(offset, audio, 0, 0, exc.error_type, exc.message)
             except sf.LibsndfileError as exc:
                 raise DecodeError("truncated", f"decode failed at {offset:.2f} s ({exc})") from exc
+            chunk.n_chunks = len(offsets)
+            yield chunk

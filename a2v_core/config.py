@@ -239,6 +239,9 @@ class RunConfig(Group):
     max_failures: int = Field(0, ge=-1)
     fail_at_step: int | None = Field(None, ge=1, description="test hook: rank 1 raises once here")
     dry_run: bool = False
+    progress_every_s: float = Field(
+        30.0, gt=0, description="labelling: one progress line this often when there is no terminal"
+    )
 
 
 class TrackingConfig(Group):

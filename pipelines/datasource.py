@@ -145,6 +145,7 @@ def read_unit(
                 unit.start_s,
                 unit.stop_s,
                 out,
+                chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
             ):
                 yield {
                     **base,
@@ -153,8 +154,8 @@ def read_unit(
                     "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
                     "audio": chunk.audio,
                     "n_chunks": chunk.n_chunks,
-                    "error_type": "",
-                    "error_message": "",
+                    "error_type": chunk.error_type,
+                    "error_message": chunk.error_message[:500],
                 }
     except DecodeError as exc:
         yield _error_row(base, unit, out(), exc.error_type, exc.message)

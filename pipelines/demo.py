@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary = label.run(lab)
 
-    events = label.read_events(lab.out, summary["model_version"])
+    events = label.read_events(lab.out, summary["run_id"])
     truth = ann.read_csv(
         io.BytesIO(storage.read_bytes(storage.join(test_archive, "annotations.csv")))
     )

@@ -97,24 +97,25 @@ def run(job: EvaluateJob) -> dict:
         | {"out": label_out, "frame_probs": True}
     )
     summary = label.run(ljob)
-    version, meta = summary["model_version"], summary["model_meta"]
+    version, meta, run_id = summary["model_version"], summary["model_meta"], summary["run_id"]
     classes = list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
     hop = int(round(sr / fr))
 
-    errors = label.read_errors(label_out)
-    frames = label.read_parts(label_out, "frames", version)
+    errors = label.read_errors(label_out, run_id)
+    frames = label.read_parts(label_out, "frames", run_id)
     labelled = set(frames["file"]) if len(frames) else set()
     unknown = sorted(set(truth_all["label"]) - set(classes))
     truth = truth_all[truth_all["file"].isin(labelled) & truth_all["label"].isin(classes)]
     y, p = frame_arrays(frames, truth, classes, sr, hop)
     fm = frame_metrics(y, p, classes, job.frame_threshold)
-    events = label.read_events(label_out, version)
+    events = label.read_events(label_out, run_id)
     ems = {iou: event_metrics(events, truth, classes, iou) for iou in job.iou_thresholds}
 
     metrics = {
         "model": job.model,
         "model_version": version,
+        "label_run": run_id,
         "archive": job.data.archive,
         "annotations": job.data.annotations,
         "files_evaluated": len(labelled),

@@ -22,10 +22,11 @@ from pipelines import storage
 TABLE_EXTENSIONS = ["csv", "txt", "tsv"]
 
 
-def archive_files(archive: str, extensions: list[str]) -> list[tuple[str, int]]:
-    """(relative path, size) of the archive's audio files; an error if there are none."""
+def archive_files(archive: str, extensions: list[str], versions: bool = False) -> list[tuple]:
+    """(relative path, size) of the archive's audio files, with ``versions`` also their
+    version (``storage.list_versions``); an error if there are none."""
     try:
-        files = storage.list_files(archive, extensions)
+        files = (storage.list_versions if versions else storage.list_files)(archive, extensions)
     except FileNotFoundError:
         raise InputError(f"--archive {redact_uri(archive)}: not found") from None
     if not files:

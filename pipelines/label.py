@@ -8,24 +8,32 @@ batch size from config) turns them into per-chunk probability runs; the driver m
 runs of each file as soon as all its chunks are in (events crossing chunk boundaries become
 one event) and writes outputs:
 
-    <out>/events/model_version=<v>/part-NNNNN-*.parquet   events (DESIGN.md columns)
-    <out>/raven/<file>.selections.txt                     per-recording Raven Pro tables
-    <out>/audacity/<file>.txt, <out>/events.csv           on request (--formats)
-    <out>/errors/model_version=<v>/part-*.parquet         file, stage, error_type, message
-    <out>/embeddings/...                                  per-chunk mean embeddings (--embeddings)
-    <out>/frames/...                                      per-chunk frame probabilities (frame_probs)
-    <out>/_progress/<v>/part-NNNNN.json                   commit markers (resume)
-    <out>/run.json                                        config, model, counts, throughput
+A prefix holds one run per fingerprint (archive URI, model version, thresholds, event
+settings, formats, embeddings, chunk length; see ``label_outputs``); ``<run>`` is
+``<archive folder name>-<10 hex>``:
 
-Resume: rerunning the same command skips every file whose (file, model version) is in a
-commit marker; a part file without its marker is deleted. ``--overwrite`` starts fresh.
+    <out>/events/run=<run>/part-*.parquet          events: archive, file, onset_s, offset_s,
+                                                   label, score, model_version, run_id
+    <out>/raven/<run>/<file>.selections.txt        per-recording Raven Pro tables (rec.wav.*)
+    <out>/audacity/<run>/<file>.txt                on request (--formats)
+    <out>/csv/<run>.events.csv                     on request (--formats csv)
+    <out>/errors/run=<run>/part-*.parquet          file, stage, error_type, message
+    <out>/embeddings/run=<run>/...                 per-chunk mean embeddings (--embeddings)
+    <out>/frames/run=<run>/...                     per-chunk frame probabilities (frame_probs)
+    <out>/_progress/<run>/part-*.json              commit markers: the resume journal
+    <out>/runs/<run>.json                          what the run's fingerprint covers
+    <out>/run.json                                 the last invocation: config, counts, speed
+
+Resume: resubmitting the same command skips every file whose (path, size, version) is in its
+run's journal and labels a file again when it changed. Other settings or another archive start
+another run beside the first. ``--overwrite`` removes the current run's outputs only, after
+every input check passed.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter, defaultdict
 
 import ray
@@ -40,12 +48,18 @@ from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
-    committed,
+    fingerprint,
+    journal,
     read_errors,
     read_events,
     read_parts,
+    remove_run,
+    run_id_of,
+    runs_under,
+    safe_relpath,
 )
 from pipelines.predictor import Predictor, effective_thresholds
+from pipelines.progress import ProgressLog
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.trainer import init_ray
@@ -68,105 +82,66 @@ def run(job: LabelJob) -> dict:
     storage.absolutize(job)
     # every input check runs before Ray starts and before --overwrite removes anything
     meta, version = inputs.finetuned_model(job.model)
-    all_files = inputs.archive_files(job.data.archive, job.data.extensions)
+    listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})
     job.data.sample_rate_hz = int(meta["sample_rate_hz"])
     job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
+    fp = fingerprint(job, version, effective_thresholds(job, meta))
+    run_id = run_id_of(fp)
     if job.overwrite:
-        for kind in ("events", "errors", "embeddings", "frames", "_progress", "raven", "audacity"):
-            storage.remove(storage.join(job.out, kind))
-    done, n_parts = committed(job, version)
-    todo = [f for f in all_files if f[0] not in done]
+        remove_run(job.out, run_id)
+    done, _ = journal(job.out, run_id)
+    keys = {rel: (size, ver) for rel, size, ver in listed}
+    changed = [rel for rel in done if rel in keys and done[rel] != keys[rel]]
+    todo = [(rel, size) for rel, size, _ in listed if done.get(rel) != keys[rel]]
+    unsafe = [f for f in todo if safe_relpath(f[0]) is None]
+    todo = [f for f in todo if safe_relpath(f[0]) is not None]
+    skipped = len(listed) - len(todo) - len(unsafe)
     if job.run.dry_run:
         todo = todo[:1]
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    run_id = (
-        tracker.start(
-            job.run.name,
-            flatten(job),
-            {"a2v.job": "label", "model_version": version, "model_uri": job.model},
-        )
-        or uuid.uuid4().hex
+    storage.write_bytes(
+        storage.join(job.out, "runs", f"{run_id}.json"),
+        json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),
     )
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    mlflow_run_id = tracker.start(
+        job.run.name,
+        flatten(job),
+        {"a2v.job": "label", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
+    )
+    others = [r for r in runs_under(job.out) if r != run_id]
     print(
-        f"[label] {len(all_files)} files in {job.data.archive}; {len(done)} already labelled by {version}; "
+        f"[label] run {run_id}: {len(listed)} files in {job.data.archive}; "
+        f"{skipped} already labelled, {len(changed)} changed since; "
         f"{len(todo)} to do"
+        + (f"; other runs under {job.out}: {', '.join(others)}" if others else "")
     )
     writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz)
-    writer.seq = n_parts
+    for rel, _ in unsafe:  # never read, never written: one error row each
+        error = {
+            "file": rel,
+            "stage": "list",
+            "error_type": "unsafe_path",
+            "message": "a '..', '.', empty or absolute path segment would write outside --out",
+        }
+        writer.add_file(rel, keys[rel], [], [error], [])
+    writer.flush()
     stats = Counter()
-    error_types = Counter()
+    error_types = Counter({"unsafe_path": len(unsafe)} if unsafe else {})
     chunks_by_node: Counter = Counter()
-    if todo:
-        c = job.cluster
-        ds = read_chunks(job.data, todo).map_batches(
-            Predictor,
-            fn_constructor_kwargs={
-                "checkpoint_uri": job.model,  # a URI: each actor fetches it on its node
-                "job": job.model_dump(mode="json"),
-                "threads": max(1, int(c.cpus_per_worker)),
-            },
-            batch_size=job.batch_size,
-            num_gpus=c.gpus_per_actor,
-            num_cpus=c.cpus_per_worker,
-            compute=ray.data.ActorPoolStrategy(size=c.num_actors),
-            # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
-            scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
-        )
-        state: dict[str, FileState] = defaultdict(FileState)
-        bar = tqdm(total=len(todo), unit="file", desc="label", disable=None)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            for row in batch.itertuples(index=False):
-                st = state[row.path]
-                st.seen += 1
-                stats["chunks"] += 1
-                chunks_by_node[row.node_id] += 1
-                if row.error_type:
-                    st.errors.append(
-                        {
-                            "file": row.path,
-                            "stage": "decode",
-                            "error_type": row.error_type,
-                            "message": row.error_message,
-                        }
-                    )
-                    error_types[row.error_type] += 1
-                    continue
-                st.n_chunks = int(row.n_chunks)
-                st.audio_s += float(row.duration_s)
-                if row.runs:
-                    st.runs += json.loads(row.runs)
-                if job.embeddings:
-                    st.embeddings.append(
-                        {
-                            "file": row.path,
-                            "offset_s": row.offset_s,
-                            "embedding": list(row.embedding),
-                        }
-                    )
-                if job.frame_probs:
-                    st.frames.append(
-                        {
-                            "file": row.path,
-                            "offset_s": row.offset_s,
-                            "duration_s": row.duration_s,
-                            "probs_f16": row.frame_probs,
-                        }
-                    )
-                if st.seen == st.n_chunks:
-                    _finish(writer, row.path, state.pop(row.path), stats, bar)
-            if len(writer.files) >= job.flush_every_files:
-                writer.flush()
-        for path in list(state):  # files with decode errors (and the chunks they did give)
-            _finish(writer, path, state.pop(path), stats, bar)
-        writer.flush()
-        bar.close()
+    try:
+        if todo:
+            _label_files(job, todo, keys, writer, stats, error_types, chunks_by_node)
+    except BaseException as err:  # the MLflow run says FAILED and why, then the error goes on
+        tracker.set_tags({"a2v.error": f"{type(err).__name__}: {err}"[:1000]})
+        tracker.end("FAILED")
+        raise
     wall = time.time() - t0
     audio_s = stats["audio_s"]
-    total_errors = read_errors(job.out)
+    total_errors = read_errors(job.out, run_id)
     summary = {
         "config": job.model_dump(mode="json"),
         "model_uri": job.model,
@@ -176,8 +151,12 @@ def run(job: LabelJob) -> dict:
             k: meta.get(k) for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz")
         },
         "run_id": run_id,
-        "files_total": len(all_files),
-        "files_skipped_done": len(done),
+        "fingerprint": fp,
+        "mlflow_run_id": mlflow_run_id,
+        "other_runs_in_out": others,
+        "files_total": len(listed),
+        "files_skipped_done": skipped,
+        "files_changed_relabelled": len(changed),
         "files_processed": stats["files"],
         "chunks_processed": stats["chunks"],
         "events_written": stats["events"],
@@ -194,8 +173,8 @@ def run(job: LabelJob) -> dict:
     )
     if "csv" in job.formats:
         storage.write_bytes(
-            storage.join(job.out, "events.csv"),
-            read_events(job.out, version).to_csv(index=False).encode(),
+            storage.join(job.out, "csv", f"{run_id}.events.csv"),
+            read_events(job.out, run_id).to_csv(index=False).encode(),
         )
     tracker.log_metrics(
         {
@@ -221,8 +200,89 @@ def run(job: LabelJob) -> dict:
     return summary
 
 
-def _finish(writer: OutputWriter, path: str, st: FileState, stats: Counter, bar: tqdm) -> None:
-    table = writer.add_file(path, st.runs, st.errors, st.embeddings, st.frames)
+def _label_files(
+    job: LabelJob,
+    todo: list[tuple[str, int]],
+    keys: dict,
+    writer: OutputWriter,
+    stats: Counter,
+    error_types: Counter,
+    chunks_by_node: Counter,
+) -> None:
+    """Read, predict and commit ``todo``; counts go into the three counters."""
+    c = job.cluster
+    ds = read_chunks(job.data, todo).map_batches(
+        Predictor,
+        fn_constructor_kwargs={
+            "checkpoint_uri": job.model,  # a URI: each actor fetches it on its node
+            "job": job.model_dump(mode="json"),
+            "threads": max(1, int(c.cpus_per_worker)),
+        },
+        batch_size=job.batch_size,
+        num_gpus=c.gpus_per_actor,
+        num_cpus=c.cpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=c.num_actors),
+        # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
+        scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
+    )
+    state: dict[str, FileState] = defaultdict(FileState)
+    bar = tqdm(total=len(todo), unit="file", desc="label", disable=None)
+    progress = ProgressLog("label", len(todo), job.run.progress_every_s)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        progress.update(stats["files"], stats["audio_s"], error_types)
+        for row in batch.itertuples(index=False):
+            st = state[row.path]
+            st.seen += 1
+            stats["chunks"] += 1
+            chunks_by_node[row.node_id] += 1
+            st.n_chunks = int(row.n_chunks) or st.n_chunks  # 0: the file failed as a whole
+            if row.error_type:
+                st.errors.append(
+                    {
+                        "file": row.path,
+                        "stage": "decode",
+                        "error_type": row.error_type,
+                        "message": row.error_message,
+                    }
+                )
+                error_types[row.error_type] += 1
+                if st.seen == st.n_chunks:  # a bad window was this file's last chunk
+                    _finish(writer, row.path, keys, state.pop(row.path), stats, bar)
+                continue
+            st.audio_s += float(row.duration_s)
+            if row.runs:
+                st.runs += json.loads(row.runs)
+            if job.embeddings:
+                st.embeddings.append(
+                    {
+                        "file": row.path,
+                        "offset_s": row.offset_s,
+                        "embedding": list(row.embedding),
+                    }
+                )
+            if job.frame_probs:
+                st.frames.append(
+                    {
+                        "file": row.path,
+                        "offset_s": row.offset_s,
+                        "duration_s": row.duration_s,
+                        "probs_f16": row.frame_probs,
+                    }
+                )
+            if st.seen == st.n_chunks:
+                _finish(writer, row.path, keys, state.pop(row.path), stats, bar)
+        if len(writer.files) >= job.flush_every_files:
+            writer.flush()
+    for path in list(state):  # files with decode errors (and the chunks they did give)
+        _finish(writer, path, keys, state.pop(path), stats, bar)
+    writer.flush()
+    bar.close()
+
+
+def _finish(
+    writer: OutputWriter, path: str, keys: dict, st: FileState, stats: Counter, bar: tqdm
+) -> None:
+    table = writer.add_file(path, keys[path], st.runs, st.errors, st.embeddings, st.frames)
     stats["files"] += 1
     stats["audio_s"] += st.audio_s
     stats["events"] += len(table)

@@ -1,38 +1,107 @@
-"""Labelling outputs under ``--out``: the writer that commits finished files part by part
-(Parquet first, commit marker last), the resume scan that finds committed files and deletes
-orphans of a killed run, and the readers of every output kind."""
+"""Labelling outputs under ``--out``: run identity, the writer that commits finished files part
+by part (Parquet first, commit marker last), the resume journal and the readers.
+
+A prefix holds one or more *runs*. A run is named by a fingerprint of everything that changes
+its outputs (archive URI, model version, effective thresholds, event settings, formats,
+embeddings and frame probabilities, chunk length, sample rate, extensions): resubmitting the
+same command resumes its run; another archive or other settings make another run, written
+beside the first, never mixed with it. The journal keys each file on its path relative to
+the archive, its size and its version (S3 ETag or local mtime): a file that changed is
+labelled again, and readers take each file's rows from its newest committed part only.
+
+Parts without a commit marker (a killed run, or a run still writing) are never read and never
+deleted here, so two runs writing into one prefix at once lose nothing; ``--overwrite``
+removes the current run's partitions only.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import posixpath
+import re
+import time
 import uuid
-from pathlib import Path
 
 import pandas as pd
 
 from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.events import RUN_COLUMNS, merge_runs
+from a2v_core.redact import redact_uri
 from pipelines import storage
 
-EVENT_COLUMNS = ["file", "onset_s", "offset_s", "label", "score", "model_version", "run_id"]
+EVENT_COLUMNS = [
+    "archive",
+    "file",
+    "onset_s",
+    "offset_s",
+    "label",
+    "score",
+    "model_version",
+    "run_id",
+]
 ERROR_COLUMNS = ["file", "stage", "error_type", "message"]
+KINDS = ("events", "errors", "embeddings", "frames")
+
+
+def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float]) -> dict:
+    """Everything that changes a run's outputs (and nothing that does not: batch size,
+    cluster, flush cadence, tracking)."""
+    return {
+        "archive": redact_uri(job.data.archive.rstrip("/")),
+        "model_version": model_version,
+        "threshold": job.events.threshold,
+        "class_thresholds": dict(sorted(thresholds.items())),
+        "events": job.events.model_dump(
+            mode="json", include={"pool_s", "min_event_s", "top_class_only"}
+        ),
+        "formats": sorted(job.formats),
+        "embeddings": job.embeddings,
+        "frame_probs": job.frame_probs,
+        "clip_s": job.data.clip_s,
+        "sample_rate_hz": job.data.sample_rate_hz,
+        "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
+    }
+
+
+def run_id_of(fp: dict) -> str:
+    """``<archive folder name>-<10 hex of the fingerprint>``: readable in a folder listing."""
+    digest = hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", posixpath.basename(fp["archive"]) or "archive")
+    return f"{name[:40]}-{digest}"
+
+
+def safe_relpath(rel: str) -> str | None:
+    """``rel`` if it stays inside the output prefix once joined to it, else None: no ``..``
+    segment, no absolute path, no empty or ``.`` segment."""
+    if not rel or rel.startswith("/") or "\\" in rel:
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    return rel
 
 
 class OutputWriter:
     """Buffers finished files and commits them part by part (parquet first, marker last)."""
 
     def __init__(
-        self, job: LabelJob, model_version: str, run_id: str, sample_rate_hz: float
+        self,
+        job: LabelJob,
+        model_version: str,
+        run_id: str,
+        sample_rate_hz: float,
     ) -> None:
         self.job, self.v, self.run_id, self.sr = job, model_version, run_id, sample_rate_hz
+        self.archive = redact_uri(job.data.archive.rstrip("/"))
         self.events: list[pd.DataFrame] = []
         self.errors: list[dict] = []
         self.embeddings: list[dict] = []
         self.frames: list[dict] = []
-        self.files: list[str] = []
-        self.seq = 0
+        self.files: list[list] = []
+        self.writer = uuid.uuid4().hex[:8]
 
     def path(self, *parts: str) -> str:
         return storage.join(self.job.out, *parts)
@@ -40,38 +109,48 @@ class OutputWriter:
     def add_file(
         self,
         file: str,
+        key: tuple[int, str],
         runs: list[list],
         errors: list[dict],
         embeddings: list[dict],
         frames: list[dict] | None = None,
     ) -> pd.DataFrame:
+        """One finished file (``key``: its size and version). Its per-file tables keep the
+        recording's extension (``rec.wav.selections.txt``): rec.wav and rec.flac never meet."""
         table = merge_runs(
             pd.DataFrame(runs, columns=RUN_COLUMNS),
             self.job.events.min_event_s,
             self.job.events.top_class_only,
         )
-        table["model_version"], table["run_id"] = self.v, self.run_id
-        stem = file.rsplit(".", 1)[0]
-        if "raven" in self.job.formats:
-            storage.write_bytes(
-                self.path("raven", f"{stem}.selections.txt"), ann.to_raven(table, self.sr).encode()
-            )
-        if "audacity" in self.job.formats:
-            storage.write_bytes(
-                self.path("audacity", f"{stem}.txt"), ann.to_audacity(table).encode()
-            )
+        table["archive"], table["model_version"], table["run_id"] = (
+            self.archive,
+            self.v,
+            self.run_id,
+        )
+        if safe_relpath(file) is not None:  # an unsafe name has an error row and no table
+            if "raven" in self.job.formats:
+                storage.write_bytes(
+                    self.path("raven", self.run_id, f"{file}.selections.txt"),
+                    ann.to_raven(table, self.sr).encode(),
+                )
+            if "audacity" in self.job.formats:
+                storage.write_bytes(
+                    self.path("audacity", self.run_id, f"{file}.txt"),
+                    ann.to_audacity(table).encode(),
+                )
         self.events.append(table)
         self.errors += errors
         self.embeddings += embeddings
         self.frames += frames or []
-        self.files.append(file)
+        self.files.append([file, int(key[0]), str(key[1])])
         return table
 
     def flush(self) -> None:
         if not self.files:
             return
-        tag = f"part-{self.seq:05d}-{uuid.uuid4().hex[:8]}"
-        part = f"model_version={self.v}"
+        # time first: parts sort in commit order, also across resubmissions and writers
+        tag = f"part-{time.time_ns():020d}-{self.writer}"
+        part = f"run={self.run_id}"
         events = (
             pd.concat(self.events, ignore_index=True)
             if self.events
@@ -85,11 +164,10 @@ class OutputWriter:
         for kind, rows in (("embeddings", self.embeddings), ("frames", self.frames)):
             if rows:
                 _write_parquet(self.path(kind, part, f"{tag}.parquet"), pd.DataFrame(rows))
-        marker = {"part": tag, "files": self.files, "model_version": self.v, "run_id": self.run_id}
+        marker = {"part": tag, "files": self.files, "model_version": self.v, "run": self.run_id}
         storage.write_bytes(
-            self.path("_progress", self.v, f"{tag}.json"), json.dumps(marker).encode()
+            self.path("_progress", self.run_id, f"{tag}.json"), json.dumps(marker).encode()
         )
-        self.seq += 1
         self.events, self.errors, self.embeddings, self.files = [], [], [], []
         self.frames = []
 
@@ -100,45 +178,69 @@ def _write_parquet(uri: str, table: pd.DataFrame) -> None:
     storage.write_bytes(uri, buf.getvalue())
 
 
-def committed(job: LabelJob, model_version: str) -> tuple[set[str], int]:
-    """Files already labelled by this model version; deletes uncommitted part files."""
-    progress = storage.join(job.out, "_progress", model_version)
-    done, parts = set(), set()
+def journal(out: str, run_id: str) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """The resume journal of one run: file -> (size, version) as last committed, and file ->
+    the part holding its newest rows."""
+    progress = storage.join(out, "_progress", run_id)
+    keys: dict[str, tuple[int, str]] = {}
+    newest: dict[str, str] = {}
     if storage.exists(progress):
-        for rel, _ in storage.list_all(progress):
+        for rel, _ in sorted(storage.list_all(progress)):  # parts sort in commit order
             marker = json.loads(storage.read_bytes(storage.join(progress, rel)))
-            done.update(marker["files"])
-            parts.add(marker["part"])
-    for kind in ("events", "errors", "embeddings", "frames"):
-        base = storage.join(job.out, kind, f"model_version={model_version}")
-        if storage.exists(base):
-            for rel, _ in storage.list_all(base):
-                if Path(rel).name.rsplit(".", 1)[0] not in parts:
-                    storage.remove(storage.join(base, rel))  # orphan of a killed run
-    return done, len(parts)
+            for file, size, version in marker["files"]:
+                keys[file] = (int(size), str(version))
+                newest[file] = marker["part"]
+    return keys, newest
 
 
-def read_parts(out: str, kind: str, model_version: str | None = None) -> pd.DataFrame:
-    """All committed rows of one output kind (``events``, ``errors``, ``embeddings``,
-    ``frames``) under ``out``, optionally of one model version."""
-    base = storage.join(out, kind)
-    frames = [
-        pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, rel))))
-        for rel, _ in (storage.list_all(base) if storage.exists(base) else [])
-        if rel.endswith(".parquet")
-        and (model_version is None or f"model_version={model_version}" in rel)
-    ]
+def runs_under(out: str) -> list[str]:
+    base = storage.join(out, "_progress")
+    return (
+        sorted({rel.split("/", 1)[0] for rel, _ in storage.list_all(base)})
+        if storage.exists(base)
+        else []
+    )
+
+
+def remove_run(out: str, run_id: str) -> None:
+    """``--overwrite``: every output of one run (other runs under ``out`` stay)."""
+    for kind in KINDS:
+        storage.remove(storage.join(out, kind, f"run={run_id}"))
+    for kind in ("raven", "audacity", "_progress"):
+        storage.remove(storage.join(out, kind, run_id))
+    storage.remove(storage.join(out, "runs", f"{run_id}.json"))
+
+
+def read_parts(out: str, kind: str, run_id: str | None = None) -> pd.DataFrame:
+    """The committed rows of one output kind (``events``, ``errors``, ``embeddings``,
+    ``frames``) under ``out``, of one run or of all: each file's rows from its newest
+    committed part only (a relabelled file is not counted twice; parts without a commit
+    marker are not read)."""
+    frames = []
+    for run in [run_id] if run_id else runs_under(out):
+        _, newest = journal(out, run)
+        base = storage.join(out, kind, f"run={run}")
+        for part in sorted(set(newest.values())):
+            uri = storage.join(base, f"{part}.parquet")
+            if not storage.exists(uri):  # e.g. a part without error rows
+                continue
+            rows = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+            if len(rows):
+                rows = rows[rows["file"].map(newest).eq(part)]
+            frames.append(rows)
+    frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_events(out: str, model_version: str | None = None) -> pd.DataFrame:
-    """All committed events under ``out`` (optionally one model version), in file order."""
-    events = read_parts(out, "events", model_version)
+def read_events(out: str, run_id: str | None = None) -> pd.DataFrame:
+    """All committed events under ``out`` (optionally of one run), in file order."""
+    events = read_parts(out, "events", run_id)
     if events.empty:
         return pd.DataFrame(columns=EVENT_COLUMNS)
-    return events.sort_values(["file", "onset_s", "label"]).reset_index(drop=True)
+    key = ["archive", "file", "onset_s", "label"]
+    return events.sort_values(key).reset_index(drop=True)
 
 
-def read_errors(out: str) -> pd.DataFrame:
-    errors = read_parts(out, "errors")
+def read_errors(out: str, run_id: str | None = None) -> pd.DataFrame:
+    errors = read_parts(out, "errors", run_id)
     return errors if len(errors) else pd.DataFrame(columns=ERROR_COLUMNS)

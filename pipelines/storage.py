@@ -95,6 +95,12 @@ def list_files(uri: str, extensions: list[str]) -> list[tuple[str, int]]:
     """Recursive listing of files whose extension (case-insensitive) is in ``extensions``:
     (path relative to ``uri``, size in bytes), sorted. Raises FileNotFoundError if ``uri``
     does not exist."""
+    return [(rel, size) for rel, size, _ in list_versions(uri, extensions)]
+
+
+def list_versions(uri: str, extensions: list[str]) -> list[tuple[str, int, str]]:
+    """``list_files`` with each file's version: the S3 ETag, else the modification time (a
+    file rewritten in place gets a new one)."""
     fs, root = filesystem(uri)
     if not fs.exists(root):
         raise FileNotFoundError(f"archive not found: {uri}")
@@ -107,7 +113,8 @@ def list_files(uri: str, extensions: list[str]) -> list[tuple[str, int]]:
         if path.rsplit(".", 1)[-1].lower() in exts or not exts:
             # plain prefix strip: relpath() would consult the cwd, which a job may not have
             rel = path[len(prefix) :] if path.startswith(prefix) else path
-            out.append((rel, int(info.get("size") or 0)))
+            version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+            out.append((rel, int(info.get("size") or 0), str(version).strip('"')))
     return sorted(out)
 
 

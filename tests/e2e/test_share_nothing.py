@@ -19,9 +19,10 @@ import time
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from a2v_core.checkpoint import load_checkpoint
-from a2v_core.config import EvaluateJob, LabelJob
+from a2v_core.config import EvaluateJob, FinetuneJob, LabelJob
 from a2v_core.config_loader import load_config
 from pipelines import evaluate, label, storage
 from tests.conftest import ROOT
@@ -285,11 +286,14 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
 
 
 def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archive):
+    """A 2-trial ASHA sweep: the trial with lr ~ 0 stops at the first rung; MLflow holds the
+    parent and one child per trial with its validation curve; the best config is a plain
+    fine-tuning config naming the better lr."""
     t0 = time.time()
     ft_set = [
         f"data.archive={archive}",
         f"data.annotations={archive}/annotations.csv",
-        "optim.max_steps=4",
+        "optim.max_steps=8",
         "optim.warmup_steps=2",
         "optim.freeze_steps=0",
         "run.validate_every_steps=4",
@@ -315,11 +319,13 @@ def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archi
             "--set",
             f"finetune.pretrained={RUNS}/sn-pretrain/final",
             "--set",
-            "space={finetune.optim.lr: {type: grid, values: [0.003, 0.001]}}",
+            "space={finetune.optim.lr: {type: grid, values: [0.003, 1.0e-9]}}",
             "--set",
             "num_samples=1",
             "--set",
-            "scheduler={type: fifo}",
+            "scheduler={type: asha, grace_period: 1, reduction_factor: 2}",
+            "--set",
+            "max_concurrent_trials=1",  # the lr ~ 0 trial meets the good one's first rung
             "--set",
             f"tracking={{uri: '{mlflow_server}', experiment: a2v/sn-sweep}}",
         ]
@@ -327,8 +333,20 @@ def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archi
     results = pd.read_csv(io.BytesIO(storage.read_bytes(f"{S3}/tune/sn-sweep/results.csv")))
     assert len(results) == 2 and (results["status"] == "TERMINATED").all(), logs[-4000:]
     assert results["best_val_macro_ap"].notna().all()
-    assert storage.exists(f"{S3}/tune/sn-sweep/best_finetune.yaml")
+    by_lr = results.set_index("finetune.optim.lr")["stopped_early"].to_dict()
+    assert by_lr == {0.003: False, 1e-9: True}, results.to_string()
+    best = yaml.safe_load(storage.read_bytes(f"{S3}/tune/sn-sweep/best_finetune.yaml"))
+    assert best["optim"]["lr"] == pytest.approx(0.003)
+    assert FinetuneJob.model_validate(best).pretrained == f"{RUNS}/sn-pretrain/final"
     mlflow.set_tracking_uri(mlflow_server)
     runs = mlflow.search_runs(experiment_names=["a2v/sn-sweep"], output_format="list")
-    assert len(runs) == 3  # the parent and one child per trial
-    print(f"\n[share-nothing] tune (2 trials): {time.time() - t0:.0f} s")
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parent) == 1 and len(children) == 2
+    client = mlflow.MlflowClient()
+    for child in children:
+        assert child.info.status == "FINISHED" and "params/finetune.optim.lr" in child.data.params
+        assert client.get_metric_history(child.info.run_id, "val_macro_ap")
+    arts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"best_finetune.yaml", "results.csv", "sweep.png"} <= arts
+    print(f"\n[share-nothing] tune (2 trials, ASHA): {time.time() - t0:.0f} s")

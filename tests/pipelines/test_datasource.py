@@ -105,3 +105,24 @@ def test_no_audio_files_is_a_loud_error(ray_session, tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="no audio files"):
         read_chunks(DataConfig(archive=str(tmp_path)))
+
+
+def test_a_non_finite_stretch_costs_its_chunk_only(tmp_path):
+    """A 35 s file with inf at 12 s: chunk 10-20 s is an error row, the other three decode."""
+    from pipelines.datasource import WorkUnit, read_unit
+
+    x = np.random.default_rng(0).normal(0, 0.1, 35 * 8000).astype(np.float32)
+    x[12 * 8000] = np.inf
+    sf.write(tmp_path / "rec.wav", x, 8000, subtype="FLOAT")
+    cfg = DataConfig(archive=str(tmp_path), sample_rate_hz=8000)
+    fs, root = storage.filesystem(str(tmp_path))
+    unit = WorkUnit("rec.wav", (tmp_path / "rec.wav").stat().st_size)
+    rows = list(read_unit(cfg, fs, root, unit))
+    assert [(r["offset_s"], r["error_type"], r["n_chunks"]) for r in rows] == [
+        (0.0, "", 4),
+        (10.0, "non_finite", 4),
+        (20.0, "", 4),
+        (30.0, "", 4),
+    ]
+    assert "10.00 s" in rows[1]["error_message"] and not rows[1]["audio"].any()
+    assert rows[3]["duration_s"] == pytest.approx(5.0)

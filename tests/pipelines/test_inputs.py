@@ -164,3 +164,25 @@ def test_a_corrupt_annotated_file_stops_finetuning_naming_it(tmp_path, synth_arc
     )
     with pytest.raises(InputError, match="names collar_000/rec_00003.wav, which does not decode"):
         prepare(job)
+
+
+def test_progress_lines_without_a_terminal():
+    import io as _io
+
+    from pipelines.progress import ProgressLog
+
+    now = [0.0]
+    out = _io.StringIO()
+    log = ProgressLog("label", 100, every_s=30, enabled=True, clock=lambda: now[0], out=out)
+    log.update(0, 0.0, {})
+    now[0] = 31.0
+    log.update(10, 3600.0, {"truncated": 1, "not_audio": 0})
+    now[0] = 40.0
+    log.update(12, 4000.0, {})  # under 30 s since the last line: nothing
+    now[0] = 62.0
+    log.update(20, 7200.0, {})
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "[label] 10/100 files, 1.00 audio h, 116x real time, errors: truncated 1, ETA 4m39s",
+        "[label] 20/100 files, 2.00 audio h, 116x real time, errors: none, ETA 4m08s",
+    ]

@@ -53,15 +53,17 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
         storage.write_bytes(f"{archive}/bad/{name}", data)
     out = "s3://a2v-test/labels"
     summary = label.run(label_job(finetuned, archive, out, "embeddings=true"))
-    errors = label.read_errors(out)
+    errors = label.read_errors(out, summary["run_id"])
     assert dict(zip(errors.file, errors.error_type, strict=True)) == {
         f"bad/{n}": t for n, (_, t) in bad_files().items()
     }
     assert summary["files_processed"] == 12 + len(bad_files()) and summary[
         "audio_hours"
     ] == pytest.approx(0.2)
-    events = label.read_events(out, summary["model_version"])
+    run = summary["run_id"]
+    events = label.read_events(out, run)
     assert len(events) > 0 and set(events.columns) >= {
+        "archive",
         "file",
         "onset_s",
         "offset_s",
@@ -71,7 +73,7 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
         "run_id",
     }
     # --embeddings: one mean embedding (model width) per decoded chunk, none for bad files
-    emb = label.read_parts(out, "embeddings", summary["model_version"])
+    emb = label.read_parts(out, "embeddings", run)
     width = load_classifier(storage.local_copy(finetuned))[0].model_cfg.width
     assert len(emb) == 12 * 6 and set(map(len, emb["embedding"])) == {width}
     assert np.isfinite(np.stack(emb["embedding"])).all()
@@ -79,9 +81,11 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
     labelled = {f for f in events.file}
     assert labelled <= {f"collar_000/rec_{i:05d}.wav" for i in range(12)}
     # Raven tables read back with the annotation reader equal the Parquet events
+    assert set(events["archive"]) == {archive} and set(events["run_id"]) == {run}
     for file, group in events.groupby("file"):
-        stem = file.rsplit(".", 1)[0]
-        raven = ann.read_raven(io.BytesIO(storage.read_bytes(f"{out}/raven/{stem}.selections.txt")))
+        raven = ann.read_raven(
+            io.BytesIO(storage.read_bytes(f"{out}/raven/{run}/{file}.selections.txt"))
+        )
         g = group.sort_values(["onset_s", "label"]).reset_index(drop=True)
         assert list(raven.label) == list(g.label)
         assert np.allclose(raven.onset_s, g.onset_s, atol=1e-4) and np.allclose(
@@ -94,7 +98,7 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
         and b"errors_by_type" in run_json
         and b"secret" not in run_json.lower()
     )
-    assert storage.exists(f"{out}/events.csv") and storage.exists(f"{out}/audacity")
+    assert storage.exists(f"{out}/csv/{run}.events.csv") and storage.exists(f"{out}/audacity/{run}")
 
 
 def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archive, tmp_path):
@@ -130,7 +134,7 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
         stderr=subprocess.DEVNULL,
         env={**os.environ, "RAY_ADDRESS": ""},
     )
-    progress = out / "_progress" / reference["model_version"]
+    progress = out / "_progress" / reference["run_id"]
     deadline = time.time() + 180
     while time.time() < deadline and len(list(progress.glob("*.json"))) < 4:
         time.sleep(0.2)

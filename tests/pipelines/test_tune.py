@@ -1,5 +1,6 @@
-"""Ray Tune sweeps: validation before any trial, a 3-trial ASHA sweep with MLflow parent/child
-runs and a best-config YAML that fine-tunes, and resume after an interrupted sweep."""
+"""Ray Tune sweeps: validation before any trial, and resume after an interrupted sweep. The
+ASHA sweep with MLflow parent/child runs and the best config runs on the share-nothing cluster
+(tests/e2e/test_share_nothing.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,8 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 
-from a2v_core.config import FinetuneJob
-from a2v_core.config_loader import ConfigError, load_config
-from pipelines import finetune
-from tune import sweep as sweep_mod
+from a2v_core.config_loader import ConfigError
 from tune.space import load_sweep, sweep_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,57 +92,6 @@ def test_shipped_sweep_resolves_into_trial_jobs():
     assert ft.loss.focal_gamma == pytest.approx(params["finetune.loss.focal_gamma"])
     assert pt.masking.mask_length == params["pretrain.masking.mask_length"]
     assert sweep.reports_per_trial() == 6
-
-
-@pytest.mark.slow
-def test_three_trial_asha_sweep_with_mlflow_and_best_config(ray_session, synth_archive, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = sweep_from_dict(base_sweep(synth_archive, tmp_path / "sweeps", uri, "asha3"))
-    out = sweep_mod.run(sweep)
-    table = out["table"]
-    assert len(table) == 3 and (table["status"] == "TERMINATED").all()
-    # lr ~ 0 leaves the model at its initial state: ASHA must stop it at the first rung
-    assert table["stopped_early"].sum() >= 1
-    assert table.loc[table["finetune.optim.lr"] < 1e-6, "stopped_early"].any()
-    best_lr = table.iloc[0]["finetune.optim.lr"]
-    assert best_lr > 1e-3
-    d = tmp_path / "sweeps/asha3"
-    assert len(pd.read_csv(d / "results.csv")) == 3
-    assert Image.open(d / "sweep.png").size[0] > 100
-
-    mlflow.set_tracking_uri(uri)
-    parent = mlflow.search_runs(
-        experiment_names=["a2v/sweep-test"],
-        filter_string="tags.`a2v.run_name` = 'asha3'",
-        output_format="list",
-    )
-    assert len(parent) == 1
-    pid = parent[0].info.run_id
-    children = mlflow.search_runs(
-        experiment_names=["a2v/sweep-test"],
-        filter_string=f"tags.`mlflow.parentRunId` = '{pid}'",
-        output_format="list",
-    )
-    assert len(children) == 3
-    client = mlflow.MlflowClient()
-    for child in children:
-        assert "params/finetune.optim.lr" in child.data.params
-        history = client.get_metric_history(child.info.run_id, "val_macro_ap")
-        assert len(history) >= 1
-    assert {c.info.status for c in children} == {"FINISHED"}
-    arts = {a.path for a in client.list_artifacts(pid)}
-    assert {"best_finetune.yaml", "results.csv", "sweep.png"} <= arts
-
-    # the best config is a plain fine-tuning config: it loads and fine-tunes
-    best_yaml = d / "best_finetune.yaml"
-    job = load_config(
-        FinetuneJob,
-        best_yaml,
-        ["optim.max_steps=2", "run.validate_every_steps=2", f"run.storage_path={tmp_path / 'ft'}"],
-    )
-    assert job.optim.lr == pytest.approx(best_lr)
-    res = finetune.run(job)
-    assert (tmp_path / "ft/asha3-best/best/model.pt").exists() and res["best"]["step"] == 2
 
 
 def _child_runs(uri: str, experiment: str) -> list:

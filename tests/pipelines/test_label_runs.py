@@ -1,0 +1,96 @@
+"""Run identity under one ``--out``: site after site whose file names repeat, a changed
+threshold, a file changed in place, rec.wav beside rec.flac, unsafe object keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipelines import label, storage
+from pipelines.label_outputs import safe_relpath
+from pipelines.synth import write_archive
+from tests.pipelines.test_label import label_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_sites_settings_and_changed_files_each_get_exactly_their_run(finetuned, tmp_path):
+    s1, s2 = tmp_path / "site1", tmp_path / "site2"
+    write_archive(str(s1), 30 / 3600, seed=1, file_s=10.0)  # 3 files: collar_000/rec_0000N.wav
+    write_archive(str(s2), 30 / 3600, seed=2, file_s=10.0)  # the same names, other audio
+    audio, sr = sf.read(s1 / "collar_000/rec_00000.wav")
+    sf.write(s1 / "collar_000/rec_00000.flac", audio, sr)  # rec.wav and rec.flac side by side
+    out = str(tmp_path / "labels")
+
+    a = label.run(label_job(finetuned, str(s1), out))
+    b = label.run(label_job(finetuned, str(s2), out))
+    assert a["files_processed"] == 4 and b["files_processed"] == 3  # site 2 is not skipped
+    assert a["run_id"] != b["run_id"] and b["other_runs_in_out"] == [a["run_id"]]
+    events = label.read_events(out)
+    assert set(events["archive"]) == {str(s1), str(s2)}
+    per_run = events.groupby("run_id")["file"].nunique().to_dict()
+    assert per_run == {a["run_id"]: 4, b["run_id"]: 3}
+    for ext in ("wav", "flac"):
+        assert storage.exists(
+            f"{out}/raven/{a['run_id']}/collar_000/rec_00000.{ext}.selections.txt"
+        )
+
+    again = label.run(label_job(finetuned, str(s1), out))  # a resubmission resumes
+    assert again["run_id"] == a["run_id"] and again["files_processed"] == 0
+
+    before = label.read_events(out, a["run_id"])
+    other = label.run(label_job(finetuned, str(s1), out, "events.threshold=0.05"))
+    assert other["run_id"] not in (a["run_id"], b["run_id"]) and other["files_processed"] == 4
+    pd.testing.assert_frame_equal(label.read_events(out, a["run_id"]), before)
+
+    # a recording rewritten in place (same size, new content) is labelled again, once
+    noise = np.random.default_rng(0).normal(0, 0.05, len(audio)).astype("float32")
+    sf.write(s1 / "collar_000/rec_00001.wav", noise, sr, subtype="PCM_16")
+    changed = label.run(label_job(finetuned, str(s1), out))
+    assert changed["files_processed"] == 1 and changed["files_changed_relabelled"] == 1
+    after = label.read_events(out, a["run_id"])
+    assert not after.duplicated(["file", "onset_s", "label"]).any()
+    unchanged = before[before["file"] != "collar_000/rec_00001.wav"].reset_index(drop=True)
+    kept = after[after["file"] != "collar_000/rec_00001.wav"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, unchanged)
+    assert set(label.journal(out, a["run_id"])[0]) == {
+        "collar_000/rec_00000.wav",
+        "collar_000/rec_00000.flac",
+        "collar_000/rec_00001.wav",
+        "collar_000/rec_00002.wav",
+    }
+
+
+def test_unsafe_object_keys_become_error_rows_and_write_nothing(finetuned, s3, synth_archive):
+    archive = "s3://a2v-test/unsafe-archive"
+    good = (synth_archive / "collar_000/rec_00000.wav").read_bytes()
+    storage.write_bytes(f"{archive}/ok/rec.wav", good)
+    s3["fs"].pipe("a2v-test/unsafe-archive/a/../../escaped.wav", good)  # a legal S3 key
+    out = "s3://a2v-test/unsafe-labels"
+    summary = label.run(label_job(finetuned, archive, out))
+    errors = label.read_errors(out, summary["run_id"])
+    assert list(zip(errors.file, errors.error_type, strict=True)) == [
+        ("a/../../escaped.wav", "unsafe_path")
+    ]
+    written = [rel for rel, _ in storage.list_all("s3://a2v-test")]
+    assert not any(rel.endswith("escaped.wav.selections.txt") for rel in written)
+    assert summary["files_processed"] == 1
+
+
+@pytest.mark.parametrize(
+    "rel, safe",
+    [
+        ("a/b.wav", True),
+        ("a/../../x.wav", False),
+        ("/abs.wav", False),
+        ("a//b.wav", False),
+        ("./a.wav", False),
+        ("..", False),
+        ("", False),
+        ("a\\..\\b.wav", False),
+    ],
+)
+def test_safe_relpath(rel, safe):
+    assert (safe_relpath(rel) is not None) == safe

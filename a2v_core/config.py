@@ -182,6 +182,13 @@ class DataConfig(Group):
     min_duration_s: float = Field(0.1, ge=0)
     split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
     read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")
+    read_retries: int = Field(
+        3,
+        ge=0,
+        description="a transient read error (connection reset, timeout, S3 5xx or throttling) is "
+        "retried this often in the read task, from the chunk it stopped at, with backoff",
+    )
+    read_retry_backoff_s: float = Field(1.0, ge=0, description="first retry's wait; doubles")
     chunks_per_block: int = Field(
         16,
         ge=1,
@@ -336,6 +343,9 @@ class LabelJob(Job):
         False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
     )
     overwrite: bool = False
+    retry_errors: bool = Field(
+        False, description="label again the files this run committed with a decode error"
+    )
     flush_every_files: int = Field(16, ge=1)
     release_memory: bool = Field(
         True,

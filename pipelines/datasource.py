@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -120,47 +121,121 @@ class BlockBuffer:
         return BlockAccessor.batch_to_block(batch)
 
 
+#: what a transient failure looks like in an exception's type name or message (botocore,
+#: aiohttp and s3fs name them in different ways; a 4xx or a decode error is never transient)
+TRANSIENT_MARKS = (
+    "SlowDown",
+    "Throttl",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
+    "EndpointConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "ServerDisconnected",
+    "ClientPayloadError",
+    "timed out",
+    " 500",
+    " 502",
+    " 503",
+    " 504",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(exc).__name__} {exc}"
+    return any(mark in text for mark in TRANSIENT_MARKS)
+
+
+class _Watched:
+    """A file object that remembers the exception a read raised and reports end of data
+    instead: libsndfile reads through callbacks that would print the exception and see a
+    short read anyway, which looks like a truncated file (permanent) where it was a network
+    failure (worth retrying). ``read_unit`` checks ``failure`` after a decode error."""
+
+    def __init__(self, f) -> None:
+        self.f, self.failure = f, None
+
+    def read(self, *args):
+        try:
+            return self.f.read(*args)
+        except Exception as exc:
+            self.failure = exc
+            return b""
+
+    def readinto(self, buf):  # what soundfile calls first
+        try:
+            return self.f.readinto(buf)
+        except Exception as exc:
+            self.failure = exc
+            return 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+
 def read_unit(
     cfg: DataConfig,
     fs,
     root: str,
     unit: WorkUnit,
     out: Callable[[], np.ndarray] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[dict]:
     """Rows of one work unit; decode failures become one error row. Each row's audio is
-    written into ``out()`` (default: a fresh array per row)."""
+    written into ``out()`` (default: a fresh array per row). A transient read failure is
+    retried ``cfg.read_retries`` times from the chunk it stopped at; still failing, it is a
+    ``retryable`` error row (labelling does not mark such a file done)."""
     if out is None:
         out = lambda: np.empty(cfg.clip_samples, np.float32)  # noqa: E731
     base = {"path": unit.path, "sample_rate_hz": cfg.sample_rate_hz}
-    try:
-        with _open(fs, root, unit.path, unit.file_bytes) as f:
-            for chunk in iter_chunks(
-                f,
-                cfg.clip_s,
-                cfg.sample_rate_hz,
-                cfg.overlap_s,
-                cfg.channel,
-                True,
-                cfg.min_duration_s,
-                unit.start_s,
-                unit.stop_s,
-                out,
-                chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
-            ):
-                yield {
-                    **base,
-                    "chunk_id": chunk_id(unit.path, chunk.offset_s),
-                    "offset_s": chunk.offset_s,
-                    "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
-                    "audio": chunk.audio,
-                    "n_chunks": chunk.n_chunks,
-                    "error_type": chunk.error_type,
-                    "error_message": chunk.error_message[:500],
-                }
-    except DecodeError as exc:
-        yield _error_row(base, unit, out(), exc.error_type, exc.message)
-    except (FileNotFoundError, PermissionError, OSError) as exc:
-        yield _error_row(base, unit, out(), "unreadable", f"{type(exc).__name__}: {exc}")
+    start_s, attempt = unit.start_s, 0
+    while True:
+        watched = None
+        try:
+            with _open(fs, root, unit.path, unit.file_bytes) as raw:
+                watched = _Watched(raw)
+                for chunk in iter_chunks(
+                    watched,
+                    cfg.clip_s,
+                    cfg.sample_rate_hz,
+                    cfg.overlap_s,
+                    cfg.channel,
+                    True,
+                    cfg.min_duration_s,
+                    start_s,
+                    unit.stop_s,
+                    out,
+                    chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
+                ):
+                    yield {
+                        **base,
+                        "chunk_id": chunk_id(unit.path, chunk.offset_s),
+                        "offset_s": chunk.offset_s,
+                        "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
+                        "audio": chunk.audio,
+                        "n_chunks": chunk.n_chunks,
+                        "error_type": chunk.error_type,
+                        "error_message": chunk.error_message[:500],
+                    }
+                    start_s = chunk.offset_s + 1e-6  # a retry goes on after this chunk
+            return
+        except (DecodeError, OSError) as exc:
+            cause = watched.failure if watched is not None and watched.failure else exc
+            if is_transient(cause):
+                if attempt < cfg.read_retries:
+                    sleep(cfg.read_retry_backoff_s * 2**attempt)
+                    attempt += 1
+                    continue
+                message = f"{type(cause).__name__}: {cause} (after {attempt} retries)"
+                yield _error_row(base, unit, out(), "retryable", message)
+            elif isinstance(exc, DecodeError):
+                yield _error_row(base, unit, out(), exc.error_type, exc.message)
+            else:
+                yield _error_row(base, unit, out(), "unreadable", f"{type(exc).__name__}: {exc}")
+            return
 
 
 def _error_row(

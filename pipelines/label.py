@@ -94,6 +94,9 @@ def run(job: LabelJob) -> dict:
     if job.overwrite:
         remove_run(job.out, run_id)
     done, _ = journal(job.out, run_id)
+    if job.retry_errors:  # files committed with a decode error are tried again
+        for file in set(read_errors(job.out, run_id)["file"]):
+            done.pop(file, None)
     keys = {rel: (size, ver) for rel, size, ver in listed}
     changed = [rel for rel in done if rel in keys and done[rel] != keys[rel]]
     todo = [(rel, size) for rel, size, _ in listed if done.get(rel) != keys[rel]]
@@ -157,6 +160,7 @@ def run(job: LabelJob) -> dict:
         "files_total": len(listed),
         "files_skipped_done": skipped,
         "files_changed_relabelled": len(changed),
+        "files_to_retry": stats["files_to_retry"],
         "files_processed": stats["files"],
         "chunks_processed": stats["chunks"],
         "events_written": stats["events"],
@@ -192,6 +196,11 @@ def run(job: LabelJob) -> dict:
     )
     tracker.log_text(json.dumps(summary, indent=2, default=str), "run.json")
     tracker.end()
+    if stats["files_to_retry"]:
+        print(
+            f"[label] {stats['files_to_retry']} files hit transient read errors after "
+            f"{job.data.read_retries} retries and are not marked done: resubmit to try them again"
+        )
     print(
         f"[label] {stats['files']} files, {stats['chunks']} chunks, {stats['events']} events, "
         f"{sum(error_types.values())} errors {dict(error_types)}; {audio_s / 3600:.3f} audio h in {wall:.1f} s "
@@ -282,11 +291,14 @@ def _label_files(
 def _finish(
     writer: OutputWriter, path: str, keys: dict, st: FileState, stats: Counter, bar: tqdm
 ) -> None:
-    table = writer.add_file(path, keys[path], st.runs, st.errors, st.embeddings, st.frames)
     stats["files"] += 1
+    bar.update(1)
+    if any(e["error_type"] == "retryable" for e in st.errors):
+        stats["files_to_retry"] += 1  # not committed: the next resubmission tries it again
+        return
+    table = writer.add_file(path, keys[path], st.runs, st.errors, st.embeddings, st.frames)
     stats["audio_s"] += st.audio_s
     stats["events"] += len(table)
-    bar.update(1)
     bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")
 
 
@@ -301,7 +313,12 @@ def main(argv: list[str] | None = None) -> None:
         "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
     )
     ap.add_argument(
-        "--overwrite", action="store_true", help="discard earlier outputs and start fresh"
+        "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
+    )
+    ap.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="label again the files this run committed with a decode error",
     )
     args = ap.parse_args(argv)
     formats = f"[{args.formats}]" if args.formats else None
@@ -313,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         "formats": formats,
         "embeddings": "true" if args.embeddings else None,
         "overwrite": "true" if args.overwrite else None,
+        "retry_errors": "true" if args.retry_errors else None,
     }
     run_main(run, resolve(LabelJob, args, shorthands, extra))
 

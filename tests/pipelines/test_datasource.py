@@ -126,3 +126,85 @@ def test_a_non_finite_stretch_costs_its_chunk_only(tmp_path):
     ]
     assert "10.00 s" in rows[1]["error_message"] and not rows[1]["audio"].any()
     assert rows[3]["duration_s"] == pytest.approx(5.0)
+
+
+class _BrokenAfter:
+    """A file whose reads fail with a connection reset once past ``limit`` bytes, as an S3
+    stream does when the connection drops mid-object."""
+
+    def __init__(self, path, limit: int) -> None:
+        self.f, self.limit = open(path, "rb"), limit
+
+    def read(self, n=-1):
+        if self.f.tell() + max(n, 0) > self.limit:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return self.f.read(n)
+
+    def readinto(self, buf):
+        if self.f.tell() + len(buf) > self.limit:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return self.f.readinto(buf)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+class _FlakyFS:
+    """The first ``fails`` opens give a stream that breaks 25 s into the audio."""
+
+    protocol = "file"
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.opens = fails, 0
+
+    def open(self, path, mode="rb", **kw):
+        self.opens += 1
+        if self.opens <= self.fails:
+            return _BrokenAfter(path, 8000 * 4 * 25)  # float32 samples
+        return open(path, "rb")
+
+
+@pytest.mark.parametrize(
+    "fails, retries, expected",
+    [
+        (0, 3, [(0.0, ""), (10.0, ""), (20.0, ""), (30.0, "")]),
+        # two drops, retried from the chunk each stopped at: every chunk once, in order
+        (2, 3, [(0.0, ""), (10.0, ""), (20.0, ""), (30.0, "")]),
+        # still failing after the retries: the chunks read so far, then one retryable row
+        (9, 2, [(0.0, ""), (10.0, ""), (0.0, "retryable")]),
+    ],
+)
+def test_transient_read_errors_are_retried_then_retryable(tmp_path, fails, retries, expected):
+    from pipelines.datasource import WorkUnit, read_unit
+
+    x = np.random.default_rng(0).normal(0, 0.1, 35 * 8000).astype(np.float32)
+    sf.write(tmp_path / "rec.wav", x, 8000, subtype="FLOAT")
+    cfg = DataConfig(archive=str(tmp_path), sample_rate_hz=8000, read_retries=retries)
+    fs, waits = _FlakyFS(fails), []
+    unit = WorkUnit("rec.wav", (tmp_path / "rec.wav").stat().st_size)
+    rows = list(read_unit(cfg, fs, str(tmp_path), unit, sleep=waits.append))
+    assert [(r["offset_s"], r["error_type"]) for r in rows] == expected
+    assert waits == [cfg.read_retry_backoff_s * 2**i for i in range(min(fails, retries))]
+    if expected[-1][1] == "retryable":
+        assert "ConnectionResetError" in rows[-1]["error_message"]
+    else:  # the retried chunks equal an unbroken read
+        clean = list(read_unit(cfg, _FlakyFS(0), str(tmp_path), unit))
+        assert all(np.array_equal(a["audio"], b["audio"]) for a, b in zip(rows, clean, strict=True))
+
+
+def test_a_truncated_file_is_not_retried(tmp_path):
+    from pipelines.datasource import WorkUnit, read_unit
+
+    data, expected = bad_files()["truncated.flac"]
+    (tmp_path / "t.flac").write_bytes(data)
+    cfg = DataConfig(archive=str(tmp_path), sample_rate_hz=8000)
+    fs, root = storage.filesystem(str(tmp_path))
+    waits = []
+    rows = list(read_unit(cfg, fs, root, WorkUnit("t.flac", len(data)), sleep=waits.append))
+    assert rows[-1]["error_type"] == expected == "truncated" and waits == []

@@ -109,7 +109,11 @@ def read_raven(
         )
     out = pd.DataFrame(
         {
-            "file": raw["Begin File"] if "Begin File" in raw.columns else (file or ""),
+            "file": raw["Begin Path"]
+            if "Begin Path" in raw.columns
+            else raw["Begin File"]
+            if "Begin File" in raw.columns
+            else (file or ""),
             "onset_s": raw["Begin Time (s)"],
             "offset_s": raw["End Time (s)"],
             "label": raw[label_col],
@@ -127,10 +131,15 @@ def read_raven(
     return validate(out, source or str(path_or_buf))
 
 
-def to_raven(table: pd.DataFrame, sample_rate_hz: float | None = None) -> str:
+def to_raven(
+    table: pd.DataFrame, sample_rate_hz: float | None = None, combined: bool = False
+) -> str:
     """Raven Pro selection table text for one recording (Begin File + File Offset set, so it
-    opens both as a selection table and as a sound selection table)."""
-    t = validate(table).sort_values(["onset_s", "label"]).reset_index(drop=True)
+    opens both as a selection table and as a sound selection table). ``combined``: one table
+    over many recordings, sorted by file, with a ``Begin Path`` column (the path relative to
+    the archive); times stay relative to each file."""
+    order = ["file", "onset_s", "label"] if combined else ["onset_s", "label"]
+    t = validate(table).sort_values(order).reset_index(drop=True)
     nyquist = (sample_rate_hz or 8000) / 2
     low = t["low_freq_hz"] if "low_freq_hz" in t.columns else pd.Series(0.0, index=t.index)
     high = t["high_freq_hz"] if "high_freq_hz" in t.columns else pd.Series(nyquist, index=t.index)
@@ -148,6 +157,8 @@ def to_raven(table: pd.DataFrame, sample_rate_hz: float | None = None) -> str:
             "File Offset (s)": t["onset_s"].round(4),
         }
     )
+    if combined:
+        out.insert(out.columns.get_loc("Begin File"), "Begin Path", t["file"])
     if "score" in t.columns:
         out["Score"] = t["score"].round(4)
     return out.to_csv(sep="\t", index=False, lineterminator="\n")

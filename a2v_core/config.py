@@ -339,6 +339,9 @@ class LabelJob(Job):
     )
     batch_size: int = Field(8, ge=1)
     embeddings: bool = False
+    classes: list[str] | None = Field(
+        None, description="write events of these classes only (default: every class)"
+    )
     frame_probs: bool = Field(
         False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
     )

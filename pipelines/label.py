@@ -1,7 +1,7 @@
 """Archive-wide batch labelling: chunks -> predictor actors -> events, resumable.
 
     a2v label --model demo_out/runs/finetune-tiny/best --archive s3://bucket/archive --out s3://bucket/labels
-    a2v label ... --formats parquet,raven,audacity,csv --threshold 0.2 --embeddings
+    a2v label ... --formats parquet,raven,audacity,csv --threshold 0.2 --embeddings --classes cc,sn
 
 CPU read tasks decode chunks; an actor pool (model loaded once per actor, ``num_gpus`` and
 batch size from config) turns them into per-chunk probability runs; the driver merges the
@@ -15,6 +15,7 @@ settings, formats, embeddings, chunk length; see ``label_outputs``); ``<run>`` i
     <out>/events/run=<run>/part-*.parquet          events: archive, file, onset_s, offset_s,
                                                    label, score, model_version, run_id
     <out>/raven/<run>/<file>.selections.txt        per-recording Raven Pro tables (rec.wav.*)
+    <out>/raven/<run>.selections.txt               one table over the archive (Begin Path)
     <out>/audacity/<run>/<file>.txt                on request (--formats)
     <out>/csv/<run>.events.csv                     on request (--formats csv)
     <out>/errors/run=<run>/part-*.parquet          file, stage, error_type, message
@@ -39,8 +40,10 @@ from collections import Counter, defaultdict
 import ray
 from tqdm import tqdm
 
+from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.config_loader import flatten
+from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 from pipelines import inputs, storage
 from pipelines.datasource import read_chunks
@@ -82,6 +85,9 @@ def run(job: LabelJob) -> dict:
     storage.absolutize(job)
     # every input check runs before Ray starts and before --overwrite removes anything
     meta, version = inputs.finetuned_model(job.model)
+    unknown = sorted(set(job.classes or []) - set(meta["classes"]))
+    if unknown:
+        raise InputError(f"--classes {unknown}: not classes of this model {meta['classes']}")
     listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
@@ -175,10 +181,16 @@ def run(job: LabelJob) -> dict:
     storage.write_bytes(
         storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
     )
+    run_events = read_events(job.out, run_id) if {"csv", "raven"} & set(job.formats) else None
     if "csv" in job.formats:
         storage.write_bytes(
             storage.join(job.out, "csv", f"{run_id}.events.csv"),
-            read_events(job.out, run_id).to_csv(index=False).encode(),
+            run_events.to_csv(index=False).encode(),
+        )
+    if "raven" in job.formats:  # one table over the archive, as BirdNET-Analyzer's combined one
+        storage.write_bytes(
+            storage.join(job.out, "raven", f"{run_id}.selections.txt"),
+            ann.to_raven(run_events, job.data.sample_rate_hz, combined=True).encode(),
         )
     tracker.log_metrics(
         {
@@ -315,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
     )
+    ap.add_argument("--classes", help="comma list: write events of these classes only")
     ap.add_argument(
         "--retry-errors",
         action="store_true",
@@ -331,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         "embeddings": "true" if args.embeddings else None,
         "overwrite": "true" if args.overwrite else None,
         "retry_errors": "true" if args.retry_errors else None,
+        "classes": f"[{args.classes}]" if args.classes else None,
     }
     run_main(run, resolve(LabelJob, args, shorthands, extra))
 

@@ -58,6 +58,7 @@ def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float])
             mode="json", include={"pool_s", "min_event_s", "top_class_only"}
         ),
         "formats": sorted(job.formats),
+        "classes": sorted(job.classes) if job.classes else None,
         "embeddings": job.embeddings,
         "frame_probs": job.frame_probs,
         "clip_s": job.data.clip_s,
@@ -122,6 +123,8 @@ class OutputWriter:
             self.job.events.min_event_s,
             self.job.events.top_class_only,
         )
+        if self.job.classes:
+            table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
         table["archive"], table["model_version"], table["run_id"] = (
             self.archive,
             self.v,

@@ -2,7 +2,10 @@
 
 Writes one Parquet row per file (path, bytes, duration_s, sample_rate_hz, channels, format,
 error_type, error_message) and prints a summary: files, audio hours, errors by type. The
-probe reads headers only and runs as Ray tasks, so it scales with the archive.
+probe runs as Ray tasks, so it scales with the archive. By default it reads headers only (the
+summary says so: ``checks: header``); ``--verify`` also decodes every file the way labelling
+does, so that a truncated FLAC or NaN samples are reported with the same ``error_type``
+(``truncated``, ``non_finite``) labelling would give (``checks: header+decode``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import sys
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import ray
 from tqdm import tqdm
@@ -35,7 +39,20 @@ COLUMNS = [
 ]
 
 
-def probe_files(archive: str, files: list[tuple[str, int]]) -> list[dict]:
+def decode_error(archive: str, rel: str, size: int, sample_rate_hz: int) -> tuple[str, str]:
+    """(error_type, message) of the first chunk labelling would fail on, or ("", "")."""
+    from pipelines.datasource import WorkUnit, read_unit
+
+    cfg = DataConfig(archive=archive, sample_rate_hz=sample_rate_hz)  # native rate: no resampling
+    fs, root = storage.filesystem(archive)
+    buf = np.empty(cfg.clip_samples, np.float32)  # one buffer: the audio is not kept
+    for row in read_unit(cfg, fs, root, WorkUnit(rel, size, file_bytes=size), lambda: buf):
+        if row["error_type"]:
+            return row["error_type"], row["error_message"]
+    return "", ""
+
+
+def probe_files(archive: str, files: list[tuple[str, int]], verify: bool = False) -> list[dict]:
     fs, root = storage.filesystem(archive)
     rows = []
     for rel, size in files:
@@ -60,6 +77,9 @@ def probe_files(archive: str, files: list[tuple[str, int]]) -> list[dict]:
             )
             if info.frames == 0:
                 row.update(error_type="empty_audio", error_message="0 samples")
+            elif verify:
+                error_type, message = decode_error(archive, rel, size, info.sample_rate_hz)
+                row.update(error_type=error_type, error_message=message)
         except DecodeError as exc:
             row.update(error_type=exc.error_type, error_message=exc.message)
         except OSError as exc:
@@ -69,16 +89,20 @@ def probe_files(archive: str, files: list[tuple[str, int]]) -> list[dict]:
 
 
 def build_manifest(
-    archive: str, extensions: list[str] | None = None, files_per_task: int = 64
+    archive: str,
+    extensions: list[str] | None = None,
+    files_per_task: int = 64,
+    verify: bool = False,
 ) -> pd.DataFrame:
-    """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame."""
+    """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame; ``verify``:
+    decode every file too."""
     exts = extensions or DataConfig().extensions
     all_listed = storage.list_all(archive)
     files = [f for f in all_listed if f[0].rsplit(".", 1)[-1].lower() in exts]
     unsupported = [f for f in all_listed if f not in files and _looks_like_audio_attempt(f[0])]
     remote = ray.remote(probe_files)
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
-    pending = [remote.remote(archive, g) for g in groups]
+    pending = [remote.remote(archive, g, verify) for g in groups]
     rows: list[dict] = []
     with tqdm(total=len(files), unit="file", desc="manifest", disable=None) as bar:
         while pending:
@@ -107,9 +131,10 @@ def _looks_like_audio_attempt(path: str) -> bool:
     return path.rsplit(".", 1)[-1].lower() not in ("csv", "txt", "json", "parquet", "yaml", "md")
 
 
-def summarize(manifest: pd.DataFrame) -> dict:
+def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
     ok = manifest[manifest["error_type"] == ""]
     return {
+        "checks": "header+decode" if verify else "header (add --verify to decode every file)",
         "files": int(len(manifest)),
         "ok_files": int(len(ok)),
         "audio_hours": float(ok["duration_s"].sum() / 3600),
@@ -127,16 +152,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--archive", required=True)
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
     ap.add_argument("--address", default=None)
+    ap.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every file as labelling does (finds truncated or NaN audio; slower)",
+    )
     args = ap.parse_args(argv)
     if not storage.exists(args.archive):  # before Ray starts
         print(f"error: --archive {redact_uri(args.archive)}: not found", file=sys.stderr)
         raise SystemExit(2)
     init_ray(args.address)
-    manifest = build_manifest(args.archive)
+    manifest = build_manifest(args.archive, verify=args.verify)
     buf = io.BytesIO()
     manifest.to_parquet(buf, index=False)
     storage.write_bytes(args.out, buf.getvalue())
-    summary = summarize(manifest)
+    summary = summarize(manifest, args.verify)
     print(json.dumps(summary, indent=2))
     print(
         f"manifest: {summary['files']} files, {summary['audio_hours']:.3f} audio hours, "

@@ -99,6 +99,13 @@ def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive):
     assert by_path["random.wav"] == "not_audio" and by_path["good_0.flac"] == ""
     s = summarize(build_manifest(str(synth_archive)))
     assert s["ok_files"] == 12 and abs(s["audio_hours"] - 0.2) < 1e-6 and s["errors_by_type"] == {}
+    assert s["checks"].startswith("header (add --verify")
+    # --verify decodes every file: the manifest and labelling agree on every error type
+    verified = build_manifest(str(bad_archive), verify=True)
+    by_path = dict(zip(verified.path, verified.error_type, strict=True))
+    assert {n: by_path[n] for n in bad_files()} == {n: t for n, (_, t) in bad_files().items()}
+    assert all(by_path[f"good_{i}.flac"] == "" for i in range(3))
+    assert summarize(verified, verify=True)["checks"] == "header+decode"
 
 
 def test_no_audio_files_is_a_loud_error(ray_session, tmp_path):

@@ -76,6 +76,10 @@ def test_label_mistakes_end_in_one_line_before_ray(tmp_path, synth_archive):
         "no audio files (.wav, .flac",
     )
     one_error_line(cli("manifest", "--archive", str(tmp_path / "typo"), "--out", out), "not found")
+    one_error_line(
+        cli("label", "--model", model, *base, "--classes", "cc,owl"),
+        "--classes ['owl']: not classes of this model",
+    )
 
 
 def test_overwrite_with_a_typo_deletes_nothing(tmp_path):

@@ -92,6 +92,12 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
             raven.offset_s, g.offset_s, atol=1e-4
         )
         assert set(raven.file) == {Path(file).name}
+    # the combined table over the archive: Begin Path = relative path, times per file
+    combined = ann.read_raven(io.BytesIO(storage.read_bytes(f"{out}/raven/{run}.selections.txt")))
+    key = ["file", "onset_s", "label"]
+    c, e = (t.sort_values(key).reset_index(drop=True) for t in (combined, events))
+    assert list(c.file) == list(e.file) and list(c.label) == list(e.label)
+    assert np.allclose(c.onset_s, e.onset_s, atol=1e-4)
     run_json = storage.read_bytes(f"{out}/run.json")
     assert (
         b"x_real_time" in run_json

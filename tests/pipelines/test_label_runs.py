@@ -44,6 +44,11 @@ def test_sites_settings_and_changed_files_each_get_exactly_their_run(finetuned, 
     other = label.run(label_job(finetuned, str(s1), out, "events.threshold=0.05"))
     assert other["run_id"] not in (a["run_id"], b["run_id"]) and other["files_processed"] == 4
     pd.testing.assert_frame_equal(label.read_events(out, a["run_id"]), before)
+    only = label.run(label_job(finetuned, str(s1), out, "classes=[cc,sn]"))  # --classes cc,sn
+    assert only["run_id"] not in (a["run_id"], other["run_id"])
+    assert set(label.read_events(out, only["run_id"])["label"]) == {"cc", "sn"} & set(
+        before["label"]
+    )
 
     # a recording rewritten in place (same size, new content) is labelled again, once
     noise = np.random.default_rng(0).normal(0, 0.05, len(audio)).astype("float32")

@@ -255,9 +255,9 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     summary = json.loads(storage.read_bytes(f"{out}/run.json"))
     assert len(summary["chunks_by_node"]) == 2, summary["chunks_by_node"]
     assert summary["files_processed"] == 12 and summary["errors_by_type"] == {}
-    cluster_events = label.read_events(out, summary["model_version"])
+    cluster_events = label.read_events(out, summary["run_id"])
     local = label.run(local_label_job(LabelJob, finetuned, f"{S3}/labels-local"))
-    local_events = label.read_events(f"{S3}/labels-local", local["model_version"])
+    local_events = label.read_events(f"{S3}/labels-local", local["run_id"])
     assert len(cluster_events) > 0
     key = ["file", "onset_s", "label"]
     a = cluster_events.sort_values(key).reset_index(drop=True)

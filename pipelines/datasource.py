@@ -231,10 +231,11 @@ def read_unit(
                     continue
                 message = f"{type(cause).__name__}: {cause} (after {attempt} retries)"
                 yield _error_row(base, unit, out(), "retryable", message)
-            elif isinstance(exc, DecodeError):
+            elif isinstance(exc, DecodeError) and cause is exc:
                 yield _error_row(base, unit, out(), exc.error_type, exc.message)
-            else:
-                yield _error_row(base, unit, out(), "unreadable", f"{type(exc).__name__}: {exc}")
+            else:  # an I/O error, also one libsndfile only saw as a short read
+                message = f"{type(cause).__name__}: {cause}"
+                yield _error_row(base, unit, out(), "unreadable", message)
             return
 
 

@@ -7,7 +7,7 @@ ends; then the threshold changes and every archive is resubmitted once more. The
 uninterrupted into a reference prefix. Printed per run: files labelled, duplicates, files
 missing, and whether the events equal the reference run's.
 
-    python bench/label_drill.py [--files 4] [--file-s 10]
+    python bench/label_drill.py [--files 8] [--file-s 10]
 
 The model is the tiny preset at its initial weights (plumbing, not quality), with a low
 threshold so that every file has events.
@@ -16,6 +16,7 @@ threshold so that every file has events.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def run_to_end(cmd: list[str], env: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--file-s", type=float, default=10.0)
     args = ap.parse_args()
     moto, _ = start_moto()
@@ -138,7 +139,7 @@ def main() -> None:
                 run = run_file.removesuffix(".json")
                 got, want = read_events(out, run), read_events(ref, run)
                 files = set(journal(out, run)[0])
-                archive = got["archive"].iloc[0] if len(got) else "?"
+                archive = json.loads(storage.read_bytes(f"{out}/runs/{run_file}"))["archive"]
                 listed = {r for r, _ in storage.list_files(archive, ["wav"])}
                 dupes = int(got.duplicated(["file", "onset_s", "label"]).sum())
                 missing = len(listed - files)

@@ -79,7 +79,14 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     scheme, path = split_uri(uri)
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-        fs = fsspec.filesystem("s3", endpoint_url=endpoint) if endpoint else fsspec.filesystem("s3")
+        # no listings cache: a listing must show what other processes wrote since (resume
+        # journals, commit markers of another run, a driver that polls a job's outputs)
+        kwargs = {"use_listings_cache": False}
+        fs = (
+            fsspec.filesystem("s3", endpoint_url=endpoint, **kwargs)
+            if endpoint
+            else (fsspec.filesystem("s3", **kwargs))
+        )
     else:
         fs = fsspec.filesystem("file")
     return fs, path

@@ -9,14 +9,15 @@ missing, and whether the events equal the reference run's.
 
     python bench/label_drill.py [--files 8] [--file-s 10]
 
-The model is the tiny preset at its initial weights (plumbing, not quality), with a low
-threshold so that every file has events.
+The model is the tiny preset at its initial weights with the head scaled so that frame
+probabilities straddle the thresholds (plumbing, not quality: events of many lengths).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,6 +49,9 @@ BUCKET = "s3://drill"
 def make_model(d: Path) -> str:
     job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml")
     model = FrameClassifier(job.model, n_classes=len(CLASSES))
+    with torch.no_grad():  # probabilities around the drill's thresholds: events of many lengths
+        model.head.bias.fill_(math.log(0.04 / 0.96))
+        model.head.weight.mul_(20.0)
     meta = {"kind": "finetune", "classes": CLASSES, "sample_rate_hz": 8000, "frame_rate_hz": 200.0}
     save_checkpoint(d, {"model": model.state_dict()}, to_yaml(job), meta)
     return str(d)
@@ -60,6 +66,9 @@ def label_cmd(model: str, archive: str, out: str, threshold: float) -> list[str]
         *("--threshold", str(threshold), "--formats", "parquet,raven,csv"),
         *("--set", "tracking.enabled=false", "--set", "flush_every_files=1"),
         *("--set", "cluster.cpus_per_worker=0.5"),
+        # one chunk per block and batch: files finish (and commit) one by one, so that a kill
+        # after a commit lands while the job still has files to do
+        *("--set", "data.chunks_per_block=1", "--set", "batch_size=1"),
     ]
 
 

@@ -56,11 +56,16 @@ def load_classifier(directory: str | Path) -> tuple[FrameClassifier, dict[str, A
         raise ValueError(
             f"{directory} is a '{meta.get('kind')}' checkpoint; labelling needs a fine-tuned one"
         )
+    return classifier_of(states, config, meta), meta
+
+
+def classifier_of(states: dict, config: dict, meta: dict) -> FrameClassifier:
+    """The eval-mode FrameClassifier of a loaded fine-tuned checkpoint."""
     job = FinetuneJob.model_validate(config)
     model = FrameClassifier(job.model, n_classes=len(meta["classes"]))
     model.load_state_dict(states["model"])
     model.eval()
-    return model, meta
+    return model
 
 
 def model_config_of(directory: str | Path) -> ModelConfig:

@@ -83,10 +83,10 @@ def run(job: EvaluateJob) -> dict:
             "--annotations is required (a CSV, Raven or Audacity table, or a folder of them)"
         )
     # before any labelling: the annotations read and name recordings of this archive
-    files = inputs.archive_files(job.data.archive, job.data.extensions)
+    listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
     truth_all = inputs.match_annotations(
         inputs.read_annotations(job.data.annotations),
-        [f for f, _ in files],
+        [f for f, _, _ in listed],
         job.data.annotations,
         job.data.archive,
     )
@@ -96,7 +96,7 @@ def run(job: EvaluateJob) -> dict:
         {k: v for k, v in job.model_dump(mode="json").items() if k in fields}
         | {"out": label_out, "frame_probs": True}
     )
-    summary = label.run(ljob)
+    summary = label.run(ljob, listed)  # the archive is listed once
     version, meta, run_id = summary["model_version"], summary["model_meta"], summary["run_id"]
     classes = list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from a2v_core import annotations as ann
-from a2v_core.checkpoint import load_checkpoint, load_classifier
+from a2v_core.checkpoint import classifier_of, load_checkpoint
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines import storage
@@ -51,7 +51,7 @@ def finetuned_model(uri: str | None) -> tuple[dict, str]:
     try:
         with storage.fetched(uri) as local:
             try:
-                _, _, meta = load_checkpoint(local)
+                states, config, meta = load_checkpoint(local)
             except FileNotFoundError:
                 raise InputError(
                     f"--model {shown}: not a checkpoint (it needs model.pt, config.yaml and "
@@ -62,8 +62,8 @@ def finetuned_model(uri: str | None) -> tuple[dict, str]:
                     f"--model {shown}: a {meta.get('kind')!r} checkpoint; labelling needs a "
                     f"fine-tuned one (`a2v finetune --pretrained {shown}` makes one)"
                 )
-            try:
-                _, meta = load_classifier(local)
+            try:  # the weights fit the model the config describes
+                classifier_of(states, config, meta)
             except (RuntimeError, ValueError, KeyError) as err:
                 raise InputError(f"--model {shown}: the checkpoint does not load ({err})") from None
             return meta, model_version_of(local)

@@ -79,8 +79,9 @@ class FileState:
         self.audio_s = 0.0
 
 
-def run(job: LabelJob) -> dict:
-    """Label the archive; returns the run summary (also written to ``<out>/run.json``)."""
+def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
+    """Label the archive; returns the run summary (also written to ``<out>/run.json``).
+    ``listed``: the archive's ``storage.list_versions`` when the caller made it already."""
     t0 = time.time()
     storage.absolutize(job)
     # every input check runs before Ray starts and before --overwrite removes anything
@@ -88,7 +89,8 @@ def run(job: LabelJob) -> dict:
     unknown = sorted(set(job.classes or []) - set(meta["classes"]))
     if unknown:
         raise InputError(f"--classes {unknown}: not classes of this model {meta['classes']}")
-    listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
+    if listed is None:
+        listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})
@@ -105,9 +107,10 @@ def run(job: LabelJob) -> dict:
             done.pop(file, None)
     keys = {rel: (size, ver) for rel, size, ver in listed}
     changed = [rel for rel in done if rel in keys and done[rel] != keys[rel]]
-    todo = [(rel, size) for rel, size, _ in listed if done.get(rel) != keys[rel]]
-    unsafe = [f for f in todo if safe_relpath(f[0]) is None]
-    todo = [f for f in todo if safe_relpath(f[0]) is not None]
+    todo, unsafe = [], []
+    for rel, size, _ in listed:
+        if done.get(rel) != keys[rel]:
+            (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
     skipped = len(listed) - len(todo) - len(unsafe)
     if job.run.dry_run:
         todo = todo[:1]

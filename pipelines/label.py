@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     shorthands = ["archive", "name", "address"]
     ap = job_parser("a2v label", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
-    ap.add_argument("--out", help="output URI (local path or s3://)")
+    ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
     ap.add_argument("--threshold", type=float, help="= --set events.threshold=...")
     ap.add_argument("--formats", help="comma list of parquet,raven,audacity,csv")
     ap.add_argument(

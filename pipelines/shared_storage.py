@@ -2,7 +2,7 @@
 
 On a KubeRay RayJob or a cluster-launcher cluster, a worker node sees the network, object
 storage and the code Ray ships; never the driver's disk, temp dirs or checkout. Every URI a
-worker or an actor opens must therefore be ``s3://``, and MLflow must be a server
+worker or an actor opens must therefore be ``s3://`` or ``gs://``, and MLflow must be a server
 every node reaches. The driver checks this right after it connects to Ray, before any task,
 actor or Train worker starts, and stops naming the keys.
 """
@@ -39,7 +39,7 @@ def tracking_is_shared(uri: str) -> bool:
 def problems(uris: dict[str, str | None], tracking: str | None) -> list[str]:
     """One line per key that a share-nothing cluster cannot serve (empty = fine)."""
     out = [
-        f"{key} must be s3:// on a multi-node cluster (got {uri!r}): its nodes share "
+        f"{key} must be s3:// or gs:// on a multi-node cluster (got {uri!r}): its nodes share "
         "no disk with the driver"
         for key, uri in uris.items()
         if uri and not storage.is_remote(uri)

@@ -1,7 +1,10 @@
-"""URI -> filesystem for every job: local paths, ``file://`` and ``s3://``.
+"""URI -> filesystem for every job: local paths, ``file://``, ``s3://`` and ``gs://``.
 
 S3 uses the standard AWS variables plus ``AWS_ENDPOINT_URL`` for S3-compatible stores
-(MinIO, moto, Ceph). Paths returned alongside a filesystem never carry the scheme.
+(MinIO, moto, Ceph). GCS uses Application Default Credentials (``gcloud auth
+application-default login``, a service account key in ``GOOGLE_APPLICATION_CREDENTIALS``, or
+the node's metadata server) and ``STORAGE_EMULATOR_HOST`` for an emulator (anonymous then).
+Paths returned alongside a filesystem never carry the scheme.
 """
 
 from __future__ import annotations
@@ -16,24 +19,22 @@ from pathlib import Path
 
 import fsspec
 
-SCHEMES = ("", "file", "s3")
-#: why a scheme users ask for is not served (gcsfs pins fsspec exactly, and no gcsfs release
-#: matches the fsspec / s3fs pinned here; the 2026.7.0 trio would, untested)
-NOT_YET = {
-    "gs": "gs:// is not supported yet: gcsfs is not installed (no release matches the pinned "
-    "fsspec); copy the data to S3 or an S3-compatible store (MinIO, Ceph: AWS_ENDPOINT_URL)",
-}
+SCHEMES = ("", "file", "s3", "gs")
+#: object stores: every node of a cluster reaches them
+REMOTE = ("s3", "gs")
+#: other spellings of a served scheme
+ALIASES = {"gcs": "gs"}
 
 
 def split_uri(uri: str) -> tuple[str, str]:
     """'s3://b/k' -> ('s3', 'b/k'); '/x' or 'x' -> ('', abs path); 'file:///x' -> ('', '/x')."""
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
-        if scheme in NOT_YET:
-            raise ValueError(f"{uri!r}: {NOT_YET[scheme]}")
+        scheme = ALIASES.get(scheme, scheme)
         if scheme not in SCHEMES:
             raise ValueError(
-                f"unsupported URI scheme '{scheme}://' in {uri!r}; use a local path, file:// or s3://"
+                f"unsupported URI scheme '{scheme}://' in {uri!r}; use a local path, file://, "
+                "s3:// or gs://"
             )
         if scheme == "file":
             return "", str(Path(rest).resolve())
@@ -71,7 +72,25 @@ def absolutize(job) -> None:
 
 
 def is_remote(uri: str) -> bool:
-    return split_uri(uri)[0] == "s3"
+    return split_uri(uri)[0] in REMOTE
+
+
+def emulator_host() -> str | None:
+    """The GCS emulator's address (``STORAGE_EMULATOR_HOST``) as an http(s) URL, if set."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if host in ("", "default"):
+        return None
+    return host if host.startswith(("http://", "https://")) else f"http://{host}"
+
+
+def _gcs() -> fsspec.AbstractFileSystem:
+    # gcsfs' default class (ExtendedGcsFileSystem) asks a gRPC control API for each bucket's
+    # layout first; plain GCSFileSystem speaks only the JSON API, which real GCS and
+    # emulators both serve, and reads hierarchical-namespace buckets all the same
+    from gcsfs.core import GCSFileSystem
+
+    token = "anon" if emulator_host() else None
+    return GCSFileSystem(token=token, use_listings_cache=False)
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -87,6 +106,8 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
             if endpoint
             else (fsspec.filesystem("s3", **kwargs))
         )
+    elif scheme == "gs":
+        fs = _gcs()
     else:
         fs = fsspec.filesystem("file")
     return fs, path
@@ -120,7 +141,14 @@ def list_versions(uri: str, extensions: list[str]) -> list[tuple[str, int, str]]
         if path.rsplit(".", 1)[-1].lower() in exts or not exts:
             # plain prefix strip: relpath() would consult the cwd, which a job may not have
             rel = path[len(prefix) :] if path.startswith(prefix) else path
-            version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+            # S3 ETag, GCS generation (new on every write), else the modification time
+            version = (
+                info.get("ETag")
+                or info.get("generation")
+                or info.get("mtime")
+                or info.get("LastModified")
+                or ""
+            )
             out.append((rel, int(info.get("size") or 0), str(version).strip('"')))
     return sorted(out)
 
@@ -194,8 +222,21 @@ def fetched(uri: str) -> Iterator[str]:
             shutil.rmtree(local, ignore_errors=True)
 
 
-def train_storage_path(uri: str) -> str:
-    """What Ray Train's RunConfig.storage_path takes: an absolute local path or the URI
-    itself for object stores (pyarrow picks up AWS_ENDPOINT_URL; never pass a filesystem too)."""
+def train_storage(uri: str):
+    """What Ray Train / Tune's RunConfig takes as ``(storage_path, storage_filesystem)``: an
+    absolute local path, the ``s3://`` URI itself (pyarrow picks up AWS_ENDPOINT_URL; never
+    pass a filesystem too), or for ``gs://`` the bucket path with pyarrow's GCS filesystem
+    (default credentials, or anonymous at ``STORAGE_EMULATOR_HOST``)."""
     scheme, path = split_uri(uri)
-    return uri if scheme == "s3" else path
+    if scheme == "s3":
+        return uri, None
+    if scheme == "gs":
+        import pyarrow.fs as pafs
+
+        host = emulator_host()
+        opts = {}
+        if host:
+            proto, addr = host.split("://", 1)
+            opts = {"anonymous": True, "endpoint_override": addr.rstrip("/"), "scheme": proto}
+        return path, pafs.GcsFileSystem(**opts)
+    return path, None

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--out", required=True, help="local path, file:// or s3:// URI")
+    ap.add_argument("--out", required=True, help="local path, file://, s3:// or gs:// URI")
     ap.add_argument("--hours", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-rate-hz", type=int, default=8000)

@@ -106,6 +106,7 @@ def build_torch_trainer(
     resources = {"CPU": c.cpus_per_worker}
     if c.use_gpu:
         resources["GPU"] = 1
+    storage_path, storage_fs = storage.train_storage(r.storage_path)
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -118,7 +119,8 @@ def build_torch_trainer(
         ),
         run_config=RunConfig(
             name=r.name,
-            storage_path=storage.train_storage_path(r.storage_path),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=r.keep_checkpoints),
             callbacks=callbacks,

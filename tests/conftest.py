@@ -90,7 +90,23 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3):
+def gcs(tmp_path_factory):
+    """A GCS emulator (gcp-storage-emulator, in memory) with one bucket; sets
+    STORAGE_EMULATOR_HOST before Ray starts, so workers inherit it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("gcs") / "gcs.log"
+    cmd = [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start_group([*cmd, "--default-bucket", "a2v-gcs", "--in-memory", "-q"], log)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_http(f"{endpoint}/storage/v1/b", 30)  # the bucket listing answers 200 once up
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    yield {"endpoint": endpoint, "bucket": "a2v-gcs"}
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3, gcs):
     """One local Ray for the session (4 logical CPUs so Train workers and Ray Data both fit)."""
     import ray
     import ray.data

@@ -90,12 +90,17 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
         ray.tune.with_parameters(run_trial, sweep=sweep.model_dump(mode="json")),
         {"CPU": sweep.trial_driver_cpus},
     )
-    path = storage.join(storage.train_storage_path(sweep.storage_path), sweep.name)
+    storage_path, storage_fs = storage.train_storage(sweep.storage_path)
+    path = storage.join(storage_path, sweep.name)
     if resume:
-        if not ray.tune.Tuner.can_restore(path):
+        if not ray.tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
             raise FileNotFoundError(f"no sweep state to resume at {path}")
         return ray.tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=storage_fs,
         )
     callbacks = []
     if sweep.tracking.enabled:
@@ -127,7 +132,8 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
         ),
         run_config=ray.tune.RunConfig(
             name=sweep.name,
-            storage_path=storage.train_storage_path(sweep.storage_path),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             callbacks=callbacks,
         ),
     )

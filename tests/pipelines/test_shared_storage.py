@@ -27,7 +27,7 @@ def test_local_uris_are_named_and_object_stores_pass():
         "sqlite:////home/me/mlflow.db",
     )
     assert len(found) == 3
-    assert found[0].startswith("data.archive must be s3:// on a multi-node cluster")
+    assert found[0].startswith("data.archive must be s3:// or gs:// on a multi-node cluster")
     assert found[1].startswith("model must be")
     assert found[2].startswith("tracking.uri must be an MLflow server")
     assert problems({"data.archive": "s3://b/a", "model": "s3://b/m"}, "http://mlflow:5000") == []
@@ -113,12 +113,11 @@ def test_a_pinned_sweep_needs_neither_config_files_nor_the_working_dir(tmp_path,
     assert job.pretrained == str(ROOT / "demo_out/runs/pretrain-tiny/final")
 
 
-def test_gs_is_refused_before_any_work_with_the_reason():
+def test_a_scheme_not_served_is_refused_before_any_work():
     from a2v_core.config import LabelJob
     from pipelines import storage
 
-    job = LabelJob(model="gs://bucket/model", out="s3://bucket/labels")
-    with pytest.raises(
-        SystemExit, match=r"error: model: 'gs://bucket/model': gs:// is not supported"
-    ):
+    job = LabelJob(model="hdfs://nn/model", out="gs://bucket/labels")
+    with pytest.raises(SystemExit, match=r"error: model: unsupported URI scheme 'hdfs://'"):
         storage.absolutize(job)
+    assert storage.is_remote("gs://b/p") and storage.is_remote("gcs://b/p")

@@ -194,7 +194,7 @@ def test_bad_cluster_configs_fail_before_workers_start(ray_session, synth_archiv
     with pytest.raises(ConfigError, match="model.preset"):
         load_config(PretrainJob, None, ["model.preset=medium"])
     with pytest.raises(ValueError, match="unsupported URI scheme"):
-        storage.train_storage_path("hdfs://x/y")
+        storage.train_storage("hdfs://x/y")
 
 
 def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_archive, tmp_path):

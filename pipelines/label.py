@@ -91,6 +91,8 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         raise InputError(f"--classes {unknown}: not classes of this model {meta['classes']}")
     if listed is None:
         listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
+        if storage.is_file(job.data.archive):  # one recording: a file of its folder
+            job.data.archive = storage.parent(job.data.archive)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})

@@ -25,6 +25,7 @@ from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
 from a2v_core.redact import redact_uri
 from pipelines import storage
+from pipelines.progress import ProgressLog
 from pipelines.trainer import init_ray
 
 COLUMNS = [
@@ -93,9 +94,10 @@ def build_manifest(
     extensions: list[str] | None = None,
     files_per_task: int = 64,
     verify: bool = False,
+    progress_every_s: float = 30.0,
 ) -> pd.DataFrame:
     """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame; ``verify``:
-    decode every file too."""
+    decode every file too. Without a terminal, a progress line every ``progress_every_s``."""
     exts = extensions or DataConfig().extensions
     all_listed = storage.list_all(archive)
     files = [f for f in all_listed if f[0].rsplit(".", 1)[-1].lower() in exts]
@@ -104,12 +106,19 @@ def build_manifest(
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
     pending = [remote.remote(archive, g, verify) for g in groups]
     rows: list[dict] = []
+    progress = ProgressLog("manifest", len(files), progress_every_s)
+    audio_s, errors = 0.0, Counter()
     with tqdm(total=len(files), unit="file", desc="manifest", disable=None) as bar:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            part = ray.get(done[0])
-            rows += part
-            bar.update(len(part))
+            # a timeout, so that a line is printed on time while long tasks run
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(progress_every_s, 1))
+            for ref in done:
+                part = ray.get(ref)
+                rows += part
+                bar.update(len(part))
+                audio_s += sum(r["duration_s"] for r in part if not r["error_type"])
+                errors.update(r["error_type"] for r in part if r["error_type"])
+            progress.update(len(rows), audio_s, errors)
     rows += [
         {
             "path": p,
@@ -153,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
     ap.add_argument("--address", default=None)
     ap.add_argument(
+        "--progress-every-s",
+        type=float,
+        default=30.0,
+        help="seconds between progress lines in logs without a terminal (default 30)",
+    )
+    ap.add_argument(
         "--verify",
         action="store_true",
         help="decode every file as labelling does (finds truncated or NaN audio; slower)",
@@ -162,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: --archive {redact_uri(args.archive)}: not found", file=sys.stderr)
         raise SystemExit(2)
     init_ray(args.address)
-    manifest = build_manifest(args.archive, verify=args.verify)
+    manifest = build_manifest(
+        args.archive, verify=args.verify, progress_every_s=args.progress_every_s
+    )
     buf = io.BytesIO()
     manifest.to_parquet(buf, index=False)
     storage.write_bytes(args.out, buf.getvalue())

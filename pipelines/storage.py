@@ -135,7 +135,12 @@ def list_versions(uri: str, extensions: list[str]) -> list[tuple[str, int, str]]
     exts = {e.lower().lstrip(".") for e in extensions}
     prefix = root.rstrip("/") + "/"
     out = []
-    for path, info in fs.find(root, detail=True).items():
+    if fs.isfile(root):  # one recording: listed by its name, relative to its folder
+        found = {root: fs.info(root)}
+        prefix = root.rsplit("/", 1)[0] + "/"
+    else:
+        found = fs.find(root, detail=True)
+    for path, info in found.items():
         if info.get("type") == "directory":
             continue
         if path.rsplit(".", 1)[-1].lower() in exts or not exts:
@@ -151,6 +156,18 @@ def list_versions(uri: str, extensions: list[str]) -> list[tuple[str, int, str]]
             )
             out.append((rel, int(info.get("size") or 0), str(version).strip('"')))
     return sorted(out)
+
+
+def is_file(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.isfile(path)
+
+
+def parent(uri: str) -> str:
+    """The folder holding ``uri`` (``s3://b/a/x.wav`` -> ``s3://b/a``)."""
+    if "://" in uri:
+        return uri.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(split_uri(uri)[1])
 
 
 def list_all(uri: str) -> list[tuple[str, int]]:

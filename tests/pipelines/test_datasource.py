@@ -88,8 +88,15 @@ def test_bad_files_become_typed_error_rows_and_good_files_still_stream(
     assert len(good) == 6
 
 
-def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive):
-    m = build_manifest(str(bad_archive))
+def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive, capsys):
+    m = build_manifest(str(bad_archive), files_per_task=2, progress_every_s=0)
+    # without a terminal (as under `ray job submit`): progress lines with counts and errors
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[manifest]")]
+    assert lines and lines[-1].startswith(
+        f"[manifest] {(m.error_type != 'unsupported_format').sum()}/"
+    )
+    counts = m.loc[m.error_type.isin(["not_audio", "empty_file"])].error_type.value_counts()
+    assert f"not_audio {counts['not_audio']}" in lines[-1] and "ETA" in lines[-1]
     by_path = dict(zip(m.path, m.error_type, strict=True))
     assert by_path["notes.xyz"] == "unsupported_format"
     assert by_path["truncated.flac"] in (

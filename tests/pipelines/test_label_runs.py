@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from a2v_core.errors import InputError
 from pipelines import label, storage
 from pipelines.label_outputs import safe_relpath
 from pipelines.synth import write_archive
@@ -99,3 +100,29 @@ def test_unsafe_object_keys_become_error_rows_and_write_nothing(finetuned, s3, s
 )
 def test_safe_relpath(rel, safe):
     assert (safe_relpath(rel) is not None) == safe
+
+
+def test_a_single_file_archive_writes_under_out_only(finetuned, tmp_path):
+    """``--archive`` naming one recording: it is labelled as that file of its folder, and every
+    output lands under ``--out``, none beside the recording."""
+    site = tmp_path / "site"
+    write_archive(str(site), 20 / 3600, seed=3, file_s=10.0)  # 2 files
+    folder = site / "collar_000"
+    before = set(folder.iterdir())
+    one = folder / "rec_00001.wav"
+    out = str(tmp_path / "labels")
+    summary = label.run(label_job(finetuned, str(one), out))
+    assert summary["files_total"] == 1 and summary["files_processed"] == 1
+    assert set(folder.iterdir()) == before  # nothing written beside the recording
+    events = label.read_events(out, summary["run_id"])
+    assert set(events["file"]) == {"rec_00001.wav"} and set(events["archive"]) == {str(folder)}
+    assert storage.exists(f"{out}/raven/{summary['run_id']}/rec_00001.wav.selections.txt")
+    # the other file of the folder, labelled the same way, joins the same run
+    other = label.run(label_job(finetuned, str(folder / "rec_00000.wav"), out))
+    assert other["run_id"] == summary["run_id"] and other["files_processed"] == 1
+    assert set(label.read_events(out, other["run_id"])["file"]) == {
+        "rec_00000.wav",
+        "rec_00001.wav",
+    }
+    with pytest.raises(InputError, match="no audio files"):
+        label.run(label_job(finetuned, str(site / "collar_000/../annotations.csv"), out))

@@ -126,3 +126,61 @@ def test_a_single_file_archive_writes_under_out_only(finetuned, tmp_path):
     }
     with pytest.raises(InputError, match="no audio files"):
         label.run(label_job(finetuned, str(site / "collar_000/../annotations.csv"), out))
+
+
+def test_concurrent_and_crashed_writers_lose_nothing(s3):
+    """Two drivers writing one prefix at once (the same run resubmitted twice, and another run),
+    interleaved part by part, plus a writer killed between its Parquet part and its commit
+    marker: every committed file is read exactly once, nobody's part is deleted, and the
+    half-written part stays invisible until (unless) its marker lands."""
+    from pipelines.label_outputs import OutputWriter, journal
+
+    out = "s3://a2v-test/concurrent"
+    job_a = label_job("unused", "s3://a2v-test/site-a", out)
+    job_b = label_job("unused", "s3://a2v-test/site-b", out)
+    run = [["", 1.0, 2.0, "cc", 0.9, 10]]
+
+    def runs_of(file):
+        return [[file, *r[1:]] for r in run]
+
+    a1, a2 = OutputWriter(job_a, "v1", "run-a", 8000), OutputWriter(job_a, "v1", "run-a", 8000)
+    b = OutputWriter(job_b, "v1", "run-b", 8000)
+    for i in range(3):  # interleaved: a1, b, a2 commit in turns
+        for w, name in ((a1, f"a1_{i}.wav"), (b, f"b_{i}.wav"), (a2, f"a2_{i}.wav")):
+            w.add_file(name, (100, "etag"), runs_of(name), [], [])
+            w.flush()
+    both = OutputWriter(job_a, "v1", "run-a", 8000)  # both drivers label one file: no twin rows
+    both.add_file("a1_0.wav", (100, "etag"), runs_of("a1_0.wav"), [], [])
+    both.flush()
+    # a writer killed after its Parquet part, before its marker
+    crashed = OutputWriter(job_a, "v1", "run-a", 8000)
+    crashed.add_file("late.wav", (100, "etag"), runs_of("late.wav"), [], [])
+    marker_write = storage.write_bytes
+    pending = {}
+
+    def hold_marker(uri, data):
+        if "/_progress/" in uri:
+            pending[uri] = data
+        else:
+            marker_write(uri, data)
+
+    storage.write_bytes = hold_marker
+    try:
+        crashed.flush()
+    finally:
+        storage.write_bytes = marker_write
+    a = label.read_events(out, "run-a")
+    assert sorted(a.file) == sorted(
+        [f"a1_{i}.wav" for i in range(3)] + [f"a2_{i}.wav" for i in range(3)]
+    )
+    assert sorted(label.read_events(out, "run-b").file) == [f"b_{i}.wav" for i in range(3)]
+    assert "late.wav" not in journal(out, "run-a")[0]
+    # another writer committing meanwhile removes nothing: the late marker still commits
+    extra = OutputWriter(job_a, "v1", "run-a", 8000)
+    extra.add_file("z.wav", (100, "etag"), runs_of("z.wav"), [], [])
+    extra.flush()
+    for uri, data in pending.items():
+        storage.write_bytes(uri, data)
+    files = sorted(label.read_events(out, "run-a").file)
+    assert files == sorted([*a.file, "late.wav", "z.wav"]) and len(set(files)) == len(files)
+    assert set(label.read_events(out).run_id) == {"run-a", "run-b"}

@@ -69,7 +69,7 @@ def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
     )
     assert status == "FAILED"
     assert (
-        "error: run.storage_path must be s3:// on a multi-node cluster (got '/tmp/a2v-runs')"
+        "error: run.storage_path must be s3:// or gs:// on a multi-node cluster (got '/tmp/a2v-runs')"
         in logs
     )
     assert "tracking.uri must be an MLflow server" in logs

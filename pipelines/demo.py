@@ -44,11 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--pretrain-steps", type=int, default=100)
     ap.add_argument("--finetune-steps", type=int, default=640)
+    ap.add_argument(
+        "--seed", type=int, default=None, help="run.seed of pretraining and fine-tuning"
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     out = args.out
     uri = f"sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"
     common = [f"tracking.uri={uri}", f"run.storage_path={storage.join(out, 'runs')}"]
+    common += [f"run.seed={args.seed}"] if args.seed is not None else []
     archive, test_archive = storage.join(out, "archive"), storage.join(out, "archive_test")
 
     print(f"== 1/4 synth: {args.hours} h training archive + {args.test_hours} h held-out archive")

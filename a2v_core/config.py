@@ -195,6 +195,16 @@ class DataConfig(Group):
         description="chunks per Ray Data block (16 x 10 s at 8 kHz = 5 MB); smaller blocks cost "
         "Ray Data per-block overhead (4: +13 % read CPU), larger ones memory per read task",
     )
+    shuffle_buffer_chunks: int = Field(
+        256,
+        ge=0,
+        description="training: chunks in each worker's local shuffle buffer (0 = no shuffle); "
+        "reseeded every epoch from run.seed; memory = this x one clip (256 x 10 s at 8 kHz = "
+        "80 MB)",
+    )
+    shuffle_files: bool = Field(
+        True, description="training: read the files in an order drawn from run.seed, not sorted"
+    )
     label_fraction: float = Field(1.0, gt=0, le=1)
     materialize_below_mb: float = Field(
         2048,

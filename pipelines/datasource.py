@@ -306,6 +306,14 @@ class AudioChunkDatasource(Datasource):
         return tasks
 
 
+def shuffled_files(files: list[tuple], seed: int) -> list[tuple]:
+    """The listing in an order drawn from ``seed`` (the same for the same seed and files):
+    training reads sites, collars and days interleaved instead of in name order, and each read
+    task (every n-th unit of this order) holds a random sample of files."""
+    order = np.random.default_rng([seed, len(files)]).permutation(len(files))
+    return [files[i] for i in order]
+
+
 def read_chunks(
     cfg: DataConfig, files: list[tuple[str, int]] | None = None, read_only: bool = False
 ) -> ray.data.Dataset:

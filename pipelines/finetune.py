@@ -38,7 +38,7 @@ from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.jobargs import job_parser, resolve, run_main
-from pipelines.pretrain import batches
+from pipelines.pretrain import batches, epoch_seed
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
@@ -158,7 +158,9 @@ def train_loop(config: dict) -> None:
 
     ddp.train()
     while step < job.optim.max_steps:
-        for batch in batches(shard, job.optim.batch_size, pos, tp):
+        seed = epoch_seed(job.run.seed, rank, epoch)
+        shuffle = job.data.shuffle_buffer_chunks
+        for batch in batches(shard, job.optim.batch_size, pos, tp, shuffle, seed):
             pos += 1
             core.set_encoder_frozen(step < job.optim.freeze_steps)
             audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)

@@ -17,7 +17,7 @@ from a2v_core.config import FinetuneJob
 from a2v_core.errors import InputError
 from a2v_core.splits import clip_presence, make_splits
 from pipelines import inputs, storage
-from pipelines.datasource import chunk_id, good_chunks, read_chunks
+from pipelines.datasource import chunk_id, good_chunks, read_chunks, shuffled_files
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 
@@ -105,8 +105,9 @@ def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str
     mb = len(part) * job.data.clip_samples * 4 / 2**20
     materialize = mb < job.data.materialize_below_mb
     # A split materialised here is read before any trainer runs: nothing to reserve CPUs for.
-    ds = good_chunks(
-        read_chunks(job.data, [f for f in files if f[0] in paths], read_only=materialize)
-    )
+    files = [f for f in files if f[0] in paths]
+    if job.data.shuffle_files and split == "train":
+        files = shuffled_files(files, job.run.seed)
+    ds = good_chunks(read_chunks(job.data, files, read_only=materialize))
     ds = ds.filter(lambda r: r["chunk_id"] in ids).select_columns(COLUMNS)
     return ds.materialize() if materialize else ds

@@ -28,7 +28,7 @@ from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, check_collapse
 from pipelines import inputs, storage
-from pipelines.datasource import good_chunks, read_chunks
+from pipelines.datasource import good_chunks, read_chunks, shuffled_files
 from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -48,11 +48,35 @@ from pipelines.trainer import (
 )
 
 
-def batches(shard: Any, batch_size: int, skip: int, tp: Throughput):
-    """Numpy batches of the worker's shard, skipping ``skip`` (data position on resume)."""
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The local shuffle seed of one worker in one epoch: another order every epoch, the same
+    order for the same (run.seed, rank, epoch), so a resumed epoch skips what it consumed."""
+    return int(np.random.default_rng([seed, rank, epoch]).integers(2**31))
+
+
+def batches(
+    shard: Any,
+    batch_size: int,
+    skip: int,
+    tp: Throughput,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+):
+    """Numpy batches of the worker's shard, skipping ``skip`` (data position on resume);
+    ``shuffle_buffer``: chunks in Ray Data's local shuffle buffer (0: in read order), drawn
+    with ``seed``."""
+    shuffle = {}
+    if shuffle_buffer:
+        # the buffer must hold more than a batch to mix anything
+        shuffle = {"local_shuffle_buffer_size": max(shuffle_buffer, batch_size + 1)}
+        shuffle["local_shuffle_seed"] = seed
     it = iter(
         shard.iter_batches(
-            batch_size=batch_size, batch_format="numpy", drop_last=True, prefetch_batches=2
+            batch_size=batch_size,
+            batch_format="numpy",
+            drop_last=True,
+            prefetch_batches=2,
+            **shuffle,
         )
     )
     i = 0
@@ -139,7 +163,9 @@ def train_loop(config: dict) -> None:
 
     ddp.train()
     while step < job.optim.max_steps:
-        for batch in batches(shard, job.optim.batch_size, pos, tp):
+        seed = epoch_seed(job.run.seed, rank, epoch)
+        shuffle = job.data.shuffle_buffer_chunks
+        for batch in batches(shard, job.optim.batch_size, pos, tp, shuffle, seed):
             pos += 1
             audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
             if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
@@ -214,6 +240,8 @@ def build_trainer(
         files = inputs.archive_files(job.data.archive, job.data.extensions)
     if job.run.dry_run:
         files = files[:1]
+    if job.data.shuffle_files:
+        files = shuffled_files(files, job.run.seed)
     ds = good_chunks(read_chunks(job.data, files)).select_columns(["audio", "duration_s"])
     return build_torch_trainer(
         job,

@@ -127,7 +127,11 @@ class EmaConfig(Group):
     collapse_after_steps: int = Field(5000, ge=0, description="collapse guard starts here")
     min_target_std: float = Field(0.1, ge=0)
     min_pred_std: float = Field(0.01, ge=0)
-    stop_on_collapse: bool = False
+    stop_on_collapse: bool = Field(
+        True,
+        description="a collapsed run (target or prediction spread under the minimum after "
+        "collapse_after_steps) stops, as the original's; false: log `collapsed` and go on",
+    )
 
 
 class LossConfig(Group):
@@ -164,7 +168,9 @@ class OptimConfig(Group):
     batch_size: int = Field(5, ge=1, description="clips per worker per micro-batch")
     grad_accum: int = Field(1, ge=1)
     freeze_steps: int = Field(0, ge=0, description="fine-tuning: head-only for this many steps")
-    freeze_frontend: bool = True
+    freeze_frontend: bool = Field(
+        True, description="fine-tuning: Sinc filters + conv stack never train (the projection does)"
+    )
 
 
 class DataConfig(Group):

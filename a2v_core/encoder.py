@@ -57,11 +57,18 @@ class LocalEncoder(nn.Module):
         self.proj_norm = nn.LayerNorm(self.convs.out_channels)
         self.proj = nn.Linear(self.convs.out_channels, cfg.width)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.sinc(audio)).transpose(1, 2)  # (B, T, C)
+    def frontend(self, audio: torch.Tensor) -> torch.Tensor:
+        """Sinc filters + conv stack: (B, S) -> (B, T, C). Fine-tuning keeps these frozen."""
+        return self.convs(self.sinc(audio)).transpose(1, 2)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm + Linear into the encoder width: (B, T, C) -> (B, T, D)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.proj_norm(x.float())
-        return self.proj(x)  # (B, T, D)
+        return self.proj(x)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.project(self.frontend(audio))
 
 
 class ConvPositions(nn.Module):
@@ -147,7 +154,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(x + self.drop(self.attn(x, bias)))
-        f = self.fc2(self.act_drop(F.gelu(self.fc1(h))))
+        # dropout after both FFN layers, as timm's Mlp in the original AltBlock; f is the target
+        f = self.act_drop(self.fc2(self.act_drop(F.gelu(self.fc1(h)))))
         return self.norm2(h + self.drop(f)), f
 
 
@@ -199,15 +207,19 @@ class ContextEncoder(nn.Module):
             x = x[keep].view(b, n_keep, d)
         bias = self.alibi(positions, x.dtype)
         x = self.prenet_drop(self.prenet_norm(x))
-        for blk in self.prenet:
-            x, _ = blk(x, bias)
+        for blk in self.prenet:  # layerdrop here too (the original's prenet_layerdrop)
+            if not self._dropped():
+                x, _ = blk(x, bias)
         ffn = []
         for blk in self.blocks:
-            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+            if self._dropped():
                 continue  # a dropped block drops out of the FFN average as well
             x, f = blk(x, bias)
             ffn.append(f)
         return EncoderOutput(x, ffn, positions)
+
+    def _dropped(self) -> bool:
+        return self.training and self.layerdrop > 0 and bool(torch.rand(()) < self.layerdrop)
 
 
 def init_bert_params(module: nn.Module) -> None:

@@ -60,6 +60,9 @@ class FrameClassifier(nn.Module):
         if prior_prob is not None:  # rare classes: start near the prior, not at p = 0.5
             nn.init.constant_(self.head.bias, math.log(prior_prob / (1 - prior_prob)))
         self.encoder_frozen = False
+        if freeze_frontend:  # Sinc + conv stack only; the projection trains once unfrozen
+            for m in (self.encoder.local.sinc, self.encoder.local.convs):
+                m.requires_grad_(False)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """Head-only phase: no gradients through the context encoder."""
@@ -69,8 +72,11 @@ class FrameClassifier(nn.Module):
         self, audio: torch.Tensor, rng: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, S) -> averaged FFN features (B, T, D) and the per-block FFN outputs."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_frontend):
-            local = self.encoder.local(audio)  # (B, T, D)
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and not (self.freeze_frontend or self.encoder_frozen)):
+            x = self.encoder.local.frontend(audio)  # (B, T, C)
+        with torch.set_grad_enabled(grad and not self.encoder_frozen):
+            local = self.encoder.local.project(x)  # (B, T, D)
         noise_mask = None
         if self.training and self.masking is not None and rng is not None:
             b, t, d = local.shape

@@ -130,6 +130,45 @@ def event_metrics(
     }
 
 
+def overlap_event_metrics(pred: pd.DataFrame, truth: pd.DataFrame, classes: list[str]) -> dict:
+    """Event scores comparable to the paper's segment metric (IoU > 0, not one-to-one): a
+    prediction is right when it overlaps any call of its class in its file, a call is found
+    when any prediction overlaps it; a call split into three predictions counts three right
+    predictions, not one hit and two false alarms. Pooled over classes (micro), with
+    per-class counts. The stricter one-to-one scores are ``event_metrics``."""
+    per_class = {}
+    for c in classes:
+        p, t = pred[pred["label"] == c], truth[truth["label"] == c]
+        hit_pred = hit_true = 0
+        by_file = {f: g for f, g in t.groupby("file")}
+        found: set[tuple] = set()
+        for row in p.itertuples(index=False):
+            calls = by_file.get(row.file)
+            if calls is None:
+                continue
+            over = calls[(calls.onset_s < row.offset_s) & (calls.offset_s > row.onset_s)]
+            if len(over):
+                hit_pred += 1
+                found.update(zip(over.file, over.onset_s, over.offset_s, strict=True))
+        hit_true = len(found)
+        precision = hit_pred / len(p) if len(p) else 0.0
+        recall = hit_true / len(t) if len(t) else 0.0
+        per_class[c] = {
+            "pred_on_a_call": hit_pred,
+            "n_pred": len(p),
+            "calls_found": hit_true,
+            "n_true": len(t),
+            "precision": precision,
+            "recall": recall,
+        }
+    n_pred = sum(v["n_pred"] for v in per_class.values())
+    n_true = sum(v["n_true"] for v in per_class.values())
+    precision = sum(v["pred_on_a_call"] for v in per_class.values()) / n_pred if n_pred else 0.0
+    recall = sum(v["calls_found"] for v in per_class.values()) / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "per_class": per_class}
+
+
 def _class_events(
     clips: list[tuple[str, float, np.ndarray]],
     c: int,

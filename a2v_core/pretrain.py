@@ -175,14 +175,21 @@ class CollapseError(RuntimeError):
     """Target or prediction spread fell below the guard thresholds."""
 
 
-def check_collapse(step: int, out: PretrainOutput, cfg: EmaConfig) -> bool:
-    """True when collapsed (after ``collapse_after_steps``); raises if ``stop_on_collapse``."""
+def collapse_message(step: int, out: PretrainOutput, cfg: EmaConfig) -> str | None:
+    """What collapsed (after ``collapse_after_steps``), or None."""
     if step < cfg.collapse_after_steps:
-        return False
-    collapsed = out.target_std < cfg.min_target_std or out.pred_std < cfg.min_pred_std
-    if collapsed and cfg.stop_on_collapse:
-        raise CollapseError(
+        return None
+    if out.target_std < cfg.min_target_std or out.pred_std < cfg.min_pred_std:
+        return (
             f"representation collapse at step {step}: target_std={out.target_std:.4f} "
             f"(min {cfg.min_target_std}), pred_std={out.pred_std:.4f} (min {cfg.min_pred_std})"
         )
-    return collapsed
+    return None
+
+
+def check_collapse(step: int, out: PretrainOutput, cfg: EmaConfig) -> bool:
+    """True when collapsed (after ``collapse_after_steps``); raises if ``stop_on_collapse``."""
+    message = collapse_message(step, out, cfg)
+    if message and cfg.stop_on_collapse:
+        raise CollapseError(message)
+    return message is not None

@@ -7,7 +7,8 @@
 Clips of the annotated files are split (stratified on per-clip class presence, fixed seed)
 into train / valid and a ``label_fraction`` of the train clips; the split is written to
 ``<storage_path>/<name>/splits.csv``. Training uses focal loss, head-only for the first
-``optim.freeze_steps`` updates with the Sinc + CNN front end frozen throughout
+``optim.freeze_steps`` updates with the Sinc + CNN front end frozen throughout (the
+projection into the encoder width trains after the head-only phase, as the original)
 (``optim.freeze_frontend``, the paper's; the tiny preset trains it), time/channel masks and
 mixup with soft targets. Validation every ``run.validate_every_steps`` reports frame micro-F1
 at 0.175 and macro AP; the best model by ``select_metric`` is exported to
@@ -46,6 +47,7 @@ from pipelines.trainer import (
     Throughput,
     build_torch_trainer,
     device,
+    fit_or_fail,
     init_ray,
     maybe_fail,
     param_groups,
@@ -91,8 +93,6 @@ def train_loop(config: dict) -> None:
     states, meta = restore(ray.train.get_checkpoint())
     if states is None and job.pretrained:
         load_encoder_into(model, job.pretrained)
-    if job.optim.freeze_frontend:
-        model.encoder.local.requires_grad_(False)
     opt = torch.optim.AdamW(
         param_groups(list(model.named_parameters()), job.optim.weight_decay),
         lr=job.optim.lr,
@@ -339,10 +339,7 @@ def run(job: FinetuneJob) -> dict:
     print(
         f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}"
     )
-    result = trainer.fit()
-    if result.error:
-        tracker.end("FAILED")
-        raise result.error
+    result = fit_or_fail(trainer, tracker, run_dir)
     best_uri, meta = export_best(result, job, classes)
     tracker.log_text(to_yaml(job), "config.yaml")
     tracker.log_text(clips.to_csv(index=False), "splits.csv")

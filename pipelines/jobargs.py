@@ -11,7 +11,7 @@ from typing import Any
 
 from a2v_core.config import Job
 from a2v_core.config_loader import ConfigError, load_config
-from a2v_core.errors import InputError
+from a2v_core.errors import InputError, RunStopped
 
 #: flag -> config key, the same spelling for every job
 SHORTHANDS = {
@@ -84,3 +84,6 @@ def run_main(run: Callable[[Any], Any], job: Any) -> Any:
     except (InputError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunStopped as err:  # a guard stopped training: one line, exit status 1
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -26,7 +26,7 @@ import torch
 from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
-from a2v_core.pretrain import Data2VecPretrainer, check_collapse
+from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from pipelines import inputs, storage
 from pipelines.datasource import good_chunks, read_chunks, shuffled_files
 from pipelines.jobargs import job_parser, resolve, run_main
@@ -38,11 +38,13 @@ from pipelines.trainer import (
     build_torch_trainer,
     device,
     export_checkpoint,
+    fit_or_fail,
     init_ray,
     maybe_fail,
     param_groups,
     report,
     restore,
+    stop_training,
     warmup_cosine,
     world,
 )
@@ -90,6 +92,18 @@ def batches(
         i += 1
         if i > skip:
             yield batch
+
+
+def any_rank(message: str | None, world_size: int, step: int) -> str | None:
+    """``message`` if this or any other rank has one (an all-reduce, so that every rank takes
+    the same branch and none waits alone in a collective)."""
+    if world_size == 1:
+        return message
+    flag = torch.tensor([1.0 if message else 0.0])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if flag.item() and not message:
+        return f"representation collapse on another worker at step {step}"
+    return message
 
 
 def train_loop(config: dict) -> None:
@@ -162,9 +176,11 @@ def train_loop(config: dict) -> None:
         }
 
     ddp.train()
+    stopped = False
     while step < job.optim.max_steps:
         seed = epoch_seed(job.run.seed, rank, epoch)
         shuffle = job.data.shuffle_buffer_chunks
+        start = pos
         for batch in batches(shard, job.optim.batch_size, pos, tp, shuffle, seed):
             pos += 1
             audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
@@ -190,7 +206,7 @@ def train_loop(config: dict) -> None:
             step += 1
             micro = 0
             decay = core.ema_step(step)
-            collapsed = check_collapse(step, out, job.ema)
+            collapse = any_rank(collapse_message(step, out, job.ema), world_size, step)
             hours_seen += float(batch["duration_s"].sum()) * accum * world_size / 3600
             tp.step()
             last_loss = loss_acc
@@ -205,7 +221,7 @@ def train_loop(config: dict) -> None:
                     "pred_std": out.pred_std,
                     "grad_norm": float(grad_norm),
                     "masked_fraction": out.masked_fraction,
-                    "collapsed": float(collapsed),
+                    "collapsed": float(collapse is not None),
                     "audio_hours_seen": hours_seen,
                     **tp.read(world_size),
                 }
@@ -217,14 +233,30 @@ def train_loop(config: dict) -> None:
                         f"wait {metrics['data_wait_frac']:.0%}",
                         flush=True,
                     )
+            if collapse and job.ema.stop_on_collapse:
+                # every rank stops at this step (the flag is all-reduced): a clean stop that
+                # the driver turns into one error line, not a worker error Ray would retry
+                stop_training(job, rank, collapse)
+                report({"step": step, "loss": last_loss}, rank, None, job, {})
+                stopped = True
+                break
             if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
                 report({"step": step, "loss": last_loss}, rank, checkpoint_states, job, meta_now())
             if step >= job.optim.max_steps:
                 break
         else:
+            if pos == start == 0:  # a whole epoch without one full batch would loop forever
+                raise RuntimeError(
+                    f"worker {rank}: an epoch of the archive gave no batch of "
+                    f"{job.optim.batch_size} chunks: the archive holds fewer than "
+                    f"optim.batch_size x cluster.num_workers {job.data.clip_s:g} s chunks; add "
+                    "audio or lower optim.batch_size"
+                )
             epoch, pos = epoch + 1, 0
             continue
-    tracker.end()
+        if stopped:
+            break
+    tracker.end("FAILED" if stopped else "FINISHED")
     if rank == 0:
         print(f"[pretrain] done: {step} steps, {hours_seen:.3f} audio hours seen", flush=True)
 
@@ -282,10 +314,7 @@ def run(job: PretrainJob) -> dict:
     )
     t0 = time.time()
     trainer = build_trainer(job, run_id, files)
-    result = trainer.fit()
-    if result.error:
-        tracker.end("FAILED")
-        raise result.error
+    result = fit_or_fail(trainer, tracker, run_dir)
     final_uri = export_checkpoint(result.checkpoint, storage.join(run_dir, "final"))
     wall = time.time() - t0
     tracker.log_text(to_yaml(job), "config.yaml")

@@ -57,3 +57,29 @@ def test_blocks_return_pre_residual_ffn_outputs():
     assert torch.allclose(
         out.x.std(-1, unbiased=False), blk.norm2.weight.abs().mean().expand(200), atol=0.05
     )
+
+
+def test_ffn_output_is_dropped_out_after_the_second_linear_layer():
+    """As the original block (timm Mlp: dropout after fc1's activation and after fc2), the FFN
+    output f, the teacher's target, passes dropout in training."""
+    from a2v_core.encoder import Block
+
+    blk = Block(ModelConfig(preset="tiny")).train()
+    blk.act_drop.p = 1.0  # the config allows < 1; p = 1 makes a missing dropout visible
+    torch.nn.init.constant_(blk.fc2.bias, 0.5)  # without the second dropout f == this bias
+    _, f = blk(torch.randn(1, 10, blk.fc1.in_features), torch.zeros(1, 10, 10))
+    assert torch.count_nonzero(f) == 0
+    _, f = blk.eval()(torch.randn(1, 10, blk.fc1.in_features), torch.zeros(1, 10, 10))
+    assert torch.count_nonzero(f) > 0
+
+
+def test_layerdrop_skips_prenet_blocks_too():
+    cfg = ModelConfig(preset="tiny", prenet_depth=2)
+    enc = Encoder(cfg).train()
+    enc.context.layerdrop = 1.0  # the config allows < 1: every block is dropped
+    out = enc(torch.randn(1, 8000))
+    assert out.ffn == []  # every main block dropped
+    out.x.sum().backward()
+    assert all(p.grad is None for p in enc.context.prenet.parameters())
+    enc.eval()
+    assert len(enc(torch.randn(1, 8000)).ffn) == cfg.depth  # never at inference

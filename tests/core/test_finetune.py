@@ -43,6 +43,34 @@ def test_classifier_shapes_masks_and_freezing():
     assert all(p.grad is None for p in clf.encoder.parameters())
 
 
+def test_unfrozen_encoder_trains_all_but_sinc_and_convs():
+    """After the head-only phase the projection (LayerNorm + Linear), conv positions and every
+    block get gradients; the Sinc filters and the conv stack never do (the original's
+    feature_grad_mult 0)."""
+    import numpy as np
+
+    clf = FrameClassifier(ModelConfig(preset="tiny"), 3, freeze_frontend=True)
+    clf(torch.randn(2, 8000), np.random.default_rng(0)).sum().backward()
+    grads = {n for n, p in clf.named_parameters() if p.grad is not None}
+    frozen = {
+        n
+        for n, _ in clf.named_parameters()
+        if n.startswith(("encoder.local.sinc", "encoder.local.convs"))
+    }
+    assert frozen and not grads & frozen
+    assert {"encoder.local.proj.weight", "encoder.local.proj_norm.weight"} <= grads
+    assert "encoder.context.conv_pos.convs.0.0.weight" in grads or any(
+        n.startswith("encoder.context.conv_pos") for n in grads
+    )
+    # everything else the optimiser holds trains, but the last block's output norm (the head
+    # reads the FFN outputs, not the block output)
+    idle = {n for n, p in clf.named_parameters() if p.requires_grad} - grads
+    assert all(".norm2." in n for n in idle), idle
+    free = FrameClassifier(ModelConfig(preset="tiny"), 3, freeze_frontend=False)
+    free(torch.randn(2, 8000)).sum().backward()
+    assert all(p.grad is not None for n, p in free.named_parameters() if n in frozen)
+
+
 def test_loading_a_mismatched_encoder_lists_keys():
     clf = FrameClassifier(ModelConfig(preset="tiny"), 3)
     other = FrameClassifier(ModelConfig(preset="tiny", width=32, heads=2, conv_pos_groups=4), 3)

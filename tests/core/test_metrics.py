@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from a2v_core.metrics import event_metrics, frame_metrics
+from a2v_core.metrics import event_metrics, frame_metrics, overlap_event_metrics
 
 
 def ev(rows):
@@ -130,3 +130,23 @@ def test_event_thresholds_keep_the_default_below_min_events():
     assert best_event_f1_thresholds(clips, truth, ["x"], fr, 0.15, min_events=3) == {"x": 0.15}
     three = pd.concat([truth] * 3).assign(onset_s=[2.0, 7.0, 8.0], offset_s=[2.3, 7.3, 8.3])
     assert best_event_f1_thresholds(clips, three, ["x"], fr, 0.15, min_events=3) == {"x": 0.95}
+
+
+def test_overlap_metric_does_not_penalise_splits_like_the_paper():
+    t = truth([("f", 1.0, 2.0, "a"), ("f", 5.0, 6.0, "a"), ("g", 1.0, 2.0, "a")])
+    pred = ev(
+        [
+            ("f", 1.0, 1.4, "a", 0.9),
+            ("f", 1.6, 2.0, "a", 0.8),  # the same call, split: both predictions are right
+            ("f", 8.0, 9.0, "a", 0.7),  # on no call
+            ("g", 5.0, 6.0, "a", 0.6),  # other file: times of f's call do not count
+        ]
+    )
+    m = overlap_event_metrics(pred, t, ["a"])
+    c = m["per_class"]["a"]
+    assert (c["pred_on_a_call"], c["n_pred"], c["calls_found"], c["n_true"]) == (2, 4, 1, 3)
+    assert m["precision"] == 0.5 and m["recall"] == pytest.approx(1 / 3)
+    strict = event_metrics(pred, t, ["a"])
+    assert strict["per_class"]["a"]["tp"] == 1  # one-to-one: the split's second half is an FP
+    # touching is not overlapping
+    assert overlap_event_metrics(ev([("f", 2.0, 3.0, "a", 0.5)]), t, ["a"])["precision"] == 0.0

@@ -90,3 +90,13 @@ def test_collapse_guard():
     assert check_collapse(5, bad, cfg) is False
     with pytest.raises(CollapseError, match="target_std"):
         check_collapse(10, bad, cfg)
+
+
+def test_collapse_guard_stops_by_default_and_can_be_told_not_to():
+    flat = PretrainOutput(torch.tensor(0.0), 1, target_std=0.0, pred_std=0.0, masked_fraction=0.9)
+    default = EmaConfig()
+    assert default.stop_on_collapse is True  # as the original, which raises
+    with pytest.raises(CollapseError, match="representation collapse at step 5000"):
+        check_collapse(default.collapse_after_steps, flat, default)
+    keep_going = EmaConfig(stop_on_collapse=False)
+    assert check_collapse(keep_going.collapse_after_steps, flat, keep_going) is True

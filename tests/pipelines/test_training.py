@@ -90,6 +90,31 @@ def test_pretraining_on_s3_with_two_workers(pretrained, s3):
     assert not any("secret" in k.lower() for k in run.data.params)
 
 
+def test_collapse_stops_pretraining_and_marks_the_run_failed(ray_session, tmp_path):
+    """The guard (on by default) ends the job with one clear error and a FAILED MLflow run;
+    a threshold no model can meet makes the collapse certain at step 1."""
+    from a2v_core.errors import RunStopped
+    from pipelines.synth import write_archive
+
+    archive = tmp_path / "archive"
+    write_archive(str(archive), 60 / 3600, seed=5, file_s=60.0)  # 6 chunks: one batch of 4
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    job = pre_job(
+        str(archive),
+        str(tmp_path / "runs"),
+        "collapse",
+        uri,
+        "optim.max_steps=5",
+        "ema.collapse_after_steps=1",
+        "ema.min_target_std=100",
+    )
+    with pytest.raises(RunStopped, match="representation collapse at step 1.*stop_on_collapse"):
+        pretrain.run(job)
+    mlflow.set_tracking_uri(uri)
+    (run,) = mlflow.search_runs(experiment_names=[job.tracking.experiment], output_format="list")
+    assert run.info.status == "FAILED" and "collapse" in run.data.tags["a2v.error"]
+
+
 def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     runs = tmp_path / "runs"

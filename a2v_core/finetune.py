@@ -22,9 +22,14 @@ from a2v_core.masking import channel_mask, time_mask
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    frame_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sigmoid focal loss summed over frames x classes, divided by the number of frames.
+    """Sigmoid focal loss summed over frames x classes, divided by the number of frames;
+    ``frame_mask`` (B, T) bool: only these frames count (zero padding does not).
 
     FL = alpha_t * BCE * (1 - p_t)^gamma with p_t = y p + (1 - y)(1 - p) and
     alpha_t = alpha y + (1 - alpha)(1 - y); works with soft targets y in [0, 1].
@@ -35,8 +40,17 @@ def focal_loss(
     p_t = p * targets + (1 - p) * (1 - targets)
     alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
     loss = alpha_t * bce * (1 - p_t) ** gamma
+    if frame_mask is not None:
+        loss = loss * frame_mask[..., None].to(loss.dtype)
+        return loss.sum() / frame_mask.sum().clamp(min=1)
     n_frames = loss.shape[0] * loss.shape[1] if loss.dim() == 3 else loss.shape[0]
     return loss.sum() / n_frames
+
+
+def valid_frames(duration_s, n_frames: int, frame_rate_hz: float) -> torch.Tensor:
+    """(B, T) bool: the frames of each clip that hold audio (its zero-padded tail does not)."""
+    n = torch.as_tensor(np.ceil(np.asarray(duration_s, dtype=np.float64) * frame_rate_hz))
+    return torch.arange(n_frames)[None, :] < n[:, None]
 
 
 class FrameClassifier(nn.Module):

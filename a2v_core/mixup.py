@@ -51,13 +51,17 @@ def bc_mixup(
     sample_rate_hz: int,
     generator: torch.Generator | None = None,
     targets: torch.Tensor | None = None,
+    perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mix each clip with a permuted partner. Returns (mixed audio, mixed soft targets or None)."""
+    """Mix each clip with a permuted partner (``perm``, drawn when not given). Returns (mixed
+    audio, mixed soft targets or None)."""
     b = audio.shape[0]
     if b < 2:
         return audio, targets
     r = 0.5 + 0.5 * torch.rand((), generator=generator).item()
-    perm = torch.randperm(b, generator=generator).to(audio.device)
+    if perm is None:
+        perm = torch.randperm(b, generator=generator)
+    perm = perm.to(audio.device)
     gains = a_weighted_gain_db(audio, sample_rate_hz)
     g1, g2 = gains, gains[perm]
     p = 1.0 / (1.0 + 10 ** ((g1 - g2) / 20) * (1 - r) / r)  # (B,)

@@ -356,6 +356,25 @@ def block_bytes(cfg: DataConfig) -> int:
     return cfg.chunks_per_block * cfg.clip_samples * 4
 
 
+def _full(table: pa.Table, clip_s: float) -> pa.Table:
+    """Rows whose chunk fills ``clip_s`` (no zero padding); untouched when all do."""
+    full = pc.greater_equal(table["duration_s"], clip_s - 1e-6)
+    return table if pc.all(full).as_py() is not False else table.filter(full)
+
+
+def full_chunks(ds: ray.data.Dataset, clip_s: float) -> ray.data.Dataset:
+    """Chunks without zero padding: pretraining drops the short last chunk of a file (and a
+    file shorter than one chunk), as the original never pads (its clips all have one length),
+    so that no teacher target and no loss is computed on padding."""
+    return ds.map_batches(
+        _full,
+        fn_kwargs={"clip_s": clip_s},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )
+
+
 def _keep(table: pa.Table, errors: bool) -> pa.Table:
     """Rows whose ``error_type`` is (not) empty. A block with nothing to drop passes through
     untouched: filtering an Arrow table copies every column, and copying the audio of every

@@ -33,7 +33,7 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
-from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder
+from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder, valid_frames
 from a2v_core.mixup import bc_mixup
 from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
@@ -168,8 +168,11 @@ def train_loop(config: dict) -> None:
                 batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job),
                 device=dev,
             )
+            frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
             if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
-                audio, y = bc_mixup(audio, sr, targets=y)
+                perm = torch.randperm(audio.shape[0])
+                audio, y = bc_mixup(audio, sr, targets=y, perm=perm)
+                frames = frames | frames[perm]  # a mix holds audio where either clip does
             sync = (
                 contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
             )
@@ -178,7 +181,9 @@ def train_loop(config: dict) -> None:
                     device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
                 ):
                     logits = ddp(audio, rng)
-                loss = focal_loss(logits, y, job.loss.focal_alpha, job.loss.focal_gamma)
+                loss = focal_loss(
+                    logits, y, job.loss.focal_alpha, job.loss.focal_gamma, frames.to(dev)
+                )
                 (loss / accum).backward()
             tp.add(float(batch["duration_s"].sum()))
             micro += 1

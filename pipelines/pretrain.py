@@ -28,7 +28,7 @@ from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from pipelines import inputs, storage
-from pipelines.datasource import good_chunks, read_chunks, shuffled_files
+from pipelines.datasource import full_chunks, good_chunks, read_chunks, shuffled_files
 from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -274,7 +274,8 @@ def build_trainer(
         files = files[:1]
     if job.data.shuffle_files:
         files = shuffled_files(files, job.run.seed)
-    ds = good_chunks(read_chunks(job.data, files)).select_columns(["audio", "duration_s"])
+    ds = full_chunks(good_chunks(read_chunks(job.data, files)), job.data.clip_s)
+    ds = ds.select_columns(["audio", "duration_s"])
     return build_torch_trainer(
         job,
         train_loop,

@@ -80,3 +80,17 @@ def test_loading_a_mismatched_encoder_lists_keys():
     load_pretrained_encoder(
         clf, FrameClassifier(ModelConfig(preset="tiny"), 3).encoder.state_dict()
     )
+
+
+def test_padding_never_reaches_the_fine_tuning_loss():
+    from a2v_core.finetune import valid_frames
+
+    frames = valid_frames([10.0, 2.5], 2000, 200.0)
+    assert frames.shape == (2, 2000) and frames[0].all() and int(frames[1].sum()) == 500
+    logits = torch.zeros(2, 2000, 3)
+    y = torch.zeros(2, 2000, 3)
+    base = focal_loss(logits, y, 0.25, 2.0, frames)
+    logits[1, 500:] = 50.0  # wildly wrong on the padded tail only
+    y[1, 700:] = 1.0
+    assert focal_loss(logits, y, 0.25, 2.0, frames) == pytest.approx(float(base))
+    assert focal_loss(logits, y, 0.25, 2.0) > 10 * float(base)  # without the mask it counts

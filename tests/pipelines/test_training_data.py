@@ -1,11 +1,14 @@
-"""Training data order: the file order and the local shuffle buffer are drawn from run.seed,
-differ between epochs and workers, and repeat for the same seed."""
+"""What training reads: the file order and the local shuffle buffer are drawn from run.seed,
+differ between epochs and workers, and repeat for the same seed; pretraining sees no padded
+chunk."""
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 import ray.data
 
-from pipelines.datasource import shuffled_files
+from pipelines.datasource import _full, full_chunks, shuffled_files
 from pipelines.pretrain import batches, epoch_seed
 from pipelines.trainer import Throughput
 
@@ -45,3 +48,13 @@ def test_shuffle_buffer_mixes_batches_reproducibly(ray_session):
     # a resumed epoch skips the batches already consumed, from the same shuffled batches
     resumed = order(32, 1, skip=3)
     assert len(resumed) == len(mixed) - 3 and resumed <= mixed
+
+
+def test_pretraining_drops_padded_chunks(ray_session):
+    audio = [np.zeros(4, np.float32)] * 3
+    table = pa.table({"duration_s": [10.0, 3.2, 10.0], "audio": audio})
+    assert _full(table, 10.0)["duration_s"].to_pylist() == [10.0, 10.0]
+    whole = pa.table({"duration_s": [10.0, 10.0], "audio": audio[:2]})
+    assert _full(whole, 10.0) is whole  # nothing to drop: no copy
+    ds = ray.data.from_items([{"duration_s": d, "i": i} for i, d in enumerate([10.0, 4.0, 10.0])])
+    assert sorted(r["i"] for r in full_chunks(ds, 10.0).take_all()) == [0, 2]

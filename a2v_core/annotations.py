@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["file", "onset_s", "offset_s", "label"]
-OPTIONAL = ["low_freq_hz", "high_freq_hz", "focal", "score"]
+OPTIONAL = ["low_freq_hz", "high_freq_hz", "focal", "score", "channel"]
 RAVEN_LABEL_COLUMNS = ("Annotation", "Species", "Label", "label", "Class", "Tags")
 
 
@@ -147,7 +147,8 @@ def to_raven(
         {
             "Selection": np.arange(1, len(t) + 1),
             "View": "Spectrogram 1",
-            "Channel": 1,
+            # the recording's channel analysed (1-based, as Raven counts), else the first
+            "Channel": t["channel"].fillna(1).astype(int) if "channel" in t.columns else 1,
             "Begin Time (s)": t["onset_s"].round(4),
             "End Time (s)": t["offset_s"].round(4),
             "Low Freq (Hz)": low.fillna(0.0).round(1),

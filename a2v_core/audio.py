@@ -63,6 +63,7 @@ class Chunk:
     n_chunks: int = 0  # chunks in the whole file (set by iter_chunks)
     error_type: str = ""  # with ``chunk_errors``: this window failed (the rest of the file did not)
     error_message: str = ""
+    channel: int = 0  # the file's channel this chunk was taken from (0-based)
 
 
 def open_sound(fileobj: BinaryIO) -> sf.SoundFile:
@@ -85,11 +86,17 @@ def probe(fileobj: BinaryIO) -> AudioInfo:
         return AudioInfo(snd.frames, snd.samplerate, snd.channels, snd.format, snd.subtype)
 
 
+def channel_index(block: np.ndarray, channel: str) -> int:
+    """Which column of (S, channels) ``channel`` picks: 0 ("first"), or the loudest (largest
+    summed |x|)."""
+    if block.shape[1] == 1 or channel == "first":
+        return 0
+    return int(np.abs(block).sum(0).argmax())
+
+
 def select_channel(block: np.ndarray, channel: str) -> np.ndarray:
     """(S, channels) -> (S,): the first channel, or the loudest (largest summed |x|)."""
-    if block.shape[1] == 1 or channel == "first":
-        return block[:, 0]
-    return block[:, int(np.abs(block).sum(0).argmax())]
+    return block[:, channel_index(block, channel)]
 
 
 def normalise(x: np.ndarray, eps: float = 1e-5, out: np.ndarray | None = None) -> np.ndarray:
@@ -153,11 +160,14 @@ def read_window(
         snd.seek(first)  # decoder: ~7 % of a chunk's read time)
     want = stop_in + pad_r_in - first
     direct = snd.channels == 1 and sr_in == sample_rate_hz and want <= out_len
+    picked = 0
     if direct:  # mono at the model rate: libsndfile decodes straight into the chunk
         got = snd.read(want, dtype="float32", out=audio[:want])
         x = audio[: len(got)]
     else:
-        x = select_channel(snd.read(want, dtype="float32", always_2d=True), channel)
+        block = snd.read(want, dtype="float32", always_2d=True)
+        picked = channel_index(block, channel)
+        x = block[:, picked]
     if len(x) < want:
         raise DecodeError("truncated", f"expected {want} frames at {first}, got {len(x)}")
     if not np.isfinite(x).all():
@@ -174,7 +184,7 @@ def read_window(
     elif not direct:
         audio[:valid] = x[:valid]
     audio[valid:] = 0.0
-    return Chunk(offset_s=offset_s, audio=audio, valid_samples=valid)
+    return Chunk(offset_s=offset_s, audio=audio, valid_samples=valid, channel=picked)
 
 
 def iter_chunks(

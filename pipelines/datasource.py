@@ -217,6 +217,7 @@ def read_unit(
                         "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
                         "audio": chunk.audio,
                         "n_chunks": chunk.n_chunks,
+                        "channel": chunk.channel,
                         "error_type": chunk.error_type,
                         "error_message": chunk.error_message[:500],
                     }
@@ -250,6 +251,7 @@ def _error_row(
         "duration_s": 0.0,
         "audio": audio,
         "n_chunks": 0,
+        "channel": 0,
         "error_type": error_type,
         "error_message": message[:500],
     }

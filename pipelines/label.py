@@ -76,6 +76,7 @@ class FileState:
         self.errors: list[dict] = []
         self.embeddings: list[dict] = []
         self.frames: list[dict] = []
+        self.channels: dict[float, int] = {}  # chunk offset -> channel read there
         self.audio_s = 0.0
 
 
@@ -276,6 +277,7 @@ def _label_files(
                     _finish(writer, row.path, keys, state.pop(row.path), stats, bar)
                 continue
             st.audio_s += float(row.duration_s)
+            st.channels[float(row.offset_s)] = int(row.channel)
             if row.runs:
                 st.runs += json.loads(row.runs)
             if job.embeddings:
@@ -313,7 +315,9 @@ def _finish(
     if any(e["error_type"] == "retryable" for e in st.errors):
         stats["files_to_retry"] += 1  # not committed: the next resubmission tries it again
         return
-    table = writer.add_file(path, keys[path], st.runs, st.errors, st.embeddings, st.frames)
+    table = writer.add_file(
+        path, keys[path], st.runs, st.errors, st.embeddings, st.frames, st.channels
+    )
     stats["audio_s"] += st.audio_s
     stats["events"] += len(table)
     bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")

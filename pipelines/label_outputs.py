@@ -16,6 +16,7 @@ removes the current run's partitions only.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ EVENT_COLUMNS = [
     "score",
     "model_version",
     "run_id",
+    "channel",  # the recording's channel analysed, 1-based (data.channel: first or loudest)
 ]
 ERROR_COLUMNS = ["file", "stage", "error_type", "message"]
 KINDS = ("events", "errors", "embeddings", "frames")
@@ -64,6 +66,8 @@ def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float])
         "clip_s": job.data.clip_s,
         "sample_rate_hz": job.data.sample_rate_hz,
         "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
+        # only when not the default, so that the runs labelled before it was keyed keep their id
+        **({"channel": job.data.channel} if job.data.channel != "first" else {}),
     }
 
 
@@ -115,6 +119,7 @@ class OutputWriter:
         errors: list[dict],
         embeddings: list[dict],
         frames: list[dict] | None = None,
+        channels: dict[float, int] | None = None,
     ) -> pd.DataFrame:
         """One finished file (``key``: its size and version). Its per-file tables keep the
         recording's extension (``rec.wav.selections.txt``): rec.wav and rec.flac never meet."""
@@ -125,6 +130,7 @@ class OutputWriter:
         )
         if self.job.classes:
             table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
+        table["channel"] = channel_at(table["onset_s"], channels or {})
         table["archive"], table["model_version"], table["run_id"] = (
             self.archive,
             self.v,
@@ -173,6 +179,15 @@ class OutputWriter:
         )
         self.events, self.errors, self.embeddings, self.files = [], [], [], []
         self.frames = []
+
+
+def channel_at(onsets: pd.Series, channels: dict[float, int]) -> list[int]:
+    """The 1-based channel of the chunk each onset falls in (``channels``: chunk offset ->
+    0-based channel read there); 1 when unknown."""
+    if not channels:
+        return [1] * len(onsets)
+    starts = sorted(channels)
+    return [channels[starts[max(bisect.bisect_right(starts, t) - 1, 0)]] + 1 for t in onsets]
 
 
 def _write_parquet(uri: str, table: pd.DataFrame) -> None:

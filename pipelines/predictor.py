@@ -100,7 +100,15 @@ class Predictor:
                     frames[i] = probs[j, :n_valid].astype(np.float16).tobytes()
         out = {
             k: batch[k]
-            for k in ("path", "offset_s", "duration_s", "n_chunks", "error_type", "error_message")
+            for k in (
+                "path",
+                "offset_s",
+                "duration_s",
+                "n_chunks",
+                "channel",
+                "error_type",
+                "error_message",
+            )
         }
         out["runs"] = runs_json
         out["node_id"] = np.array([self.node_id] * n, dtype=object)  # where it ran (run.json)

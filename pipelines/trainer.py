@@ -40,6 +40,10 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Train V2 turns a worker's print() into a log record on stderr and, as Ray wraps the
+    # worker's stdout, prints it to stdout as well: every worker line reached the driver
+    # twice. Plain print: once. (Ray Train propagates the variable to its workers.)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target:
         ray.init(address=target, log_to_driver=True)

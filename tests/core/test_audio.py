@@ -102,3 +102,20 @@ def test_probe_and_offsets():
     assert info.duration_s == 25.0 and info.channels == 1
     assert chunk_offsets(25.0, 10.0) == [0.0, 10.0, 20.0]
     assert chunk_offsets(20.0, 10.0, overlap_s=5.0) == [0.0, 5.0, 10.0]
+
+
+def test_chunks_say_which_channel_they_were_read_from(tmp_path):
+    import soundfile as sf
+
+    from a2v_core.audio import iter_chunks
+
+    sr = 8000
+    t = np.arange(sr * 12) / sr
+    loud, quiet = np.sin(2 * np.pi * 440 * t) * 0.5, np.full_like(t, 1e-4)
+    path = tmp_path / "st.wav"
+    sf.write(path, np.stack([quiet, loud, quiet], axis=1), sr)  # the second of three is loud
+    with open(path, "rb") as f:
+        picked = [c.channel for c in iter_chunks(f, 10.0, sr, channel="loudest")]
+    assert picked == [1, 1]
+    with open(path, "rb") as f:
+        assert [c.channel for c in iter_chunks(f, 10.0, sr, channel="first")] == [0, 0]

@@ -184,3 +184,36 @@ def test_concurrent_and_crashed_writers_lose_nothing(s3):
     files = sorted(label.read_events(out, "run-a").file)
     assert files == sorted([*a.file, "late.wav", "z.wav"]) and len(set(files)) == len(files)
     assert set(label.read_events(out).run_id) == {"run-a", "run-b"}
+
+
+def test_raven_channel_is_the_channel_analysed(finetuned, synth_archive, tmp_path):
+    """A stereo recording whose calls are on the second channel: `data.channel=loudest` labels
+    channel 2 and says so (events `channel`, Raven `Channel`, both tables); `first` says 1."""
+    import io
+
+    from a2v_core import annotations as ann
+    from pipelines.label_outputs import channel_at
+
+    audio, sr = sf.read(synth_archive / "collar_000/rec_00000.wav")
+    quiet = np.random.default_rng(0).normal(0, 1e-3, len(audio))
+    site = tmp_path / "stereo"
+    site.mkdir()
+    sf.write(site / "rec.wav", np.stack([quiet, audio], axis=1), sr, subtype="PCM_16")
+    out = str(tmp_path / "labels")
+    loud = label.run(label_job(finetuned, str(site), out, "data.channel=loudest"))
+    first = label.run(label_job(finetuned, str(site), out))
+    assert loud["run_id"] != first["run_id"]  # the channel choice is part of the fingerprint
+    events = label.read_events(out, loud["run_id"])
+    assert len(events) and set(events["channel"]) == {2}
+    assert set(label.read_events(out, first["run_id"])["channel"]) == {1}
+    for name in (f"{loud['run_id']}/rec.wav.selections.txt", f"{loud['run_id']}.selections.txt"):
+        raw = pd.read_csv(io.BytesIO(storage.read_bytes(f"{out}/raven/{name}")), sep="\t")
+        assert set(raw["Channel"]) == {2}, name
+    assert len(ann.read_raven(io.BytesIO(storage.read_bytes(f"{out}/raven/{name}")))) == len(events)
+    # an event is given the channel of the chunk it starts in
+    assert channel_at(pd.Series([0.0, 9.99, 10.0, 35.0]), {0.0: 0, 10.0: 1, 20.0: 0}) == [
+        1,
+        1,
+        2,
+        1,
+    ]

@@ -308,14 +308,6 @@ class AudioChunkDatasource(Datasource):
         return tasks
 
 
-def shuffled_files(files: list[tuple], seed: int) -> list[tuple]:
-    """The listing in an order drawn from ``seed`` (the same for the same seed and files):
-    training reads sites, collars and days interleaved instead of in name order, and each read
-    task (every n-th unit of this order) holds a random sample of files."""
-    order = np.random.default_rng([seed, len(files)]).permutation(len(files))
-    return [files[i] for i in order]
-
-
 def read_chunks(
     cfg: DataConfig, files: list[tuple[str, int]] | None = None, read_only: bool = False
 ) -> ray.data.Dataset:
@@ -358,22 +350,10 @@ def block_bytes(cfg: DataConfig) -> int:
     return cfg.chunks_per_block * cfg.clip_samples * 4
 
 
-def _full(table: pa.Table, clip_s: float) -> pa.Table:
-    """Rows whose chunk fills ``clip_s`` (no zero padding); untouched when all do."""
-    full = pc.greater_equal(table["duration_s"], clip_s - 1e-6)
-    return table if pc.all(full).as_py() is not False else table.filter(full)
-
-
-def full_chunks(ds: ray.data.Dataset, clip_s: float) -> ray.data.Dataset:
-    """Chunks without zero padding: pretraining drops the short last chunk of a file (and a
-    file shorter than one chunk), as the original never pads (its clips all have one length),
-    so that no teacher target and no loss is computed on padding."""
+def blockwise(ds: ray.data.Dataset, fn, **kwargs) -> ray.data.Dataset:
+    """``fn(arrow table, **kwargs)`` on every block as it is: fused into the read tasks."""
     return ds.map_batches(
-        _full,
-        fn_kwargs={"clip_s": clip_s},
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
+        fn, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None, zero_copy_batch=True
     )
 
 
@@ -388,13 +368,7 @@ def _keep(table: pa.Table, errors: bool) -> pa.Table:
 
 def _rows(ds: ray.data.Dataset, errors: bool) -> ray.data.Dataset:
     """Good (errors=False) or error rows, as a block-wise step fused into the read tasks."""
-    return ds.map_batches(
-        _keep,
-        fn_kwargs={"errors": errors},
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
-    )
+    return blockwise(ds, _keep, errors=errors)
 
 
 def good_chunks(ds: ray.data.Dataset) -> ray.data.Dataset:

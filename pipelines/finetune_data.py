@@ -17,7 +17,8 @@ from a2v_core.config import FinetuneJob
 from a2v_core.errors import InputError
 from a2v_core.splits import clip_presence, make_splits
 from pipelines import inputs, storage
-from pipelines.datasource import chunk_id, good_chunks, read_chunks, shuffled_files
+from pipelines.datasource import chunk_id, good_chunks, read_chunks
+from pipelines.training_data import shuffled_files
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 

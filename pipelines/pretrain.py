@@ -28,7 +28,7 @@ from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from pipelines import inputs, storage
-from pipelines.datasource import full_chunks, good_chunks, read_chunks, shuffled_files
+from pipelines.datasource import good_chunks, read_chunks
 from pipelines.jobargs import job_parser, resolve, run_main
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -48,6 +48,7 @@ from pipelines.trainer import (
     warmup_cosine,
     world,
 )
+from pipelines.training_data import full_chunks, shuffled_files
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:

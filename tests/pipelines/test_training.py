@@ -134,13 +134,15 @@ def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tm
         "--set",
         "run.checkpoint_every_steps=5",
     ]
+    log = open(tmp_path / "driver.log", "wb")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_ENABLE_PRINT_PATCH"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.pretrain", *args],
         cwd=ROOT,
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**env, "RAY_ADDRESS": ""},
     )
     deadline = time.time() + 240
     while time.time() < deadline and not list((runs / "restart").glob("checkpoint_*/model.pt")):
@@ -148,7 +150,11 @@ def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tm
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
+    log.close()
     assert list((runs / "restart").glob("checkpoint_*/model.pt")), "no checkpoint before the kill"
+    # a line the worker printed reached the driver's log once (Train V2's print patch: twice)
+    text = (tmp_path / "driver.log").read_text(errors="replace")
+    assert text.count("[pretrain] rank 0/1 on node") == 1, text[-3000:]
     job = pre_job(
         str(synth_archive),
         str(runs),

@@ -27,7 +27,6 @@ from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import OptimConfig, PretrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
 from a2v_core.errors import RunStopped
-from a2v_core.pretrain import CollapseError
 from pipelines import storage
 
 NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")
@@ -189,8 +188,8 @@ def stop_training(job: PretrainJob, rank: int, message: str) -> None:
 
 def fit_or_fail(trainer: TorchTrainer, tracker, run_dir: str) -> ray.train.Result:
     """``trainer.fit()``; a failure marks the MLflow run FAILED with the error as a tag and
-    is raised again, a guard's stop (``stop_training``) or a collapse as ``RunStopped`` (one
-    line for the user)."""
+    is raised again; a guard's stop (``stop_training``: a collapse, every rank at one step) is
+    raised as ``RunStopped``, one line for the user."""
     marker = storage.join(run_dir, STOP_MARKER)
     storage.remove(marker)  # left by an earlier submission
     try:
@@ -201,35 +200,14 @@ def fit_or_fail(trainer: TorchTrainer, tracker, run_dir: str) -> ray.train.Resul
     stopped = storage.read_bytes(marker).decode() if storage.exists(marker) else None
     if not error and not stopped:
         return result
-    cause = find_cause(error, CollapseError) if error else None
-    collapse = stopped or (str(cause) if cause else None)
-    tracker.set_tags({"a2v.error": (collapse or f"{type(error).__name__}: {error}")[:1000]})
+    tracker.set_tags({"a2v.error": (stopped or f"{type(error).__name__}: {error}")[:1000]})
     tracker.end("FAILED")
-    if collapse:
+    if stopped:
         raise RunStopped(
-            f"{collapse}; the run is stopped (ema.stop_on_collapse=false logs it and goes on). "
+            f"{stopped}; the run is stopped (ema.stop_on_collapse=false logs it and goes on). "
             "Check the learning rate, the EMA decay and the masking"
         ) from None
     raise error
-
-
-def find_cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The first ``kind`` error in what Ray Train raised: the error itself, its causes, or what
-    one of its workers raised (``worker_failures``)."""
-    seen: set[int] = set()
-    todo = [err]
-    while todo and len(seen) < 100:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, kind):
-            return e
-        todo += [e.__cause__, e.__context__]
-        todo += list((getattr(e, "worker_failures", None) or {}).values())
-        cause = getattr(e, "cause", None)  # RayTaskError keeps the worker's error here
-        todo += [cause] if isinstance(cause, BaseException) else []
-    return None
 
 
 def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:

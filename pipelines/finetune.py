@@ -33,6 +33,7 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
+from a2v_core.encoder import flush_denormals
 from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder, valid_frames
 from a2v_core.mixup import bc_mixup
 from pipelines import storage
@@ -56,6 +57,7 @@ from pipelines.trainer import (
     warmup_cosine,
     world,
 )
+from pipelines.training_data import repeated
 
 MIN_STEPS_PER_EPOCH = 16
 
@@ -82,6 +84,7 @@ def train_loop(config: dict) -> None:
     dev = device()
     if job.cluster.torch_threads:
         torch.set_num_threads(job.cluster.torch_threads)
+    flush_denormals()
     torch.manual_seed(job.run.seed + rank)
     model = FrameClassifier(
         job.model,
@@ -274,7 +277,7 @@ def build_trainer(
         # few-shot: fewer clips than a batch per worker would give epochs without a single
         # (drop_last) batch, and very short epochs pay Ray Data's start-up every few steps;
         # repeat the clips so that every epoch has at least MIN_STEPS_PER_EPOCH steps
-        train = train.union(*[train] * (math.ceil(need / n_train) - 1))
+        train = repeated(train, math.ceil(need / n_train))
     loop_config = {
         "job": job.model_dump(mode="json"),
         "classes": classes,

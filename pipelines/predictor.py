@@ -15,6 +15,7 @@ import torch
 
 from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
+from a2v_core.encoder import flush_denormals
 from a2v_core.events import chunk_runs
 from pipelines import storage
 
@@ -46,6 +47,7 @@ class Predictor:
 
     def __init__(self, checkpoint_uri: str, job: dict, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
+        flush_denormals()
         self.job = LabelJob.model_validate(job)
         with storage.fetched(checkpoint_uri) as local:  # this actor's node, not the driver's
             self.model, self.meta = load_classifier(local)

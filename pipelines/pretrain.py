@@ -25,6 +25,7 @@ import torch
 
 from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
+from a2v_core.encoder import flush_denormals
 from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from pipelines import inputs, storage
@@ -114,6 +115,7 @@ def train_loop(config: dict) -> None:
     dev = device()
     if job.cluster.torch_threads:
         torch.set_num_threads(job.cluster.torch_threads)
+    flush_denormals()
     torch.manual_seed(job.run.seed + rank)
     model = Data2VecPretrainer(job.model, job.masking, job.ema)
     opt = torch.optim.AdamW(

@@ -30,3 +30,15 @@ def full_chunks(ds: ray.data.Dataset, clip_s: float) -> ray.data.Dataset:
     file shorter than one chunk), as the original never pads (its clips all have one length),
     so that no teacher target and no loss is computed on padding."""
     return blockwise(ds, _full, clip_s=clip_s)
+
+
+def _times(table: pa.Table, times: int) -> pa.Table:
+    return pa.concat_tables([table] * times)
+
+
+def repeated(ds: ray.data.Dataset, times: int) -> ray.data.Dataset:
+    """Every row ``times`` times (a few-shot split made long enough for whole epochs), as new
+    blocks. ``ds.union(ds, ...)`` repeated the same block references, which Ray Data's batch
+    prefetcher refuses ("Wait requires a list of unique ray_waitables", logged for every
+    batch), and training then waited for every block in its own thread."""
+    return ds if times <= 1 else blockwise(ds, _times, times=times)

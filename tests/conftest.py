@@ -119,7 +119,12 @@ def ray_session(s3, gcs):
         logging_level="ERROR",
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
+    # subprocess drivers (``python -m pipelines.<job>`` in a test) join this Ray through
+    # init_ray instead of starting their own: a test that is not about starting Ray pays no
+    # start; one that is sets RAY_ADDRESS="" for its child.
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
+    os.environ.pop("RAY_ADDRESS", None)
     ray.shutdown()
 
 
@@ -239,7 +244,7 @@ def share_nothing(tmp_path_factory, s3):
     assert check.returncode == 0, check.stderr
     state = tmp_path_factory.mktemp("share-nothing")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},  # not the session's Ray
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "A2V_STATE_DIR": str(state),
         "RAY_HEAD_PORT": str(free_port()),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from a2v_core.config import ModelConfig
-from a2v_core.encoder import Alibi, Encoder, LocalEncoder, count_params
+from a2v_core.encoder import Alibi, Encoder, LocalEncoder, count_params, flush_denormals
 
 
 @pytest.mark.parametrize("preset", ["tiny", "base", "large"])
@@ -83,3 +83,21 @@ def test_layerdrop_skips_prenet_blocks_too():
     assert all(p.grad is None for p in enc.context.prenet.parameters())
     enc.eval()
     assert len(enc(torch.randn(1, 8000)).ffn) == cfg.depth  # never at inference
+
+
+def test_flush_denormals_zeroes_what_alibi_softmax_underflows_to():
+    """A 10 s clip's ALiBi logits reach hundreds below the row maximum: their softmax weights
+    are float32 subnormals, which flush_denormals turns into zeros (fast) without moving the
+    output."""
+    bias = Alibi(2, learned=False)(torch.arange(2000)[None], torch.float32)  # (1, H, T, T)
+    torch.set_flush_denormal(False)  # the process default
+    try:
+        weights = torch.softmax(bias[0, 0, 0], dim=-1)
+        subnormal = (weights > 0) & (weights < torch.finfo(torch.float32).tiny)
+        assert subnormal.any()  # what made the CPU attention backward ~6x slower
+        assert flush_denormals()
+        flushed = torch.softmax(bias[0, 0, 0], dim=-1)
+        assert not ((flushed > 0) & (flushed < torch.finfo(torch.float32).tiny)).any()
+        assert torch.allclose(flushed, weights, atol=1e-30)
+    finally:
+        torch.set_flush_denormal(False)

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slow
 S3 = "s3://a2v-test/sn"
 ARCHIVE = f"{S3}/archive"
 RUNS = f"{S3}/runs"
-PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 14, 3, 5
-THRESHOLD = 0.03  # 20 fine-tuning steps: probabilities stay low, and events are what we compare
+PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 10, 3, 5
+THRESHOLD = 0.03  # 6 fine-tuning steps: probabilities stay low, and events are what we compare
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +180,15 @@ def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
             "--set",
             f"tracking.uri={mlflow_server}",
             "--set",
-            "optim.max_steps=20",
+            "optim.max_steps=6",
             "--set",
-            "run.validate_every_steps=20",
+            "optim.warmup_steps=2",
             "--set",
-            "run.checkpoint_every_steps=10",
+            "optim.freeze_steps=2",
+            "--set",
+            "run.validate_every_steps=6",
+            "--set",
+            "run.checkpoint_every_steps=6",
             "--set",
             "cluster.num_workers=2",
             "--set",

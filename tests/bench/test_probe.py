@@ -1,0 +1,60 @@
+"""bench/probe.py at a toy budget: every stage runs, keeps the requested checkpoints, probes
+features that carry the labels, and a rerun redoes no pretraining."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from a2v_core.config import ModelConfig
+from bench import probe
+
+
+@pytest.mark.slow
+def test_probe_table_over_steps_and_resume(ray_session, tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--steps", "0,1,2", "--hours", "0.04", "--test-hours"]
+    argv += ["0.02", "--probe-frames", "20000", "--set", "cluster.cpus_per_worker=0.5"]
+    table = probe.main(argv)
+    assert list(table["features"]) == ["log-mel", "step 0", "step 1", "step 2"]
+    assert table["probe_macro_ap"].between(0, 1).all()
+    assert table["real_ap"].between(0, 1).all()
+    steps = table.dropna(subset=["step"])
+    assert steps["heldout_loss"].map(math.isfinite).all() and (steps["target_std"] > 0).all()
+    # the three steps are three different encoders: different features, different held-out loss
+    assert steps["heldout_loss"].nunique() == 3
+    assert "| log-mel" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "probe.csv").shape == table.shape
+
+    def no_pretraining(job):
+        raise AssertionError("the rerun pretrained again")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(probe.pretrain, "run", no_pretraining)
+    try:
+        again = probe.main(argv)
+    finally:
+        mp.undo()
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_logmel_probe_finds_a_tone():
+    """A pure tone in half of the frames: a linear probe on log-mel separates it (AP ~ 1),
+    and the frames that are zero padding never enter the features or the targets."""
+    model = ModelConfig(preset="tiny")
+    sr, hop = model.sample_rate_hz, model.hop_samples
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, (4, 10 * sr)).astype(np.float32)
+    t = np.arange(10 * sr) / sr
+    tone = np.sin(2 * np.pi * 1500 * t) * (t % 2 < 1)  # on in the first second of every two
+    audio += tone.astype(np.float32)
+    n = 10 * sr // hop
+    y = ((np.arange(n) * hop / sr) % 2 < 1).astype(np.float32)[:, None]
+    targets = [y, y, y, y[: n // 2]]  # the last chunk holds 5 s of audio
+    clips = probe.Clips(audio, targets, ["tone"])
+    x = probe.logmel_features(model, clips)
+    assert x.shape == (3 * n + n // 2, 64)
+    ap = probe.chunk_out_ap(x, clips, 20000, 0)
+    assert ap > 0.95
+    shuffled = probe.Clips(audio, [rng.permutation(t) for t in targets], ["tone"])
+    assert probe.chunk_out_ap(x, shuffled, 20000, 0) < 0.8

@@ -74,14 +74,17 @@ def read_clips(job: PretrainJob, archive: str, events: pd.DataFrame, classes: li
     data = job.data.model_copy(update={"archive": archive})
     files = inputs.archive_files(archive, data.extensions)
     by_file = {f: g for f, g in events.groupby("file")}
-    audio, targets = [], []
-    rows = good_chunks(read_chunks(data, files, read_only=True))
-    for b in rows.iter_batches(batch_size=64, batch_format="numpy"):
+    rows = {}
+    for b in good_chunks(read_chunks(data, files, read_only=True)).iter_batches(
+        batch_size=64, batch_format="numpy"
+    ):
         y = batch_targets(by_file, classes, b["path"], b["offset_s"], job)
-        for a, t, d in zip(b["audio"], y, b["duration_s"], strict=True):
-            audio.append(a)
-            targets.append(t[: math.ceil(d * job.model.frame_rate_hz)])
-    return Clips(np.stack(audio), targets, classes)
+        for p, o, a, t, d in zip(
+            b["path"], b["offset_s"], b["audio"], y, b["duration_s"], strict=True
+        ):
+            rows[(str(p), float(o))] = (a, t[: math.ceil(d * job.model.frame_rate_hz)])
+    ordered = [rows[k] for k in sorted(rows)]  # Ray Data's order varies from run to run
+    return Clips(np.stack([a for a, _ in ordered]), [t for _, t in ordered], classes)
 
 
 def archive_clips(job: PretrainJob, archive: str, classes: list[str] | None = None) -> Clips:

@@ -119,13 +119,17 @@ def ray_session(s3, gcs):
         logging_level="ERROR",
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
-    # subprocess drivers (``python -m pipelines.<job>`` in a test) join this Ray through
-    # init_ray instead of starting their own: a test that is not about starting Ray pays no
-    # start; one that is sets RAY_ADDRESS="" for its child.
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
-    os.environ.pop("RAY_ADDRESS", None)
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_env(ray_session) -> dict[str, str]:
+    """The environment for a subprocess driver (``python -m pipelines.<job>`` in a test) that
+    joins the session's Ray (init_ray reads RAY_ADDRESS) instead of starting its own: a test
+    that is not about starting Ray pays no start. Not set in this process: Ray's job client
+    would take it for the address of every cluster."""
+    return {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
 
 
 @pytest.fixture
@@ -244,7 +248,7 @@ def share_nothing(tmp_path_factory, s3):
     assert check.returncode == 0, check.stderr
     state = tmp_path_factory.mktemp("share-nothing")
     env = {
-        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},  # not the session's Ray
+        **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "A2V_STATE_DIR": str(state),
         "RAY_HEAD_PORT": str(free_port()),
@@ -305,3 +309,14 @@ def finetuned(ray_session, synth_archive, tmp_path_factory):
         ],
     )
     return finetune.run(job)["checkpoint"]
+
+
+SERVICES = {"ray_session", "s3", "gcs", "mlflow_server", "share_nothing"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs Ray, moto, the GCS emulator or an MLflow server is slow by definition:
+    ``make test-fast`` (-m "not slow") starts none of them."""
+    for item in items:
+        if SERVICES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

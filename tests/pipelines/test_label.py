@@ -98,7 +98,9 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
     assert storage.exists(f"{out}/csv/{run}.events.csv") and storage.exists(f"{out}/audacity/{run}")
 
 
-def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archive, tmp_path):
+def test_interrupted_labelling_resumes_without_duplicates(
+    finetuned, synth_archive, tmp_path, ray_env
+):
     full = tmp_path / "full"
     reference = label.run(label_job(finetuned, str(synth_archive), str(full)))
     ref_events = label.read_events(str(full)).drop(columns=["run_id"])
@@ -129,7 +131,7 @@ def test_interrupted_labelling_resumes_without_duplicates(finetuned, synth_archi
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        env=ray_env,
     )
     progress = out / "_progress" / reference["run_id"]
     deadline = time.time() + 180

@@ -115,7 +115,7 @@ def test_collapse_stops_pretraining_and_marks_the_run_failed(ray_session, tmp_pa
     assert run.info.status == "FAILED" and "collapse" in run.data.tags["a2v.error"]
 
 
-def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tmp_path):
+def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     runs = tmp_path / "runs"
     args = [
@@ -135,14 +135,14 @@ def test_driver_restart_continues_from_checkpoint(ray_session, synth_archive, tm
         "run.checkpoint_every_steps=5",
     ]
     log = open(tmp_path / "driver.log", "wb")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_ENABLE_PRINT_PATCH"}
+    env = {k: v for k, v in ray_env.items() if k != "RAY_TRAIN_ENABLE_PRINT_PATCH"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.pretrain", *args],
         cwd=ROOT,
         start_new_session=True,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**env, "RAY_ADDRESS": ""},
+        env=env,
     )
     deadline = time.time() + 240
     while time.time() < deadline and not list((runs / "restart").glob("checkpoint_*/model.pt")):

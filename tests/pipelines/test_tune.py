@@ -107,7 +107,9 @@ def _child_runs(uri: str, experiment: str) -> list:
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(synth_archive, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    synth_archive, tmp_path, ray_env
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tree = base_sweep(
         synth_archive,
@@ -129,7 +131,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(synth_archi
     tree["finetune"]["set"] += ["optim.max_steps=4", "run.validate_every_steps=2"]
     cfg = tmp_path / "resume3.yaml"
     cfg.write_text(yaml.safe_dump(tree))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    env = {**ray_env, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tune.sweep", "--config", str(cfg)],

@@ -58,6 +58,7 @@ def pretrained(ray_session, s3_archive, tmp_path_factory):
         "pre-s3",
         uri,
         "cluster.num_workers=2",
+        "cluster.torch_threads=1",  # two workers on two cores: no oversubscribed threads
         "optim.max_steps=30",
         "run.checkpoint_every_steps=10",
     )
@@ -184,8 +185,8 @@ def test_finetune_from_pretrained_at_10_percent_labels(
             "run.name=ft10",
             f"tracking.uri={uri}",
             "data.label_fraction=0.1",
-            "optim.max_steps=100",
-            "run.validate_every_steps=50",
+            "optim.max_steps=60",
+            "run.validate_every_steps=30",
             "cluster.cpus_per_worker=0.5",
         ],
     )

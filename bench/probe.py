@@ -19,7 +19,8 @@ The real recordings in ``../shared/data/real/`` hold one file whose labels allow
 (spinetail, 19.5 s, classes SP and CRER): a leave-one-chunk-out probe over its two chunks, reported
 as ``real_ap`` (few hundred labelled frames: read it as a sanity check, not a score).
 
-Every stage is skipped when its output exists, so an interrupted run continues. Prints one
+Every stage is skipped when its output exists (pretraining, when its run holds a checkpoint at
+every requested step), so an interrupted run continues. Prints one
 table and writes ``<out>/probe.csv`` / ``probe.md``.
 """
 
@@ -48,6 +49,7 @@ from pipelines import inputs, pretrain, storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.finetune_data import batch_targets
 from pipelines.synth import write_archive
+from pipelines.trainer import init_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -228,15 +230,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         PretrainJob, ROOT / f"configs/pretrain/{args.preset}.yaml", sets + args.overrides
     )
     run_dir = storage.join(job.run.storage_path, job.run.name)
-    if positive and not storage.exists(storage.join(run_dir, "final", "model.pt")):
+    ckpts = checkpoints_by_step(run_dir) if positive and storage.exists(run_dir) else {}
+    if any(s not in ckpts for s in positive):  # a run that holds every step is not redone
         print(f"== pretrain {args.preset}: {max(positive)} steps, a checkpoint every {every}")
         pretrain.run(job)
-    ckpts = checkpoints_by_step(run_dir) if positive else {}
+        ckpts = checkpoints_by_step(run_dir)
     missing = [s for s in positive if s not in ckpts]
     if missing:
         raise SystemExit(f"error: no checkpoint at steps {missing} under {run_dir}")
 
     print("== features")
+    init_ray(args.address)  # the reads below run on Ray, also when pretraining was skipped
     train = archive_clips(job, archive)
     held = archive_clips(job, test, train.classes)
     real = real_clips(job)

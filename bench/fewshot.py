@@ -29,10 +29,9 @@ import time
 
 import pandas as pd
 
-from a2v_core import annotations
 from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob
 from a2v_core.config_loader import load_config
-from pipelines import evaluate, finetune, pretrain, storage
+from pipelines import evaluate, finetune, inputs, pretrain, storage
 from pipelines.synth import write_archive
 
 METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1")
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(f"== synth {args.hours} h (seed {args.archive_seed}) + {args.test_hours} h held out")
         write_archive(archive, args.hours, seed=args.archive_seed)
         write_archive(test, args.test_hours, seed=args.archive_seed + 1)
-    events = annotations.read_csv(io.BytesIO(storage.read_bytes(ann_uri)))
+    events = inputs.read_annotations(ann_uri)
 
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -27,7 +27,6 @@ table and writes ``<out>/probe.csv`` / ``probe.md``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -90,7 +89,7 @@ def read_clips(job: PretrainJob, archive: str, events: pd.DataFrame, classes: li
 
 
 def archive_clips(job: PretrainJob, archive: str, classes: list[str] | None = None) -> Clips:
-    events = annotations.read_csv(io.BytesIO(storage.read_bytes(f"{archive}/annotations.csv")))
+    events = inputs.read_annotations(storage.join(archive, "annotations.csv"))
     return read_clips(job, archive, events, classes or annotations.class_list(events))
 
 
@@ -291,7 +290,7 @@ def real_clips(job: PretrainJob) -> Clips | None:
     folder = REAL / "spinetail"
     if not (folder / "spinetail.wav").exists():
         return None
-    events = annotations.read_csv(folder / "spinetail_annotations.csv")
+    events = inputs.read_annotations(str(folder / "spinetail_annotations.csv"))
     job = job.model_copy(deep=True)
     job.data.extensions = ["wav"]
     return read_clips(job, str(folder), events, annotations.class_list(events))

@@ -2,6 +2,8 @@
 
     python bench/probe.py --out outputs/probe                  # tiny, 2 cores, about an hour
     python bench/probe.py --out outputs/probe-quick --steps 0,50,200 --hours 0.2   # minutes
+    python bench/probe.py --out outputs/probe-mine --pretrain-run s3://bucket/runs/pretrain-large \\
+        --steps 0,5000,10000                      # the kept checkpoints of your own run
     python bench/probe.py --out s3://bucket/probe --address auto --steps 0,2000,10000,40000 \\
         --hours 20 --set cluster.num_workers=4 --set cluster.use_gpu=true        # a cluster
 
@@ -36,14 +38,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from a2v_core import annotations
 from a2v_core.config import ModelConfig, PretrainJob
-from a2v_core.config_loader import load_config
+from a2v_core.config_loader import build_config, load_config
 from a2v_core.encoder import flush_denormals
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
 from a2v_core.pretrain import Data2VecPretrainer
+from a2v_core.redact import drop_masked
 from pipelines import inputs, pretrain, storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.finetune_data import batch_targets
@@ -192,7 +196,24 @@ def checkpoints_by_step(run_dir: str) -> dict[int, str]:
     return found
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def pretrain_job(args: argparse.Namespace, steps: list[int], archive: str, out: str) -> PretrainJob:
+    """The probe's own pretraining: as many steps as the largest requested, a checkpoint at
+    every requested step (their gcd) and every one of them kept."""
+    positive = [s for s in steps if s > 0]
+    every = reduce(math.gcd, positive) if positive else 1
+    sets = [f"data.archive={archive}", f"run.storage_path={storage.join(out, 'runs')}"]
+    sets += ["run.name=probe-pretrain", f"run.seed={args.seed}"]
+    sets += [f"optim.max_steps={max(steps, default=1) or 1}", f"run.checkpoint_every_steps={every}"]
+    sets += [f"run.keep_checkpoints={len(positive) and max(positive) // every + 1}"]
+    if not storage.is_remote(out):
+        sets += [f"tracking.uri=sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"]
+    sets += [f"cluster.address={args.address}"] if args.address else []
+    return load_config(
+        PretrainJob, ROOT / f"configs/pretrain/{args.preset}.yaml", sets + args.overrides
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -205,7 +226,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--probe-frames", type=int, default=60000, help="frames the probe fits on")
     ap.add_argument("--address", default=None, help="Ray cluster (default: local)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="pretraining")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--pretrain-run",
+        default=None,
+        metavar="URI",
+        help="probe the kept checkpoints of this pretraining run (<storage_path>/<name>, as "
+        "`a2v pretrain` writes it) instead of pretraining one; --steps must be among them",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = parse_args(argv)
     t0 = time.time()
     flush_denormals()
     steps = sorted({int(s) for s in args.steps.split(",")})
@@ -217,26 +249,26 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         write_archive(test, args.test_hours, seed=args.seed + 1)
 
     positive = [s for s in steps if s > 0]
-    every = reduce(math.gcd, positive) if positive else 1
-    sets = [f"data.archive={archive}", f"run.storage_path={storage.join(out, 'runs')}"]
-    sets += ["run.name=probe-pretrain", f"run.seed={args.seed}"]
-    sets += [f"optim.max_steps={max(steps, default=1) or 1}", f"run.checkpoint_every_steps={every}"]
-    sets += [f"run.keep_checkpoints={len(positive) and max(positive) // every + 1}"]
-    if not storage.is_remote(out):
-        sets += [f"tracking.uri=sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"]
-    sets += [f"cluster.address={args.address}"] if args.address else []
-    job = load_config(
-        PretrainJob, ROOT / f"configs/pretrain/{args.preset}.yaml", sets + args.overrides
-    )
-    run_dir = storage.join(job.run.storage_path, job.run.name)
-    ckpts = checkpoints_by_step(run_dir) if positive and storage.exists(run_dir) else {}
-    if any(s not in ckpts for s in positive):  # a run that holds every step is not redone
-        print(f"== pretrain {args.preset}: {max(positive)} steps, a checkpoint every {every}")
-        pretrain.run(job)
+    if args.pretrain_run:  # someone else's run: its own config, its kept checkpoints
+        run_dir = args.pretrain_run.rstrip("/")
+        tree = yaml.safe_load(storage.read_bytes(storage.join(run_dir, "config.yaml")))
+        sets = [f"cluster.address={args.address}"] if args.address else []
+        job = build_config(PretrainJob, drop_masked(tree), sets + args.overrides)
         ckpts = checkpoints_by_step(run_dir)
+    else:
+        job = pretrain_job(args, steps, archive, out)
+        run_dir = storage.join(job.run.storage_path, job.run.name)
+        ckpts = checkpoints_by_step(run_dir) if positive and storage.exists(run_dir) else {}
+        if any(s not in ckpts for s in positive):  # a run that holds every step is not redone
+            every = job.run.checkpoint_every_steps
+            print(f"== pretrain {args.preset}: {max(positive)} steps, a checkpoint every {every}")
+            pretrain.run(job)
+            ckpts = checkpoints_by_step(run_dir)
     missing = [s for s in positive if s not in ckpts]
     if missing:
-        raise SystemExit(f"error: no checkpoint at steps {missing} under {run_dir}")
+        raise SystemExit(
+            f"error: no checkpoint at steps {missing} under {run_dir} (it holds {sorted(ckpts)})"
+        )
 
     print("== features")
     init_ray(args.address)  # the reads below run on Ray, also when pretraining was skipped

@@ -137,9 +137,11 @@ def mlflow_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` (sqlite + proxied artifacts) in its own process group."""
+    """A real ``mlflow server`` (sqlite + proxied artifacts) in its own process group, one for
+    the session (one worker process: a test's requests come one at a time, and each of the
+    default four costs seconds of start-up)."""
     d = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     proc = start_group(
@@ -154,6 +156,8 @@ def mlflow_server(tmp_path_factory):
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers",
+            "1",
         ],
         d / "mlflow.log",
     )
@@ -274,6 +278,44 @@ def synth_archive(tmp_path_factory):
     d = tmp_path_factory.mktemp("archive")
     write_archive(str(d), 0.2, seed=7)
     return d
+
+
+@pytest.fixture(scope="session")
+def s3_archive(s3, synth_archive):
+    from pipelines import storage
+
+    uri = "s3://a2v-test/train-archive"
+    storage.upload_dir(synth_archive, uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def s3_pretrained(ray_session, s3_archive, tmp_path_factory):
+    """Tiny pretraining, 2 workers, archive and checkpoints on moto S3 (``s3://a2v-test/runs/
+    pre-s3``, checkpoints every 10 steps, those of steps 20 and 30 kept)."""
+    from a2v_core.config import PretrainJob
+    from a2v_core.config_loader import load_config
+    from pipelines import pretrain
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlf') / 'mlflow.db'}"
+    job = load_config(
+        PretrainJob,
+        ROOT / "configs/pretrain/tiny.yaml",
+        [
+            f"data.archive={s3_archive}",
+            "run.storage_path=s3://a2v-test/runs",
+            "run.name=pre-s3",
+            f"tracking.uri={uri}",
+            "cluster.cpus_per_worker=0.5",
+            "run.log_every_steps=5",
+            "cluster.num_workers=2",
+            "cluster.torch_threads=1",  # two workers on two cores: no oversubscribed threads
+            "optim.max_steps=30",
+            "run.checkpoint_every_steps=10",
+        ],
+    )
+    res = pretrain.run(job)
+    return {"job": job, "result": res, "uri": uri, "run_dir": "s3://a2v-test/runs/pre-s3"}
 
 
 @pytest.fixture

@@ -180,6 +180,11 @@ class SweepConfig(_Strict):
             job.data.annotations = absolute(job.data.annotations)
             stage.resolved, stage.set = job.model_dump(mode="json"), []
 
+    @property
+    def pretrain_per_trial(self) -> bool:
+        """Whether trials pretrain differently (the space sweeps a ``pretrain.*`` key)."""
+        return any(k.startswith("pretrain.") for k in self.space)
+
     def reports_per_trial(self) -> int:
         job = self.finetune_job()
         return math.ceil(job.optim.max_steps / job.run.validate_every_steps)

@@ -4,7 +4,8 @@
     a2v tune --resume masking-focal [--storage-path outputs/tune]
 
 Each trial runs ``tune.trial.run_trial`` (the same builders and loops as ``a2v finetune``,
-optionally after a short ``a2v pretrain``); ASHA stops weak trials early on the validation
+optionally after a short ``a2v pretrain``: per trial when the space sweeps ``pretrain.*`` keys,
+else once for the sweep); ASHA stops weak trials early on the validation
 metric. MLflow gets one parent run for the sweep and one child run per trial (params and
 metric history). At the end: a results table (printed and ``results.csv``), ``sweep.png``
 (best metric vs each swept parameter) and ``best_finetune.yaml`` (plus ``best_pretrain.yaml``
@@ -32,7 +33,7 @@ from pipelines.tracking import Tracker, tracking_uri
 from pipelines.trainer import init_ray
 from tune.plots import plot_sweep
 from tune.space import SweepConfig, load_sweep, sweep_from_dict
-from tune.trial import run_trial, trial_root
+from tune.trial import ensure_pretrained, pretrain_root, run_trial
 
 
 def max_concurrent(sweep: SweepConfig, resources: dict[str, float]) -> int:
@@ -178,8 +179,8 @@ def write_best(sweep: SweepConfig, table: pd.DataFrame, out_dir: str) -> dict[st
         pjob.run.name = f"{sweep.name}-best-pretrain"
         written["pretrain"] = storage.join(out_dir, "best_pretrain.yaml")
         storage.write_bytes(written["pretrain"], to_yaml(pjob).encode())
-        # the best trial's own pretraining checkpoint, so the YAML fine-tunes as the trial did
-        fjob.pretrained = storage.join(trial_root(sweep, best["trial"]), "pretrain", "final")
+        # the pretraining the best trial fine-tuned from, so the YAML fine-tunes as it did
+        fjob.pretrained = storage.join(pretrain_root(sweep, best["trial"]), "pretrain", "final")
     written["finetune"] = storage.join(out_dir, "best_finetune.yaml")
     header = (
         f"# best trial {best['trial']} of sweep {sweep.name}: "
@@ -209,6 +210,9 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     if not resume:
         storage.write_bytes(storage.join(out_dir, "sweep.yaml"), to_yaml(sweep).encode())
     t0 = time.time()
+    if sweep.pretrain is not None and not sweep.pretrain_per_trial:
+        final = ensure_pretrained(sweep, {}, None)  # once for all trials (resumes if cut)
+        print(f"[tune] {sweep.name}: every trial fine-tunes from {final}", flush=True)
     grid = build_tuner(sweep, parent_id, resume).fit()
     table = results_table(sweep, grid)
     csv = table.to_csv(index=False)

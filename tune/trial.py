@@ -1,5 +1,6 @@
 """One sweep trial: (optionally) a short pretraining, then fine-tuning, through the very same
-``pipelines.pretrain.run`` and ``pipelines.finetune.build_trainer`` a user runs by hand.
+``pipelines.pretrain.run`` and ``pipelines.finetune.build_trainer`` a user runs by hand. A
+pretraining stage whose keys the space does not sweep runs once per sweep, not per trial.
 
 The trial's Train runs live under ``<storage>/<sweep>/trials/<trial_id>/``; a restored trial
 finds its Train checkpoints there and continues. Fine-tuning reports (validation metrics) go
@@ -22,6 +23,30 @@ def trial_root(sweep: SweepConfig, trial_id: str) -> str:
     return storage.join(sweep.storage_path, sweep.name, "trials", trial_id)
 
 
+def pretrain_root(sweep: SweepConfig, trial_id: str | None) -> str:
+    """The folder of a trial's pretraining run (``<root>/pretrain/final`` is its export): the
+    trial's own when the space sweeps pretraining keys, else the sweep's, shared by every
+    trial (they would all pretrain alike, so it runs once, on the driver, before the first
+    trial)."""
+    if sweep.pretrain_per_trial:
+        assert trial_id is not None, "a per-trial pretraining needs the trial"
+        return trial_root(sweep, trial_id)
+    return storage.join(sweep.storage_path, sweep.name)
+
+
+def ensure_pretrained(sweep: SweepConfig, params: dict[str, Any], trial_id: str | None) -> str:
+    """The pretraining stage's export, pretraining first unless it is there (an interrupted
+    pretraining resumes from its checkpoints in the same folder)."""
+    root = pretrain_root(sweep, trial_id)
+    final = storage.join(root, "pretrain", "final")
+    if not storage.exists(storage.join(final, "model.pt")):
+        pjob = sweep.pretrain_job(params)
+        pjob.run.name, pjob.run.storage_path = "pretrain", root
+        pjob.tracking.enabled = False  # the sweep's MLflow runs hold the record
+        pretrain.run(pjob)
+    return final
+
+
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """The Tune trainable; ``sweep`` is bound with ``tune.with_parameters`` (so it is not
     logged as a hyperparameter)."""
@@ -31,13 +56,7 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     root = trial_root(sweep, trial_id)
     pretrained = sweep.finetune.pretrained
     if sweep.pretrain is not None:
-        pjob = sweep.pretrain_job(params)
-        pjob.run.name, pjob.run.storage_path = "pretrain", root
-        pjob.tracking.enabled = False  # the sweep's MLflow child run holds the trial's record
-        final = storage.join(root, "pretrain", "final")
-        if not storage.exists(storage.join(final, "model.pt")):
-            pretrain.run(pjob)
-        pretrained = final
+        pretrained = ensure_pretrained(sweep, params, trial_id)
     fjob = sweep.finetune_job(params)
     fjob.pretrained = pretrained
     fjob.run.name, fjob.run.storage_path = "finetune", root

@@ -104,15 +104,21 @@ case "${1:-status}" in
     rm -f "$f"
     echo "worker${2} killed"
     ;;
-  down)
+  down)  # every node is told at once, then given 10 s in all before SIGKILL
+    pgs=()
     for f in "$STATE"/ray-worker*.pgid "$STATE/ray-head.pgid"; do
       [ -f "$f" ] || continue
-      pg=$(cat "$f")
-      kill -TERM -- "-$pg" 2>/dev/null || true
-      for _ in $(seq 40); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.25; done
-      kill -KILL -- "-$pg" 2>/dev/null || true
+      pgs+=("$(cat "$f")")
+      kill -TERM -- "-${pgs[-1]}" 2>/dev/null || true
       rm -f "$f"
     done
+    for _ in $(seq 40); do
+      alive=0
+      for pg in "${pgs[@]}"; do kill -0 -- "-$pg" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && break
+      sleep 0.25
+    done
+    for pg in "${pgs[@]}"; do kill -KILL -- "-$pg" 2>/dev/null || true; done
     rm -f "$STATE/ray-address" "$STATE/share-nothing" "$STATE/next-worker" "$STATE/worker-cpus"
     echo "ray cluster down"
     ;;

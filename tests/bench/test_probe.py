@@ -12,20 +12,36 @@ from bench import probe
 
 
 @pytest.mark.slow
-def test_probe_table_over_steps(ray_session, tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--steps", "0,2", "--hours", "0.04", "--test-hours", "0.02"]
-    argv += ["--probe-frames", "20000", "--set", "cluster.cpus_per_worker=0.5"]
+def test_probe_table_over_steps(s3_pretrained, tmp_path, capsys):
+    """The probe of an existing run (the suite's 2-worker S3 pretraining): its config, its kept
+    checkpoints, no pretraining of its own."""
+    argv = ["--out", str(tmp_path), "--steps", "0,30", "--hours", "0.04", "--test-hours", "0.02"]
+    argv += ["--probe-frames", "20000", "--pretrain-run", s3_pretrained["run_dir"]]
     table = probe.main(argv)
-    assert list(table["features"]) == ["log-mel", "step 0", "step 2"]
+    assert list(table["features"]) == ["log-mel", "step 0", "step 30"]
     assert table["probe_macro_ap"].between(0, 1).all()
     assert table["real_ap"].between(0, 1).all()
     steps = table.dropna(subset=["step"])
     assert steps["heldout_loss"].map(math.isfinite).all() and (steps["target_std"] > 0).all()
-    # random init and step 2 are two different encoders: the held-out loss tells them apart
-    assert steps["heldout_loss"].nunique() == 2
-    assert "| log-mel" in capsys.readouterr().out
+    # random init and step 30 are two different encoders: the held-out loss tells them apart
+    assert steps["heldout_loss"].iloc[1] < steps["heldout_loss"].iloc[0]
+    out = capsys.readouterr().out
+    assert "| log-mel" in out and "== pretrain" not in out
     assert pd.read_csv(tmp_path / "probe.csv").shape == table.shape
-    assert sorted(probe.checkpoints_by_step(f"{tmp_path}/runs/probe-pretrain")) == [2]
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit, match=r"no checkpoint at steps \[10\].*holds \[20, 30\]"):
+        probe.main([*argv[:2], "--steps", "0,10", *argv[4:]])
+
+
+def test_probe_pretrains_with_a_checkpoint_at_every_requested_step(tmp_path):
+    args = probe.parse_args(["--steps", "0,200,800,2400", "--set", "optim.lr=0.001"])
+    steps = [0, 200, 800, 2400]
+    job = probe.pretrain_job(args, steps, str(tmp_path / "a"), str(tmp_path))
+    assert job.optim.max_steps == 2400 and job.run.checkpoint_every_steps == 200
+    assert job.run.keep_checkpoints == 13  # 200, 400, ..., 2400: none deleted before probing
+    assert job.run.storage_path == str(tmp_path / "runs") and job.optim.lr == 0.001
+    job = probe.pretrain_job(args, [0, 300, 500], str(tmp_path / "a"), str(tmp_path))
+    assert job.run.checkpoint_every_steps == 100 and job.run.keep_checkpoints == 6
 
 
 def test_logmel_probe_finds_a_tone():

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -166,6 +167,12 @@ def test_every_entry_point_resolves_to_a_module_its_flags_and_a_config():
     points = entry_points()
     assert len([p for p in points if p[0].startswith("manifest")]) == 3
     assert any(w == "infra/cluster/aws.yaml" for w, _ in points)
+    with ThreadPoolExecutor(4) as pool:  # every --help is a fresh process: several at once
+        list(
+            pool.map(
+                _help, sorted({argv[0] for _, argv in points if importlib.util.find_spec(argv[0])})
+            )
+        )
     for where, argv in points:
         module, args = argv[0], argv[1:]
         assert importlib.util.find_spec(module) is not None, f"{where}: no module {module}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -52,33 +53,45 @@ def one_error_line(res: subprocess.CompletedProcess, expected: str) -> None:
     assert "Traceback" not in res.stderr and "Ray" not in res.stdout + res.stderr
 
 
+def clis(*calls: tuple[list[str], str]) -> list[subprocess.CompletedProcess]:
+    """Several ``(argv, expected error)`` CLI calls side by side (each is a fresh Python process
+    that spends seconds importing), every one checked with ``one_error_line``."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        results = list(pool.map(lambda c: cli(*c[0]), calls))
+    for (_, expected), res in zip(calls, results, strict=True):
+        one_error_line(res, expected)
+    return results
+
+
 def test_label_mistakes_end_in_one_line_before_ray(tmp_path, synth_archive):
     model = checkpoint(tmp_path / "ft", "finetune")
     pre = checkpoint(tmp_path / "pre", "pretrain")
     out = str(tmp_path / "labels")
     base = ["--archive", str(synth_archive), "--out", out]
-    one_error_line(cli("label", *base), "--model is required")
-    one_error_line(
-        cli("label", "--model", str(tmp_path / "nope"), *base),
-        f"--model {tmp_path / 'nope'}: not a checkpoint",
-    )
-    one_error_line(
-        cli("label", "--model", pre, *base),
-        f"--model {pre}: a 'pretrain' checkpoint; labelling needs a fine-tuned one",
-    )
-    one_error_line(
-        cli("label", "--model", model, "--archive", str(tmp_path / "typo"), "--out", out),
-        f"--archive {tmp_path / 'typo'}: not found",
-    )
     (tmp_path / "empty").mkdir()
-    one_error_line(
-        cli("label", "--model", model, "--archive", str(tmp_path / "empty"), "--out", out),
-        "no audio files (.wav, .flac",
-    )
-    one_error_line(cli("manifest", "--archive", str(tmp_path / "typo"), "--out", out), "not found")
-    one_error_line(
-        cli("label", "--model", model, *base, "--classes", "cc,owl"),
-        "--classes ['owl']: not classes of this model",
+    clis(
+        (["label", *base], "--model is required"),
+        (
+            ["label", "--model", str(tmp_path / "nope"), *base],
+            f"--model {tmp_path / 'nope'}: not a checkpoint",
+        ),
+        (
+            ["label", "--model", pre, *base],
+            f"--model {pre}: a 'pretrain' checkpoint; labelling needs a fine-tuned one",
+        ),
+        (
+            ["label", "--model", model, "--archive", str(tmp_path / "typo"), "--out", out],
+            f"--archive {tmp_path / 'typo'}: not found",
+        ),
+        (
+            ["label", "--model", model, "--archive", str(tmp_path / "empty"), "--out", out],
+            "no audio files (.wav, .flac",
+        ),
+        (["manifest", "--archive", str(tmp_path / "typo"), "--out", out], "not found"),
+        (
+            ["label", "--model", model, *base, "--classes", "cc,owl"],
+            "--classes ['owl']: not classes of this model",
+        ),
     )
 
 
@@ -103,20 +116,17 @@ def test_annotations_that_match_no_recording_stop_evaluation(tmp_path, synth_arc
     wrong = pd.read_csv(synth_archive / "annotations.csv")
     wrong["file"] = "site9/" + wrong["file"].str.replace("/", "_")
     wrong.to_csv(tmp_path / "wrong.csv", index=False)
-    res = cli(
-        "evaluate",
-        *("--model", model, "--archive", str(synth_archive), "--out", str(tmp_path / "ev")),
-        *("--annotations", str(tmp_path / "wrong.csv")),
-    )
-    one_error_line(res, "recordings is in the archive")
-    assert "site9/collar_000_rec_00000.wav" in res.stderr
     (tmp_path / "cols.csv").write_text("path,start,end,species\nrec.wav,1,2,cc\n")
-    res = cli(
-        "evaluate",
-        *("--model", model, "--archive", str(synth_archive), "--out", str(tmp_path / "ev")),
-        *("--annotations", str(tmp_path / "cols.csv")),
+    evaluate = ["evaluate", "--model", model, "--archive", str(synth_archive)]
+    evaluate += ["--out", str(tmp_path / "ev")]
+    res, _ = clis(
+        ([*evaluate, "--annotations", str(tmp_path / "wrong.csv")], "recordings is in the archive"),
+        (
+            [*evaluate, "--annotations", str(tmp_path / "cols.csv")],
+            f"--annotations {tmp_path / 'cols.csv'}: missing column(s)",
+        ),
     )
-    one_error_line(res, f"--annotations {tmp_path / 'cols.csv'}: missing column(s)")
+    assert "site9/collar_000_rec_00000.wav" in res.stderr
 
 
 def test_raven_and_audacity_annotations_match_the_csv(tmp_path, synth_archive, capsys):

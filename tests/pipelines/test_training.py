@@ -41,32 +41,8 @@ def pre_job(archive: str, storage_path: str, name: str, uri: str, *extra: str) -
     )
 
 
-@pytest.fixture(scope="session")
-def s3_archive(s3, synth_archive):
-    uri = "s3://a2v-test/train-archive"
-    storage.upload_dir(synth_archive, uri)
-    return uri
-
-
-@pytest.fixture(scope="session")
-def pretrained(ray_session, s3_archive, tmp_path_factory):
-    """Tiny pretraining, 2 workers, archive and checkpoints on moto S3."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlf') / 'mlflow.db'}"
-    job = pre_job(
-        s3_archive,
-        "s3://a2v-test/runs",
-        "pre-s3",
-        uri,
-        "cluster.num_workers=2",
-        "cluster.torch_threads=1",  # two workers on two cores: no oversubscribed threads
-        "optim.max_steps=30",
-        "run.checkpoint_every_steps=10",
-    )
-    res = pretrain.run(job)
-    return {"job": job, "result": res, "uri": uri}
-
-
-def test_pretraining_on_s3_with_two_workers(pretrained, s3):
+def test_pretraining_on_s3_with_two_workers(s3_pretrained, s3):
+    pretrained = s3_pretrained
     fs = s3["fs"]
     ckpts = [p for p in fs.ls("a2v-test/runs/pre-s3") if "checkpoint_" in p]
     assert ckpts, "no Ray Train checkpoint landed in S3"
@@ -133,7 +109,7 @@ def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_pa
         "--set",
         "optim.max_steps=400",
         "--set",
-        "run.checkpoint_every_steps=5",
+        "run.checkpoint_every_steps=2",
     ]
     log = open(tmp_path / "driver.log", "wb")
     env = {k: v for k, v in ray_env.items() if k != "RAY_TRAIN_ENABLE_PRINT_PATCH"}
@@ -161,17 +137,17 @@ def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_pa
         str(runs),
         "restart",
         uri,
-        "optim.max_steps=12",
-        "run.checkpoint_every_steps=5",
+        "optim.max_steps=8",
+        "run.checkpoint_every_steps=2",
     )
     res = pretrain.run(job)
     states, _, meta = load_checkpoint(res["checkpoint"])
-    assert meta["step"] == 12
-    assert {int(s["step"]) for s in states["optimizer"]["state"].values()} == {12}
+    assert meta["step"] == 8
+    assert {int(s["step"]) for s in states["optimizer"]["state"].values()} == {8}
 
 
 def test_finetune_from_pretrained_at_10_percent_labels(
-    pretrained, ray_session, s3_archive, tmp_path
+    s3_pretrained, ray_session, s3_archive, tmp_path
 ):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     job = load_config(
@@ -180,7 +156,7 @@ def test_finetune_from_pretrained_at_10_percent_labels(
         [
             f"data.archive={s3_archive}",
             f"data.annotations={s3_archive}/annotations.csv",
-            f"pretrained={pretrained['result']['checkpoint']}",
+            f"pretrained={s3_pretrained['result']['checkpoint']}",
             f"run.storage_path={tmp_path / 'runs'}",
             "run.name=ft10",
             f"tracking.uri={uri}",
@@ -230,7 +206,12 @@ def test_bad_cluster_configs_fail_before_workers_start(ray_session, synth_archiv
 
 
 def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_archive, tmp_path):
-    """1 % of 72 clips is one clip, fewer than a batch: every epoch must still give a step."""
+    """1 % of 72 clips is one clip, fewer than a batch: the data the trainer is given must still
+    give every epoch its steps, read as the training loop reads them (drop_last batches)."""
+    from pipelines.finetune import MIN_STEPS_PER_EPOCH, build_trainer
+    from pipelines.pretrain import batches, epoch_seed
+    from pipelines.trainer import Throughput
+
     job = load_config(
         FinetuneJob,
         ROOT / "configs/finetune/tiny.yaml",
@@ -241,12 +222,26 @@ def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_arc
             "run.name=ft-1pct",
             "tracking.enabled=false",
             "data.label_fraction=0.01",
-            "optim.max_steps=3",
-            "run.validate_every_steps=3",
-            "cluster.cpus_per_worker=0.5",
         ],
     )
-    res = finetune.run(job)
-    splits = pd.read_csv(tmp_path / "ft-1pct/splits.csv")
-    assert (splits["split"] == "train").sum() < job.optim.batch_size
-    assert res["best"]["step"] == 3
+    trainer, clips, _ = build_trainer(job)
+    one = clips[clips["split"] == "train"]
+    assert len(one) == 1 < job.optim.batch_size
+    train = trainer.datasets["train"]
+    for epoch in range(2):  # the loop's per-epoch iteration, shuffle buffer and seed included
+        got = list(
+            batches(
+                train,
+                job.optim.batch_size,
+                0,
+                Throughput(),
+                job.data.shuffle_buffer_chunks,
+                epoch_seed(job.run.seed, 0, epoch),
+            )
+        )
+        assert len(got) >= MIN_STEPS_PER_EPOCH
+        assert all(len(b["audio"]) == job.optim.batch_size for b in got)
+        seen = {
+            (str(p), float(o)) for b in got for p, o in zip(b["path"], b["offset_s"], strict=True)
+        }
+        assert seen == {(str(one["path"].iloc[0]), float(one["offset_s"].iloc[0]))}

@@ -18,6 +18,7 @@ import yaml
 
 from a2v_core.config_loader import ConfigError
 from tune.space import load_sweep, sweep_from_dict
+from tune.trial import pretrain_root
 
 ROOT = Path(__file__).resolve().parents[2]
 FT = str(ROOT / "configs/finetune/tiny.yaml")
@@ -92,6 +93,15 @@ def test_shipped_sweep_resolves_into_trial_jobs():
     assert ft.loss.focal_gamma == pytest.approx(params["finetune.loss.focal_gamma"])
     assert pt.masking.mask_length == params["pretrain.masking.mask_length"]
     assert sweep.reports_per_trial() == 6
+    # it sweeps pretraining keys: each trial pretrains in its own folder
+    assert sweep.pretrain_per_trial
+    assert pretrain_root(sweep, "t1") == f"{sweep.storage_path}/{sweep.name}/trials/t1"
+    # a space of fine-tuning keys only: one pretraining for the sweep
+    finetune_only = sweep.model_copy(
+        update={"space": {k: v for k, v in sweep.space.items() if k.startswith("finetune.")}}
+    )
+    assert not finetune_only.pretrain_per_trial
+    assert pretrain_root(finetune_only, "t1") == f"{sweep.storage_path}/{sweep.name}"
 
 
 def _child_runs(uri: str, experiment: str) -> list:
@@ -198,5 +208,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
     assert len(finished_names) == 2
     assert (tmp_path / "sweeps/resume3/best_pretrain.yaml").exists()
     best = yaml.safe_load((tmp_path / "sweeps/resume3/best_finetune.yaml").read_text())
-    assert best["pretrained"].endswith("/pretrain/final")
-    assert Path(best["pretrained"], "model.pt").exists()
+    # the space sweeps no pretraining key: one pretraining for the sweep, run once, not per trial
+    shared = tmp_path / "sweeps/resume3/pretrain"
+    assert best["pretrained"] == str(shared / "final") and (shared / "final/model.pt").exists()
+    assert not list((tmp_path / "sweeps/resume3/trials").glob("*/pretrain"))
+    assert f"every trial fine-tunes from {shared / 'final'}" in res.stdout
+    first_log = (tmp_path / "first.log").read_text()
+    assert first_log.count("[pretrain] final checkpoint") == 1  # before the first trial
+    assert "[pretrain] final checkpoint" not in res.stdout + res.stderr  # not again on resume

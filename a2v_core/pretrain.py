@@ -57,6 +57,21 @@ def ema_decay_at(step: int, cfg: EmaConfig) -> float:
     return cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - step / cfg.anneal_steps)
 
 
+def teacher_init_share(cfg: EmaConfig, steps: int) -> float:
+    """The weight the teacher's random initialisation still holds after ``steps`` EMA updates:
+    the product of the decays. The original's schedule (0.9997 -> 1 over 300k updates) leaves
+    e^-45 of it; a schedule that reaches 1 before its sum of (1 - decay) grows past a few
+    freezes a teacher that is still largely random (0.999 -> 1 over 2000 updates: e^-1 = 37 %),
+    and its targets with it."""
+    full = min(steps, cfg.anneal_steps)
+    t = np.arange(full, dtype=np.float64)
+    decays = cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - t / cfg.anneal_steps)
+    log_share = np.log(np.clip(decays, 1e-300, 1.0)).sum()
+    if steps > full:
+        log_share += (steps - full) * np.log(max(cfg.end_decay, 1e-300))
+    return float(np.exp(log_share))
+
+
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """theta_t <- decay * theta_t + (1 - decay) * theta_s (params), buffers copied. fp32."""

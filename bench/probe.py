@@ -15,7 +15,9 @@ linear probe (scikit-learn logistic regression, one per class, on standardised f
 fitted on the first and scored by frame macro AP on the second. A log-mel baseline at the
 same 200 Hz frame rate (librosa, 64 bands, 32 ms window) goes through the same probe. Beside
 each step: the masked-prediction loss and the teacher-target spread on held-out audio (the
-same masks for every step), so a flat probe can be told from a collapsed or target-less run.
+same masks for every step) and the share of the teacher that is still its random initialisation
+(``teacher_init``, from the EMA schedule), so a flat probe can be told from a collapsed,
+target-less or teacher-less run.
 
 The real recordings in ``../shared/data/real/`` hold one file whose labels allow a probe
 (spinetail, 19.5 s, classes SP and CRER): a leave-one-chunk-out probe over its two chunks, reported
@@ -46,7 +48,7 @@ from a2v_core.config_loader import build_config, load_config
 from a2v_core.encoder import flush_denormals
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
-from a2v_core.pretrain import Data2VecPretrainer
+from a2v_core.pretrain import Data2VecPretrainer, teacher_init_share
 from a2v_core.redact import drop_masked
 from pipelines import inputs, pretrain, storage
 from pipelines.datasource import good_chunks, read_chunks
@@ -302,6 +304,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             states = {"model": Data2VecPretrainer(job.model, job.masking, job.ema).state_dict()}
         enc = {k[8:]: v for k, v in states["model"].items() if k.startswith("encoder.")}
         stats = heldout_pretrain_stats(job, states, held)
+        stats["teacher_init"] = teacher_init_share(job.ema, step)  # how random the teacher is
         row(f"step {step}", step, lambda c, e=enc: encoder_features(job.model, e, c), stats)
 
     table = pd.DataFrame(rows)

@@ -10,6 +10,7 @@ from a2v_core.pretrain import (
     check_collapse,
     ema_decay_at,
     ema_update,
+    teacher_init_share,
 )
 
 
@@ -100,3 +101,16 @@ def test_collapse_guard_stops_by_default_and_can_be_told_not_to():
         check_collapse(default.collapse_after_steps, flat, default)
     keep_going = EmaConfig(stop_on_collapse=False)
     assert check_collapse(keep_going.collapse_after_steps, flat, keep_going) is True
+
+
+def test_teacher_init_share_is_the_product_of_the_decays():
+    cfg = EmaConfig(decay=0.99, end_decay=0.999, anneal_steps=50)
+    for steps in (0, 1, 30, 50, 80):
+        want = float(np.prod([ema_decay_at(t, cfg) for t in range(steps)]))
+        assert teacher_init_share(cfg, steps) == pytest.approx(want, rel=1e-9)
+    # the original's schedule forgets the random teacher; one that reaches 1 within a short
+    # run freezes a teacher that is still 37 % random init (the old tiny preset at 2400 steps)
+    original = EmaConfig(decay=0.9997, end_decay=1.0, anneal_steps=300_000)
+    assert teacher_init_share(original, 384_000) < 1e-15
+    short = EmaConfig(decay=0.999, end_decay=1.0, anneal_steps=2000)
+    assert teacher_init_share(short, 2400) == pytest.approx(np.exp(-1.0), rel=1e-3)

@@ -33,7 +33,7 @@ from pipelines.tracking import Tracker, tracking_uri
 from pipelines.trainer import init_ray
 from tune.plots import plot_sweep
 from tune.space import SweepConfig, load_sweep, sweep_from_dict
-from tune.trial import ensure_pretrained, pretrain_root, run_trial
+from tune.trial import ensure_pretrained, pretrain_final, run_trial
 
 
 def max_concurrent(sweep: SweepConfig, resources: dict[str, float]) -> int:
@@ -180,7 +180,7 @@ def write_best(sweep: SweepConfig, table: pd.DataFrame, out_dir: str) -> dict[st
         written["pretrain"] = storage.join(out_dir, "best_pretrain.yaml")
         storage.write_bytes(written["pretrain"], to_yaml(pjob).encode())
         # the pretraining the best trial fine-tuned from, so the YAML fine-tunes as it did
-        fjob.pretrained = storage.join(pretrain_root(sweep, best["trial"]), "pretrain", "final")
+        fjob.pretrained = pretrain_final(sweep, best["trial"])
     written["finetune"] = storage.join(out_dir, "best_finetune.yaml")
     header = (
         f"# best trial {best['trial']} of sweep {sweep.name}: "

@@ -34,11 +34,16 @@ def pretrain_root(sweep: SweepConfig, trial_id: str | None) -> str:
     return storage.join(sweep.storage_path, sweep.name)
 
 
+def pretrain_final(sweep: SweepConfig, trial_id: str | None) -> str:
+    """The export a trial fine-tunes from."""
+    return storage.join(pretrain_root(sweep, trial_id), "pretrain", "final")
+
+
 def ensure_pretrained(sweep: SweepConfig, params: dict[str, Any], trial_id: str | None) -> str:
     """The pretraining stage's export, pretraining first unless it is there (an interrupted
     pretraining resumes from its checkpoints in the same folder)."""
     root = pretrain_root(sweep, trial_id)
-    final = storage.join(root, "pretrain", "final")
+    final = pretrain_final(sweep, trial_id)
     if not storage.exists(storage.join(final, "model.pt")):
         pjob = sweep.pretrain_job(params)
         pjob.run.name, pjob.run.storage_path = "pretrain", root

@@ -64,8 +64,7 @@ def teacher_init_share(cfg: EmaConfig, steps: int) -> float:
     freezes a teacher that is still largely random (0.999 -> 1 over 2000 updates: e^-1 = 37 %),
     and its targets with it."""
     full = min(steps, cfg.anneal_steps)
-    t = np.arange(full, dtype=np.float64)
-    decays = cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - t / cfg.anneal_steps)
+    decays = np.array([ema_decay_at(t, cfg) for t in range(full)], dtype=np.float64)
     log_share = np.log(np.clip(decays, 1e-300, 1.0)).sum()
     if steps > full:
         log_share += (steps - full) * np.log(max(cfg.end_decay, 1e-300))

@@ -280,6 +280,26 @@ def synth_archive(tmp_path_factory):
     return d
 
 
+def pre_job(archive: str, storage_path: str, name: str, uri: str, *extra: str):
+    """A tiny pretraining job for tests (half a CPU per worker, a loss line every 5 steps)."""
+    from a2v_core.config import PretrainJob
+    from a2v_core.config_loader import load_config
+
+    return load_config(
+        PretrainJob,
+        ROOT / "configs/pretrain/tiny.yaml",
+        [
+            f"data.archive={archive}",
+            f"run.storage_path={storage_path}",
+            f"run.name={name}",
+            f"tracking.uri={uri}",
+            "cluster.cpus_per_worker=0.5",
+            "run.log_every_steps=5",
+            *extra,
+        ],
+    )
+
+
 @pytest.fixture(scope="session")
 def s3_archive(s3, synth_archive):
     from pipelines import storage
@@ -293,26 +313,18 @@ def s3_archive(s3, synth_archive):
 def s3_pretrained(ray_session, s3_archive, tmp_path_factory):
     """Tiny pretraining, 2 workers, archive and checkpoints on moto S3 (``s3://a2v-test/runs/
     pre-s3``, checkpoints every 10 steps, those of steps 20 and 30 kept)."""
-    from a2v_core.config import PretrainJob
-    from a2v_core.config_loader import load_config
     from pipelines import pretrain
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlf') / 'mlflow.db'}"
-    job = load_config(
-        PretrainJob,
-        ROOT / "configs/pretrain/tiny.yaml",
-        [
-            f"data.archive={s3_archive}",
-            "run.storage_path=s3://a2v-test/runs",
-            "run.name=pre-s3",
-            f"tracking.uri={uri}",
-            "cluster.cpus_per_worker=0.5",
-            "run.log_every_steps=5",
-            "cluster.num_workers=2",
-            "cluster.torch_threads=1",  # two workers on two cores: no oversubscribed threads
-            "optim.max_steps=30",
-            "run.checkpoint_every_steps=10",
-        ],
+    job = pre_job(
+        s3_archive,
+        "s3://a2v-test/runs",
+        "pre-s3",
+        uri,
+        "cluster.num_workers=2",
+        "cluster.torch_threads=1",  # two workers on two cores: no oversubscribed threads
+        "optim.max_steps=30",
+        "run.checkpoint_every_steps=10",
     )
     res = pretrain.run(job)
     return {"job": job, "result": res, "uri": uri, "run_dir": "s3://a2v-test/runs/pre-s3"}

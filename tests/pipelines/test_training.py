@@ -20,25 +20,10 @@ from a2v_core.config_loader import ConfigError, load_config
 from pipelines import finetune, pretrain, storage
 from pipelines.finetune_data import prepare
 from pipelines.trainer import build_torch_trainer
+from tests.conftest import pre_job
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def pre_job(archive: str, storage_path: str, name: str, uri: str, *extra: str) -> PretrainJob:
-    return load_config(
-        PretrainJob,
-        ROOT / "configs/pretrain/tiny.yaml",
-        [
-            f"data.archive={archive}",
-            f"run.storage_path={storage_path}",
-            f"run.name={name}",
-            f"tracking.uri={uri}",
-            "cluster.cpus_per_worker=0.5",
-            "run.log_every_steps=5",
-            *extra,
-        ],
-    )
 
 
 def test_pretraining_on_s3_with_two_workers(s3_pretrained, s3):

@@ -14,10 +14,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from a2v_core.config import Job
+from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key or value was rejected; the message names the key and what is allowed."""
 
 

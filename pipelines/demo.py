@@ -17,6 +17,7 @@ from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics, overlap_event_metrics
 from pipelines import finetune, label, pretrain, storage
+from pipelines.jobargs import command
 from pipelines.resume import ResumeMismatch
 from pipelines.synth import write_archive
 
@@ -33,6 +34,7 @@ def run_or_restart(run, job) -> tuple[dict, bool]:
         return run(job), True
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -31,7 +31,7 @@ from a2v_core.metrics import event_metrics, frame_metrics, overlap_event_metrics
 from a2v_core.plots import pr_curves_png
 from a2v_core.redact import redact_tree
 from pipelines import inputs, label, storage
-from pipelines.jobargs import job_parser, resolve, run_main
+from pipelines.jobargs import command, job_parser, resolve
 from pipelines.tracking import Tracker
 
 
@@ -181,6 +181,7 @@ def _png_image(png: bytes):
     return Image.open(io.BytesIO(png))
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     shorthands = ["archive", "annotations", "name", "address"]
     ap = job_parser("a2v evaluate", __doc__, shorthands)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         "events.threshold": args.threshold,
         "events.thresholds_from_model": "false" if args.threshold is not None else None,
     }
-    run_main(run, resolve(EvaluateJob, args, shorthands, extra))
+    run(resolve(EvaluateJob, args, shorthands, extra))
 
 
 if __name__ == "__main__":

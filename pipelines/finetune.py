@@ -39,7 +39,7 @@ from a2v_core.mixup import bc_mixup
 from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
-from pipelines.jobargs import job_parser, resolve, run_main
+from pipelines.jobargs import command, job_parser, resolve
 from pipelines.pretrain import batches, epoch_seed
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -373,6 +373,7 @@ def _load_best(uri: str):
         return load_classifier(local)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     shorthands = [
         "archive",
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         "--pretrained", default=None, help="pretraining checkpoint URI (omit: from scratch)"
     )
     args = ap.parse_args(argv)
-    run_main(run, resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
+    run(resolve(FinetuneJob, args, shorthands, {"pretrained": args.pretrained}))
 
 
 if __name__ == "__main__":

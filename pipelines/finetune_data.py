@@ -99,9 +99,7 @@ def split_dataset(job: FinetuneJob, clips: pd.DataFrame, files: list, split: str
     ``data.materialize_below_mb`` is decoded once and kept in the object store."""
     part = clips[clips["split"] == split]
     if part.empty:
-        raise SystemExit(
-            f"error: the '{split}' split is empty; raise data.label_fraction or add files"
-        )
+        raise InputError(f"the '{split}' split is empty; raise data.label_fraction or add files")
     ids, paths = set(part["chunk_id"]), set(part["path"])
     mb = len(part) * job.data.clip_samples * 4 / 2**20
     materialize = mb < job.data.materialize_below_mb

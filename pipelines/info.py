@@ -13,10 +13,11 @@ import json
 import yaml
 
 from a2v_core.config import JOBS, PretrainJob
-from a2v_core.config_loader import ConfigError, build_config
+from a2v_core.config_loader import build_config
 from a2v_core.encoder import count_params
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
+from pipelines.jobargs import command
 
 
 def summarize(job: PretrainJob) -> dict:
@@ -41,6 +42,7 @@ def summarize(job: PretrainJob) -> dict:
     }
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.config) as f:
         tree = yaml.safe_load(f) or {}
     job_cls = JOBS["finetune"] if "finetune_masking" in tree or "loss" in tree else JOBS["pretrain"]
-    try:
-        job = build_config(job_cls, tree, args.overrides)
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+    job = build_config(job_cls, tree, args.overrides)  # ConfigError: one line, exit 2
     info = summarize(job)
     if args.json:
         print(json.dumps(info, indent=2))

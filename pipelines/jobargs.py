@@ -1,17 +1,21 @@
 """Command-line flags shared by every job: ``--config``, repeated ``--set key=value`` and
 shorthand flags (``--archive`` = ``--set data.archive=...``), resolved into the job's typed
-config by one loader. Config errors exit with status 2 before any work starts."""
+config by one loader; and ``command``, the one place a ``JobError`` becomes an ``error: ...``
+line and an exit status (config errors: 2, before any work starts)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from a2v_core.config import Job
-from a2v_core.config_loader import ConfigError, load_config
-from a2v_core.errors import InputError, RunStopped
+from a2v_core.config_loader import load_config
+from a2v_core.errors import JobError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: flag -> config key, the same spelling for every job
 SHORTHANDS = {
@@ -69,21 +73,21 @@ def resolve(
     overrides += args.overrides
     if getattr(args, "dry_run", False):
         overrides.append("run.dry_run=true")
-    try:
-        return load_config(job_cls, args.config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_config(job_cls, args.config, overrides)  # ConfigError: an InputError
 
 
-def run_main(run: Callable[[Any], Any], job: Any) -> Any:
-    """``run(job)`` for a command's ``main``: a mistake in the user's inputs (``InputError``,
-    ``ConfigError``) ends as one ``error: ...`` line on stderr and exit status 2."""
-    try:
-        return run(job)
-    except (InputError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except RunStopped as err:  # a guard stopped training: one line, exit status 1
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+def command(main: F) -> F:
+    """Wrap a command's ``main``: a ``JobError`` raised anywhere below it (a mistake in the
+    user's inputs, a guard that stopped a run) ends as one ``error: ...`` line on stderr and
+    the error's exit status, without a traceback. Every other exception is a bug and keeps
+    its traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except JobError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
+
+    return wrapped  # type: ignore[return-value]

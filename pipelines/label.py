@@ -47,7 +47,7 @@ from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 from pipelines import inputs, storage
 from pipelines.datasource import read_chunks
-from pipelines.jobargs import job_parser, resolve, run_main
+from pipelines.jobargs import command, job_parser, resolve
 from pipelines.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
@@ -323,6 +323,7 @@ def _finish(
     bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     shorthands = ["archive", "name", "address"]
     ap = job_parser("a2v label", __doc__, shorthands)
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         "retry_errors": "true" if args.retry_errors else None,
         "classes": f"[{args.classes}]" if args.classes else None,
     }
-    run_main(run, resolve(LabelJob, args, shorthands, extra))
+    run(resolve(LabelJob, args, shorthands, extra))
 
 
 if __name__ == "__main__":

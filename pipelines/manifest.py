@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from collections import Counter
 
 import numpy as np
@@ -23,8 +22,10 @@ from tqdm import tqdm
 
 from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
+from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines import storage
+from pipelines.jobargs import command
 from pipelines.progress import ProgressLog
 from pipelines.trainer import init_ray
 
@@ -152,6 +153,7 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
     }
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v manifest",
@@ -174,8 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     if not storage.exists(args.archive):  # before Ray starts
-        print(f"error: --archive {redact_uri(args.archive)}: not found", file=sys.stderr)
-        raise SystemExit(2)
+        raise InputError(f"--archive {redact_uri(args.archive)}: not found")
     init_ray(args.address)
     manifest = build_manifest(
         args.archive, verify=args.verify, progress_every_s=args.progress_every_s

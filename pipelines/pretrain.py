@@ -30,7 +30,7 @@ from a2v_core.mixup import bc_mixup
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from pipelines import inputs, storage
 from pipelines.datasource import good_chunks, read_chunks
-from pipelines.jobargs import job_parser, resolve, run_main
+from pipelines.jobargs import command, job_parser, resolve
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
@@ -331,10 +331,11 @@ def run(job: PretrainJob) -> dict:
     return {"checkpoint": final_uri, "mlflow_run_id": run_id, "wall_s": wall}
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     shorthands = ["archive", "name", "storage_path", "max_steps", "address", "num_workers"]
     args = job_parser("a2v pretrain", __doc__, shorthands).parse_args(argv)
-    run_main(run, resolve(PretrainJob, args, shorthands))
+    run(resolve(PretrainJob, args, shorthands))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.sinc import SincConv
 from a2v_core.synth import synth_recording
 from pipelines import storage
+from pipelines.jobargs import command
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
@@ -140,6 +141,7 @@ def run(
     return summary
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

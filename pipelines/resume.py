@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from a2v_core.config_loader import flatten
+from a2v_core.errors import InputError
 from pipelines import storage
 
 #: keys that may change when a run resumes: where it runs, how it reports, how long it goes on,
@@ -35,13 +36,13 @@ SAFE_KEYS = frozenset(
 )
 
 
-class ResumeMismatch(SystemExit):
+class ResumeMismatch(InputError):
     """The run directory holds checkpoints of a run with another config."""
 
     def __init__(self, run_dir: str, diff: dict[str, tuple]) -> None:
         lines = "\n".join(f"    {k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
         super().__init__(
-            f"error: {run_dir} holds checkpoints of a run with a different config, and resuming "
+            f"{run_dir} holds checkpoints of a run with a different config, and resuming "
             f"would load them into another recipe:\n{lines}\n"
             "  Use a new --name (run.name), or delete that directory to start over."
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ray
 
+from a2v_core.errors import InputError
 from pipelines import storage
 from pipelines.tracking import redact_uri, tracking_uri
 
@@ -61,4 +62,4 @@ def require_shared(uris: dict[str, str | None], tracking: str | None = None) -> 
         return
     found = problems(uris, None if tracking is None else tracking_uri(tracking))
     if found:
-        raise SystemExit("error: " + "\n  ".join(found))
+        raise InputError("\n  ".join(found))

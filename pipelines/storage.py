@@ -19,6 +19,8 @@ from pathlib import Path
 
 import fsspec
 
+from a2v_core.errors import InputError
+
 SCHEMES = ("", "file", "s3", "gs")
 #: object stores: every node of a cluster reaches them
 REMOTE = ("s3", "gs")
@@ -68,7 +70,7 @@ def absolutize(job) -> None:
             try:
                 setattr(node, key, absolute(value))
             except ValueError as err:  # a scheme we do not serve: stop before any work
-                raise SystemExit(f"error: {key}: {err}") from None
+                raise InputError(f"{key}: {err}") from None
 
 
 def is_remote(uri: str) -> bool:

@@ -18,6 +18,7 @@ import soundfile as sf
 from a2v_core import annotations
 from a2v_core.synth import synth_archive
 from pipelines import storage
+from pipelines.jobargs import command
 
 
 def write_archive(
@@ -50,6 +51,7 @@ def write_archive(
     return table
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -15,7 +15,6 @@ when trials pretrain) that ``a2v finetune --config`` / ``a2v pretrain --config``
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
@@ -25,9 +24,11 @@ import ray.tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from a2v_core.config_loader import ConfigError, to_yaml
+from a2v_core.config_loader import to_yaml
+from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
 from pipelines import storage
+from pipelines.jobargs import command
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker, tracking_uri
 from pipelines.trainer import init_ray
@@ -95,7 +96,7 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
     path = storage.join(storage_path, sweep.name)
     if resume:
         if not ray.tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
-            raise FileNotFoundError(f"no sweep state to resume at {path}")
+            raise InputError(f"--resume: no sweep state to resume at {path}")
         return ray.tune.Tuner.restore(
             path,
             trainable=trainable,
@@ -251,7 +252,7 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
         f"in {wall:.0f} s; best config: {written.get('finetune')}; results: {out_dir}"
     )
     if errors == len(table):  # a sweep of which nothing ran is a failed job, not a result
-        raise SystemExit(f"error: all {errors} trials failed; their errors are under {out_dir}")
+        raise JobError(f"all {errors} trials failed; their errors are under {out_dir}")
     return {"table": table, "best": written, "dir": out_dir, "mlflow_run_id": parent_id}
 
 
@@ -263,6 +264,7 @@ def _decode_png(png: bytes):
     return Image.open(io.BytesIO(png))
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="a2v tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -280,14 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     overrides = list(args.overrides)
     if args.storage_path:
         overrides.append(f"storage_path={args.storage_path}")
-    try:
-        if args.resume:
-            sweep = resume_config(args.resume, args.storage_path, overrides)
-        else:
-            sweep = load_sweep(args.config, overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if args.resume:
+        sweep = resume_config(args.resume, args.storage_path, overrides)
+    else:
+        sweep = load_sweep(args.config, overrides)  # ConfigError: one line, exit 2
     run(sweep, resume=bool(args.resume), address=args.address)
 
 
@@ -297,7 +295,7 @@ def resume_config(name: str, storage_path: str | None, overrides: list[str]) -> 
     root = storage_path or SweepConfig().storage_path
     uri = storage.join(root, name, "sweep.yaml")
     if not storage.exists(uri):
-        raise FileNotFoundError(f"no sweep named {name} under {root} (looked for {uri})")
+        raise InputError(f"--resume {name}: no sweep of that name under {root} (looked for {uri})")
     # sweep.yaml holds redacted URIs: a masked one is not reused; the live value comes from
     # --set or $MLFLOW_TRACKING_URI (resolved and pinned again as on a first start)
     tree = drop_masked(yaml.safe_load(storage.read_bytes(uri)))

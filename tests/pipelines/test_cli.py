@@ -73,3 +73,45 @@ def test_synth_writes_archive(tmp_path):
     out = run("synth", "--out", str(tmp_path / "a"), "--hours", "0.02", "--seed", "3")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "a/annotations.csv").exists() and list((tmp_path / "a").rglob("*.wav"))
+
+
+def test_errors_are_values_only_main_exits(capsys):
+    """Library code raises ``JobError``s; only ``jobargs.command`` (around every command's
+    ``main``) and the ``a2v`` dispatcher end the process."""
+    import ast
+    import importlib
+
+    import pytest
+
+    from a2v_core.errors import InputError, JobError, RunStopped
+    from pipelines.cli import COMMANDS
+    from pipelines.jobargs import command
+
+    exits = []
+    for path in sorted(
+        [*ROOT.glob("a2v_core/*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("tune/*.py")]
+    ):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.id if isinstance(node, ast.Name) else None
+            if name == "SystemExit":
+                exits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    # cli.main (an unknown command) and jobargs.command (every JobError), nothing else
+    assert sorted({e.split(":")[0] for e in exits}) == ["pipelines/cli.py", "pipelines/jobargs.py"]
+    assert len(exits) == 2, exits
+    for module, _ in COMMANDS.values():  # every command's main is wrapped
+        assert hasattr(importlib.import_module(module).main, "__wrapped__"), module
+
+    def boom(err):
+        @command
+        def main():
+            raise err
+
+        with pytest.raises(SystemExit) as exc:
+            main()
+        return exc.value.code, capsys.readouterr().err
+
+    assert boom(InputError("--archive x: not found")) == (2, "error: --archive x: not found\n")
+    assert boom(RunStopped("collapse at step 3")) == (1, "error: collapse at step 3\n")
+    assert boom(JobError("all 4 trials failed"))[0] == 1
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        command(lambda: {}["x"])()

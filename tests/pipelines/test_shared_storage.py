@@ -115,9 +115,10 @@ def test_a_pinned_sweep_needs_neither_config_files_nor_the_working_dir(tmp_path,
 
 def test_a_scheme_not_served_is_refused_before_any_work():
     from a2v_core.config import LabelJob
+    from a2v_core.errors import InputError
     from pipelines import storage
 
     job = LabelJob(model="hdfs://nn/model", out="gs://bucket/labels")
-    with pytest.raises(SystemExit, match=r"error: model: unsupported URI scheme 'hdfs://'"):
+    with pytest.raises(InputError, match=r"^model: unsupported URI scheme 'hdfs://'"):
         storage.absolutize(job)
     assert storage.is_remote("gs://b/p") and storage.is_remote("gcs://b/p")

@@ -7,7 +7,7 @@ repeated ``--set group.key=value`` flags on top and validates before any work st
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -261,7 +261,11 @@ class RunConfig(Group):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)
     fail_at_step: int | None = Field(None, ge=1, description="test hook: rank 1 raises once here")
-    dry_run: bool = False
+    dry_run: bool = Field(
+        False,
+        description="one file (fine-tuning: two, for its splits) and one step end to end "
+        "(`Job.dry_run_files`, applied by `Job._dry_run`)",
+    )
     progress_every_s: float = Field(
         30.0, gt=0, description="labelling: one progress line this often when there is no terminal"
     )
@@ -310,6 +314,26 @@ class EventConfig(Group):
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    #: files a dry run reads (``dry_run_slice``)
+    dry_run_files: ClassVar[int] = 1
+
+    @model_validator(mode="after")
+    def _dry_run(self) -> Job:
+        """What ``run.dry_run`` means, in one place: one step, logged, checkpointed and
+        validated (the files are cut by ``dry_run_slice`` where each job lists them)."""
+        run = getattr(self, "run", None)
+        if run is not None and run.dry_run:
+            if getattr(self, "optim", None) is not None and self.optim.max_steps != 1:
+                self.optim.max_steps = 1
+            for key in ("log_every_steps", "checkpoint_every_steps", "validate_every_steps"):
+                if getattr(run, key) != 1:
+                    setattr(run, key, 1)
+        return self
+
+    def dry_run_slice(self, items: list) -> list:
+        """``items`` (the files a job is about to read), cut to ``dry_run_files`` on a dry run."""
+        return items[: self.dry_run_files] if self.run.dry_run else items
+
 
 class PretrainJob(Job):
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -330,6 +354,7 @@ class PretrainJob(Job):
 
 
 class FinetuneJob(PretrainJob):
+    dry_run_files: ClassVar[int] = 2  # a training and a validation split
     finetune_masking: FinetuneMaskingConfig = Field(default_factory=FinetuneMaskingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     events: EventConfig = Field(default_factory=lambda: EventConfig(threshold=0.175))

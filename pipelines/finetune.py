@@ -318,9 +318,6 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
 
 def run(job: FinetuneJob) -> dict:
     storage.absolutize(job)
-    if job.run.dry_run:
-        job.optim.max_steps, job.run.log_every_steps = 1, 1
-        job.run.checkpoint_every_steps = job.run.validate_every_steps = 1
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts

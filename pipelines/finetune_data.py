@@ -83,9 +83,7 @@ def prepare(
         classes = ann.class_list(events, job.data.classes)
     except ValueError as err:
         raise InputError(f"data.classes: {err}") from None
-    annotated = sorted(set(events["file"]))
-    if job.run.dry_run:
-        annotated = annotated[:2]
+    annotated = job.dry_run_slice(sorted(set(events["file"])))
     clips = clip_table(job, annotated)
     presence = clip_presence(clips, events, classes, job.data.clip_s)
     clips["split"] = make_splits(

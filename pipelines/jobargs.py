@@ -43,9 +43,7 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
         metavar="GROUP.KEY=VALUE",
         help="override one config key (repeatable)",
     )
-    ap.add_argument(
-        "--dry-run", action="store_true", help="one file / one step end to end, then stop"
-    )
+    add_dry_run(ap)
     for name in shorthands:
         ap.add_argument(
             f"--{name.replace('_', '-')}",
@@ -54,6 +52,11 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
             help=f"= --set {SHORTHANDS[name]}=...",
         )
     return ap
+
+
+def add_dry_run(ap: argparse.ArgumentParser, what: str = "one file / one step") -> None:
+    """The one ``--dry-run`` flag every command takes (``what``: what it does for this one)."""
+    ap.add_argument("--dry-run", action="store_true", help=f"{what} end to end, then stop")
 
 
 def resolve(

@@ -115,8 +115,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         if done.get(rel) != keys[rel]:
             (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
     skipped = len(listed) - len(todo) - len(unsafe)
-    if job.run.dry_run:
-        todo = todo[:1]
+    todo = job.dry_run_slice(todo)  # one file still to do
     storage.write_bytes(
         storage.join(job.out, "runs", f"{run_id}.json"),
         json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),

@@ -25,7 +25,7 @@ from a2v_core.config import DataConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines import storage
-from pipelines.jobargs import command
+from pipelines.jobargs import add_dry_run, command
 from pipelines.progress import ProgressLog
 from pipelines.trainer import init_ray
 
@@ -96,13 +96,16 @@ def build_manifest(
     files_per_task: int = 64,
     verify: bool = False,
     progress_every_s: float = 30.0,
+    max_files: int | None = None,
 ) -> pd.DataFrame:
     """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame; ``verify``:
-    decode every file too. Without a terminal, a progress line every ``progress_every_s``."""
+    decode every file too. Without a terminal, a progress line every ``progress_every_s``.
+    ``max_files``: only the first that many audio files (a dry run)."""
     exts = extensions or DataConfig().extensions
     all_listed = storage.list_all(archive)
     files = [f for f in all_listed if f[0].rsplit(".", 1)[-1].lower() in exts]
     unsupported = [f for f in all_listed if f not in files and _looks_like_audio_attempt(f[0])]
+    files, unsupported = files[:max_files], unsupported[:max_files]
     remote = ray.remote(probe_files)
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
     pending = [remote.remote(archive, g, verify) for g in groups]
@@ -174,12 +177,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="decode every file as labelling does (finds truncated or NaN audio; slower)",
     )
+    add_dry_run(ap, "the first file")
     args = ap.parse_args(argv)
     if not storage.exists(args.archive):  # before Ray starts
         raise InputError(f"--archive {redact_uri(args.archive)}: not found")
     init_ray(args.address)
     manifest = build_manifest(
-        args.archive, verify=args.verify, progress_every_s=args.progress_every_s
+        args.archive,
+        verify=args.verify,
+        progress_every_s=args.progress_every_s,
+        max_files=1 if args.dry_run else None,
     )
     buf = io.BytesIO()
     manifest.to_parquet(buf, index=False)

@@ -273,8 +273,7 @@ def build_trainer(
     ``files``: the archive's listing when the caller made it (else it is listed here)."""
     if files is None:
         files = inputs.archive_files(job.data.archive, job.data.extensions)
-    if job.run.dry_run:
-        files = files[:1]
+    files = job.dry_run_slice(files)
     if job.data.shuffle_files:
         files = shuffled_files(files, job.run.seed)
     ds = full_chunks(good_chunks(read_chunks(job.data, files)), job.data.clip_s)
@@ -287,17 +286,8 @@ def build_trainer(
     )
 
 
-def apply_dry_run(job: PretrainJob) -> PretrainJob:
-    if job.run.dry_run:
-        job.optim.max_steps = 1
-        job.run.log_every_steps = 1
-        job.run.checkpoint_every_steps = 1
-    return job
-
-
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
-    job = apply_dry_run(job)
     storage.absolutize(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing

@@ -34,7 +34,7 @@ from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.sinc import SincConv
 from a2v_core.synth import synth_recording
 from pipelines import storage
-from pipelines.jobargs import command
+from pipelines.jobargs import add_dry_run, command
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
@@ -68,8 +68,13 @@ def busiest_clip(truth: pd.DataFrame, clip_s: float) -> tuple[str, float]:
 
 
 def run(
-    model_uri: str, out: str, archive: str | None = None, annotations: str | None = None
+    model_uri: str,
+    out: str,
+    archive: str | None = None,
+    annotations: str | None = None,
+    per_class: int = 40,
 ) -> dict:
+    """Write the PNGs; ``per_class``: annotated calls per class in the mean spectra."""
     local = storage.local_copy(storage.absolute(model_uri))
     model, meta = load_classifier(local)
     _, config, _ = load_checkpoint(local)
@@ -89,7 +94,7 @@ def run(
         clip_events = truth[truth["file"] == file].assign(
             onset_s=lambda d: d["onset_s"] - offset, offset_s=lambda d: d["offset_s"] - offset
         )
-        spectra_src = class_segments(archive, truth, sr)
+        spectra_src = class_segments(archive, truth, sr, per_class)
         source = f"{file} @ {offset:g} s"
     else:
         rng = np.random.default_rng(0)
@@ -150,10 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output directory / URI")
     ap.add_argument("--archive", help="annotated archive (for class spectra and a real clip)")
     ap.add_argument("--annotations", help="annotation CSV of that archive")
+    add_dry_run(ap, "every PNG from one call per class")
     args = ap.parse_args(argv)
     if bool(args.archive) != bool(args.annotations):
         ap.error("--archive and --annotations go together")
-    run(args.model, args.out, args.archive, args.annotations)
+    run(args.model, args.out, args.archive, args.annotations, 1 if args.dry_run else 40)
 
 
 if __name__ == "__main__":

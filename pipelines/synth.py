@@ -18,7 +18,7 @@ import soundfile as sf
 from a2v_core import annotations
 from a2v_core.synth import synth_archive
 from pipelines import storage
-from pipelines.jobargs import command
+from pipelines.jobargs import add_dry_run, command
 
 
 def write_archive(
@@ -62,14 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample-rate-hz", type=int, default=8000)
     ap.add_argument("--file-s", type=float, default=60.0, help="length of each recording")
     ap.add_argument("--format", choices=["WAV", "FLAC"], default="WAV")
+    add_dry_run(ap, "one recording")
     args = ap.parse_args(argv)
-    table = write_archive(
-        args.out, args.hours, args.seed, args.sample_rate_hz, args.file_s, args.format
-    )
+    hours = args.file_s / 3600 if args.dry_run else args.hours
+    table = write_archive(args.out, hours, args.seed, args.sample_rate_hz, args.file_s, args.format)
     n_files = table.attrs["n_files"]
-    print(
-        f"synth: wrote {n_files} recordings ({args.hours} h) and {len(table)} events to {args.out}"
-    )
+    print(f"synth: wrote {n_files} recordings ({hours:g} h) and {len(table)} events to {args.out}")
     print(
         f"synth: annotations at {storage.join(args.out, 'annotations.csv')}; classes: {sorted(table['label'].unique())}"
     )

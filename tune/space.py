@@ -217,6 +217,22 @@ class SweepConfig(_Strict):
         rng = random.Random(seed)
         return {k: rng.choice(d.samples()) for k, d in self.space.items()}
 
+    def dry_run(self) -> SweepConfig:
+        """This sweep as a dry run: one trial at one point of the space (``sample``), every
+        stage a job dry run (one file, one step), named ``<name>-dry-run`` so that it never
+        meets the real sweep's state."""
+        stage_set = ["run.dry_run=true"]
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-dry-run",
+                "num_samples": 1,
+                "space": {k: Dist(type="choice", values=[v]) for k, v in self.sample().items()},
+                "finetune": self.finetune.model_copy(update={"set": self.finetune.set + stage_set}),
+                "pretrain": self.pretrain
+                and self.pretrain.model_copy(update={"set": self.pretrain.set + stage_set}),
+            }
+        )
+
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """YAML (+ ``--set key=value`` on the sweep itself) -> validated SweepConfig."""

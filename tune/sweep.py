@@ -28,7 +28,7 @@ from a2v_core.config_loader import to_yaml
 from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
 from pipelines import storage
-from pipelines.jobargs import command
+from pipelines.jobargs import add_dry_run, command
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker, tracking_uri
 from pipelines.trainer import init_ray
@@ -276,9 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_dry_run(ap, "one trial of one file / one step per stage (sweep <name>-dry-run)")
     args = ap.parse_args(argv)
     if bool(args.config) == bool(args.resume):
         ap.error("give exactly one of --config or --resume NAME")
+    if args.dry_run and args.resume:
+        ap.error("--dry-run starts a sweep; it does not resume one")
     overrides = list(args.overrides)
     if args.storage_path:
         overrides.append(f"storage_path={args.storage_path}")
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         sweep = resume_config(args.resume, args.storage_path, overrides)
     else:
         sweep = load_sweep(args.config, overrides)  # ConfigError: one line, exit 2
+    if args.dry_run:
+        sweep = sweep.dry_run()
     run(sweep, resume=bool(args.resume), address=args.address)
 
 

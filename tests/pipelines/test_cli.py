@@ -73,6 +73,53 @@ def test_synth_writes_archive(tmp_path):
     out = run("synth", "--out", str(tmp_path / "a"), "--hours", "0.02", "--seed", "3")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "a/annotations.csv").exists() and list((tmp_path / "a").rglob("*.wav"))
+    from pipelines import synth  # --dry-run: one recording of --file-s, whatever --hours says
+
+    synth.main(["--out", str(tmp_path / "b"), "--hours", "5", "--file-s", "20", "--dry-run"])
+    assert len(list((tmp_path / "b").rglob("*.wav"))) == 1
+
+
+def test_dry_run_means_one_thing_for_every_job():
+    """``run.dry_run`` is applied by the config itself (one step, every cadence 1; one file,
+    two for fine-tuning's splits), so a job built in code or by a sweep means the same."""
+
+    from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
+    from a2v_core.config_loader import load_config
+    from pipelines.cli import COMMANDS
+    from tune.space import load_sweep
+
+    pre = load_config(PretrainJob, "configs/pretrain/tiny.yaml", ["run.dry_run=true"])
+    assert pre.optim.max_steps == 1 and pre.run.checkpoint_every_steps == 1
+    assert pre.dry_run_slice(["a", "b", "c"]) == ["a"]
+    ft = FinetuneJob(run={"dry_run": True, "validate_every_steps": 9}, optim={"max_steps": 50})
+    assert (ft.optim.max_steps, ft.run.validate_every_steps) == (1, 1)
+    assert ft.dry_run_slice(["a", "b", "c"]) == ["a", "b"]
+    assert LabelJob(run={"dry_run": True}).dry_run_slice([1, 2]) == [1]
+    assert load_config(PretrainJob, "configs/pretrain/tiny.yaml", []).dry_run_slice([1, 2]) == [
+        1,
+        2,
+    ]
+    sweep = load_sweep(ROOT / "configs/tune/masking_focal.yaml")
+    dry = sweep.dry_run()
+    assert dry.name == f"{sweep.name}-dry-run" and dry.num_samples == 1
+    assert all(d.type == "choice" and len(d.values) == 1 for d in dry.space.values())
+    job = dry.finetune_job(dry.sample())
+    assert job.run.dry_run and job.optim.max_steps == 1
+    assert sweep.finetune_job(sweep.sample()).optim.max_steps > 1  # the original is untouched
+    import importlib
+    import io
+    from contextlib import redirect_stdout
+
+    for name, (module, _) in COMMANDS.items():  # every command takes the flag
+        if name in ("info", "demo"):  # nothing to cut: info reads a config, demo is a tour
+            continue
+        buf = io.StringIO()
+        try:
+            with redirect_stdout(buf):
+                importlib.import_module(module).main(["--help"])
+        except SystemExit:
+            pass
+        assert "--dry-run" in buf.getvalue(), name
 
 
 def test_errors_are_values_only_main_exits(capsys):

@@ -105,6 +105,7 @@ def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive, ca
     )  # header-only probe may still read a FLAC header
     assert by_path["random.wav"] == "not_audio" and by_path["good_0.flac"] == ""
     s = summarize(build_manifest(str(synth_archive)))
+    assert len(build_manifest(str(synth_archive), max_files=1)) == 1  # a2v manifest --dry-run
     assert s["ok_files"] == 12 and abs(s["audio_hours"] - 0.2) < 1e-6 and s["errors_by_type"] == {}
     assert s["checks"].startswith("header (add --verify")
     # --verify decodes every file: the manifest and labelling agree on every error type

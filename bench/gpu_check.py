@@ -1,8 +1,10 @@
 """One-accelerator check of the training and labelling steps (a2v_core only, no Ray).
 
-Runs, per preset, the exact per-worker steps of ``pipelines.pretrain``, ``pipelines.finetune``
-and the labelling predictor on synthetic 10 s clips, under the same bf16 autocast the pipelines
-use on CUDA, and prints a table (and a JSON with ``--out``):
+Runs, per preset, the per-worker updates of ``pipelines.pretrain`` and ``pipelines.finetune``
+(``a2v_core.training.pretrain_step`` / ``finetune_step``, with the preset's shipped recipe:
+AdamW groups, warmup + cosine, clipping, EMA, mixup) and the labelling predictor's forward on
+synthetic 10 s clips, under the bf16 autocast the pipelines use on CUDA, and prints a table
+(and a JSON with ``--out``):
 
 - pretrain: seconds per update, audio-seconds/s, peak accelerator memory, loss of the first and
   last update (finite, falling), the paper batch per GPU for ``large`` (5 clips x 12 clones), and
@@ -20,19 +22,22 @@ On a machine without CUDA it runs on CPU (use ``--presets tiny``), which is how 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from a2v_core.audio import normalise
-from a2v_core.config import EmaConfig, FinetuneMaskingConfig, MaskingConfig, ModelConfig
-from a2v_core.finetune import FrameClassifier, focal_loss
+from a2v_core.config import FinetuneJob, ModelConfig, PretrainJob
+from a2v_core.config_loader import load_config
+from a2v_core.finetune import FrameClassifier
 from a2v_core.pretrain import Data2VecPretrainer
 from a2v_core.synth import synth_recording
+from a2v_core.training import TrainState, finetune_step, pretrain_step
 
+ROOT = Path(__file__).resolve().parents[1]
 SR, CLIP_S = 8000, 10.0
 PAPER_UPDATES, PAPER_AUDIO_S_PER_UPDATE = 384_230, 1000.0  # animal2vec_spec.md, pretraining
 PER_GPU_BATCH = {"tiny": 8, "base": 5, "large": 5}  # large: max_tokens 408k samples -> 5 clips
@@ -74,24 +79,24 @@ def timed_steps(step, steps: int, dev: torch.device) -> tuple[float, list[float]
     return (time.perf_counter() - t0) / steps, losses
 
 
-def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
-    torch.manual_seed(0)
-    model = Data2VecPretrainer(cfg, MaskingConfig(), EmaConfig()).to(dev).train()
-    opt = torch.optim.AdamW(model.student_parameters(), lr=2e-4, betas=(0.9, 0.98))
-    audio = clips(batch).to(dev)
-    rng = np.random.default_rng(0)
-    amp = dev.type == "cuda"
-    updates = itertools.count(1)
+def jobs(cfg: ModelConfig) -> tuple[PretrainJob, FinetuneJob]:
+    """The preset's shipped pretraining and fine-tuning recipes (optimizer, schedule,
+    masking, mixup, loss) with ``cfg`` as the model."""
+    pre = load_config(PretrainJob, ROOT / f"configs/pretrain/{cfg.preset}.yaml", [])
+    ft = load_config(FinetuneJob, ROOT / f"configs/finetune/{cfg.preset}.yaml", [])
+    return pre.model_copy(update={"model": cfg}), ft.model_copy(update={"model": cfg})
 
-    def step() -> float:
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(audio, rng)
-            out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.student_parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.ema_step(next(updates))
-        return float(out.loss.detach())
+
+def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
+    job = jobs(cfg)[0]
+    torch.manual_seed(0)
+    model = Data2VecPretrainer(cfg, job.masking, job.ema).to(dev).train()
+    student = [(n, p) for n, p in model.named_parameters() if not n.startswith("teacher.")]
+    state = TrainState.create(model, student, job.optim)
+    audio = clips(batch).to(dev)
+
+    def step() -> float:  # the pipelines' update: AdamW groups, schedule, clip, EMA
+        return pretrain_step(state, model, [audio], job)[1]["loss"]
 
     reset_peak(dev)
     s, losses = timed_steps(step, steps, dev)
@@ -108,29 +113,23 @@ def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
 
 
 def finetune_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) -> dict:
+    job = jobs(cfg)[1]
+    job.optim.freeze_steps = steps + 2  # the first timed_steps head-only, the second not
     torch.manual_seed(0)
-    model = FrameClassifier(cfg, 8, FinetuneMaskingConfig(), prior_prob=0.01).to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+    model = FrameClassifier(cfg, 8, job.finetune_masking, job.optim.freeze_frontend, 0.01)
+    model = model.to(dev).train()
+    state = TrainState.create(model, list(model.named_parameters()), job.optim)
     audio = clips(batch, seed=1).to(dev)
     y = (torch.rand(batch, int(CLIP_S * cfg.frame_rate_hz), 8) < 0.02).float().to(dev)
-    rng = np.random.default_rng(0)
-    amp = dev.type == "cuda"
+    frames = torch.ones(y.shape[:2], dtype=torch.bool, device=dev)
 
     def step() -> float:
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(audio, rng)
-        loss = focal_loss(logits.float(), y, 0.25, 2.0)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return finetune_step(state, model, [(audio, y, frames)], job)["loss"]
 
     res = {"batch": batch}
-    for frozen in (True, False):
-        model.set_encoder_frozen(frozen)
+    for key in ("frozen", "unfrozen"):
         reset_peak(dev)
         s, losses = timed_steps(step, steps, dev)
-        key = "frozen" if frozen else "unfrozen"
         res[f"{key}_s_per_update"] = s
         res[f"{key}_peak_gib"] = peak_gib(dev)
         res[f"{key}_finite"] = bool(np.isfinite(losses).all())

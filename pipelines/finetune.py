@@ -17,13 +17,11 @@ at 0.175 and macro AP; the best model by ``select_metric`` is exported to
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 import ray
 import ray.train
@@ -33,30 +31,17 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
-from a2v_core.encoder import flush_denormals
-from a2v_core.finetune import FrameClassifier, focal_loss, load_pretrained_encoder, valid_frames
-from a2v_core.mixup import bc_mixup
+from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
+from a2v_core.training import TrainState, finetune_step
 from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.jobargs import command, job_parser, resolve
-from pipelines.pretrain import batches, epoch_seed
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
-from pipelines.trainer import (
-    Throughput,
-    build_torch_trainer,
-    device,
-    fit_or_fail,
-    init_ray,
-    maybe_fail,
-    param_groups,
-    report,
-    restore,
-    warmup_cosine,
-    world,
-)
+from pipelines.train_worker import Worker
+from pipelines.trainer import build_torch_trainer, fit_or_fail, init_ray, maybe_fail
 from pipelines.training_data import repeated
 
 MIN_STEPS_PER_EPOCH = 16
@@ -76,16 +61,13 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
 
 
 def train_loop(config: dict) -> None:
+    """Ray Train worker loop: ``a2v_core.training.finetune_step`` per update; validation,
+    threshold tuning and the best weights on rank 0 at their cadence; checkpoints."""
     job = FinetuneJob.model_validate(config["job"])
     classes: list[str] = config["classes"]
     events = pd.DataFrame(config["events"])
     events_by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
-    rank, world_size = world()
-    dev = device()
-    if job.cluster.torch_threads:
-        torch.set_num_threads(job.cluster.torch_threads)
-    flush_denormals()
-    torch.manual_seed(job.run.seed + rank)
+    w = Worker(job, "finetune")
     model = FrameClassifier(
         job.model,
         len(classes),
@@ -93,65 +75,22 @@ def train_loop(config: dict) -> None:
         job.optim.freeze_frontend,
         job.loss.prior_prob,
     )
-    states, meta = restore(ray.train.get_checkpoint())
-    if states is None and job.pretrained:
+    state = TrainState.create(model, list(model.named_parameters()), job.optim)
+    meta = w.restore(state)
+    if meta is None and job.pretrained:
         load_encoder_into(model, job.pretrained)
-    opt = torch.optim.AdamW(
-        param_groups(list(model.named_parameters()), job.optim.weight_decay),
-        lr=job.optim.lr,
-        betas=job.optim.betas,
-        eps=job.optim.eps,
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(job.optim))
-    step, epoch, pos, best = 0, 0, 0, {"val_micro_f1": -1.0, "val_macro_ap": -1.0}
+    best = {"val_micro_f1": -1.0, "val_macro_ap": -1.0, **(meta or {}).get("best", {})}
     order = [job.select_metric, *({"val_micro_f1", "val_macro_ap"} - {job.select_metric})]
-    best_state = None
-    best_thresholds: dict[str, float] = {}
-    last_thresholds: dict[str, float] = {}
-    if states is not None:
-        model.load_state_dict(states["model"])
-        opt.load_state_dict(states["optimizer"])
-        sched.load_state_dict(states["scheduler"])
-        best_state = states.get("best_model")
-        step, epoch, pos = meta["step"], meta["epoch"], meta["batches_in_epoch"]
-        best = {"val_micro_f1": -1.0, "val_macro_ap": -1.0, **meta["best"]}
-        best_thresholds = meta.get("class_thresholds_best", {})
-        last_thresholds = meta.get("class_thresholds_last", {})
-    rng = np.random.default_rng([job.run.seed, rank, step])
-    ddp = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": True}
-    )
-    core: FrameClassifier = getattr(ddp, "module", ddp)
-    tracker = Tracker(
-        job.tracking.uri, job.tracking.experiment, active=rank == 0 and job.tracking.enabled
-    )
-    tracker.start(job.run.name, run_id=config.get("mlflow_run_id"))
-    if states is not None:
-        tracker.resume_from(step)
-    shard = ray.train.get_dataset_shard("train")
-    tp = Throughput()
-    sr = job.data.sample_rate_hz
-    accum, micro = job.optim.grad_accum, 0
-
-    def checkpoint_states() -> dict:
-        out = {
-            "model": core.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-        }
-        if best_state is not None:
-            out["best_model"] = best_state
-        return out
+    best_thresholds = (meta or {}).get("class_thresholds_best", {})
+    last_thresholds = (meta or {}).get("class_thresholds_last", {})
+    wrapped = w.wrap(model, find_unused_parameters=True)
+    tracker = w.tracker(config, state.step if meta else None)
 
     def meta_now() -> dict:
         return {
-            "kind": "finetune",
-            "step": step,
-            "epoch": epoch,
-            "batches_in_epoch": pos,
             "best": best,
             "classes": classes,
-            "sample_rate_hz": sr,
+            "sample_rate_hz": job.data.sample_rate_hz,
             "frame_rate_hz": job.model.frame_rate_hz,
             "clip_s": job.data.clip_s,
             "pretrained": job.pretrained,
@@ -159,99 +98,49 @@ def train_loop(config: dict) -> None:
             "class_thresholds_last": last_thresholds,
         }
 
-    ddp.train()
-    while step < job.optim.max_steps:
-        seed = epoch_seed(job.run.seed, rank, epoch)
-        shuffle = job.data.shuffle_buffer_chunks
-        for batch in batches(shard, job.optim.batch_size, pos, tp, shuffle, seed):
-            pos += 1
-            core.set_encoder_frozen(step < job.optim.freeze_steps)
-            audio = torch.as_tensor(batch["audio"], dtype=torch.float32, device=dev)
-            y = torch.as_tensor(
-                batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job),
-                device=dev,
+    def tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
+        frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
+        w.tp.add(float(batch["duration_s"].sum()))
+        return (
+            torch.as_tensor(batch["audio"], dtype=torch.float32, device=w.dev),
+            torch.as_tensor(y, device=w.dev),
+            frames.to(w.dev),
+        )
+
+    for group in w.updates(state):
+        metrics = finetune_step(state, wrapped, [tensors(b) for b in group], job, w.rank)
+        step, val = state.step, {}
+        w.tp.step()
+        maybe_fail(job, step, w.rank, w.world_size)
+        logged = metrics | w.tp.read(w.world_size) if w.due(step, job.run.log_every_steps) else {}
+        if logged:
+            w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
+        if w.due(step, job.run.validate_every_steps) and w.rank == 0:
+            val, pooled_clips = validate(model, job, classes, events_by_file, w.dev)
+            is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
+            if is_best or step == job.optim.max_steps:
+                last_thresholds = event_thresholds(pooled_clips, events, classes, job)
+            logged.update(val)
+            # best by job.select_metric; ties (e.g. F1 all 0 early on) by the other
+            if is_best:
+                best = {**val, "step": step}
+                state.extras["best_model"] = copy.deepcopy(model.state_dict())
+                best_thresholds = last_thresholds
+            w.log(
+                f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
+                f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
+                f"{best[job.select_metric]:.3f} @ {best['step']})"
             )
-            frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
-            if job.mixup.enabled and torch.rand(()) < job.mixup.prob:
-                perm = torch.randperm(audio.shape[0])
-                audio, y = bc_mixup(audio, sr, targets=y, perm=perm)
-                frames = frames | frames[perm]  # a mix holds audio where either clip does
-            sync = (
-                contextlib.nullcontext() if micro + 1 == accum or world_size == 1 else ddp.no_sync()
-            )
-            with sync:
-                with torch.autocast(
-                    device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
-                ):
-                    logits = ddp(audio, rng)
-                loss = focal_loss(
-                    logits, y, job.loss.focal_alpha, job.loss.focal_gamma, frames.to(dev)
-                )
-                (loss / accum).backward()
-            tp.add(float(batch["duration_s"].sum()))
-            micro += 1
-            if micro < accum:
-                continue
-            micro = 0
-            params = [p for p in core.parameters() if p.requires_grad]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, job.optim.clip_norm or float("inf"))
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tp.step()
-            maybe_fail(job, step, rank, world_size)
-            metrics, val = {}, {}
-            if step % job.run.log_every_steps == 0 or step == job.optim.max_steps:
-                metrics = {
-                    "loss": float(loss),
-                    "lr": sched.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "encoder_frozen": float(core.encoder_frozen),
-                    **tp.read(world_size),
-                }
-                if rank == 0:
-                    print(
-                        f"[finetune] step {step}/{job.optim.max_steps} loss {float(loss):.4f}",
-                        flush=True,
-                    )
-            if step % job.run.validate_every_steps == 0 or step == job.optim.max_steps:
-                if rank == 0:
-                    val, pooled_clips = validate(core, job, classes, events_by_file, dev)
-                    is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
-                    if is_best or step == job.optim.max_steps:
-                        thresholds = event_thresholds(pooled_clips, events, classes, job)
-                        last_thresholds = thresholds
-                    metrics.update(val)
-                    # best by job.select_metric; ties (e.g. F1 all 0 early on) by the other
-                    if is_best:
-                        best = {**val, "step": step}
-                        best_state = copy.deepcopy(core.state_dict())
-                        best_thresholds = thresholds
-                    print(
-                        f"[finetune] step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-                        f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
-                        f"{best[job.select_metric]:.3f} @ {best['step']})",
-                        flush=True,
-                    )
-            tracker.log_metrics(metrics, step)
-            if step % job.run.checkpoint_every_steps == 0 or step == job.optim.max_steps:
-                report(
-                    {
-                        "step": step,
-                        "loss": float(loss),
-                        **{f"best_{k}": v for k, v in best.items() if k != "step"},
-                        **val,  # this validation's metrics (what a Tune scheduler compares)
-                    },
-                    rank,
-                    checkpoint_states,
-                    job,
-                    meta_now(),
-                )
-            if step >= job.optim.max_steps:
-                break
-        else:
-            epoch, pos = epoch + 1, 0
+        tracker.log_metrics(logged, step)
+        if w.due(step, job.run.checkpoint_every_steps):
+            reported = {
+                "step": step,
+                "loss": metrics["loss"],
+                **{f"best_{k}": v for k, v in best.items() if k != "step"},
+                **val,  # this validation's metrics (what a Tune scheduler compares)
+            }
+            w.report(reported, state, meta_now)
     tracker.end()
 
 

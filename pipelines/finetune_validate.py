@@ -4,52 +4,31 @@ per-class thresholds that maximise validation event F1 (saved in the checkpoint;
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import ray.train
-import torch
 
+from a2v_core import training
 from a2v_core.config import FinetuneJob
-from a2v_core.events import moving_average
 from a2v_core.finetune import FrameClassifier
-from a2v_core.metrics import best_event_f1_thresholds, frame_metrics
+from a2v_core.metrics import best_event_f1_thresholds
 from pipelines.finetune_data import batch_targets
 
 
-@torch.no_grad()
 def validate(
     model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev
 ) -> tuple[dict, list]:
-    """Frame metrics over the whole validation set (valid frames of every clip), and the clips'
-    (file, offset, pooled probabilities) for tuning the labeller's per-class thresholds."""
+    """``a2v_core.training.validate`` over this worker's ``valid`` dataset: frame metrics of
+    every clip's valid frames, and the clips' (file, offset, pooled probabilities) for tuning
+    the labeller's per-class thresholds."""
     shard = ray.train.get_dataset_shard("valid")
-    model.eval()
-    ys, ps, pooled = [], [], []
-    window = int(round(job.events.pool_s * job.model.frame_rate_hz))
-    for batch in shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"):
-        probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
-        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
-        for i, dur in enumerate(batch["duration_s"]):
-            n = int(np.ceil(dur * job.model.frame_rate_hz))
-            ys.append(y[i, :n])
-            ps.append(probs[i, :n])
-            pooled.append(
-                (
-                    str(batch["path"][i]),
-                    float(batch["offset_s"][i]),
-                    moving_average(probs[i, :n], window),
-                )
-            )
-    model.train()
-    y_all = np.concatenate(ys)
-    m = frame_metrics(y_all, np.concatenate(ps), classes, job.events.threshold)
-    return {
-        "val_micro_f1": m["micro_f1"],
-        "val_macro_ap": m["macro_ap"],
-        "val_micro_ap": m["micro_ap"],
-        "val_precision": m["micro_precision"],
-        "val_recall": m["micro_recall"],
-    }, pooled
+    return training.validate(
+        model,
+        shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"),
+        lambda b: batch_targets(events_by_file, classes, b["path"], b["offset_s"], job),
+        job,
+        classes,
+        dev,
+    )
 
 
 def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: FinetuneJob) -> dict:

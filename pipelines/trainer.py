@@ -2,14 +2,13 @@
 
 ``build_torch_trainer`` checks the cluster config against the running Ray cluster *before*
 any worker starts, then builds a TorchTrainer with ScalingConfig / RunConfig /
-FailureConfig / CheckpointConfig from the job config. The worker-side helpers cover the
-optimizer groups, the warmup+cosine schedule, checkpoint save/restore and the test hook
-that makes one worker fail once.
+FailureConfig / CheckpointConfig from the job config. The worker-side helpers cover
+checkpoint save/restore, a guard's stop and the test hook that makes one worker fail once;
+the training itself is ``a2v_core.training``, bound to a worker by ``pipelines.train_worker``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -24,12 +23,10 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
-from a2v_core.config import OptimConfig, PretrainJob
+from a2v_core.config import PretrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
 from a2v_core.errors import RunStopped
 from pipelines import storage
-
-NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")
 
 
 def init_ray(address: str | None = None) -> None:
@@ -136,33 +133,6 @@ def build_torch_trainer(
 
 
 # ----------------------------------------------------------------------------- worker side
-
-
-def param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
-    """No decay for 1-D params, ALiBi scales and PSwish (Sinc edges (F,1) keep decay, as the
-    original)."""
-    decay, no_decay = [], []
-    for name, p in named:
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim == 1 or any(k in name for k in NO_DECAY_NAMES) else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def warmup_cosine(cfg: OptimConfig) -> Callable[[int], float]:
-    """LR multiplier: linear warmup from 0, then half-cosine down to min_lr at max_steps."""
-    floor = cfg.min_lr / cfg.lr
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(1, cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def world() -> tuple[int, int]:

@@ -194,7 +194,7 @@ def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_arc
     """1 % of 72 clips is one clip, fewer than a batch: the data the trainer is given must still
     give every epoch its steps, read as the training loop reads them (drop_last batches)."""
     from pipelines.finetune import MIN_STEPS_PER_EPOCH, build_trainer
-    from pipelines.pretrain import batches, epoch_seed
+    from pipelines.train_worker import batches, epoch_seed
     from pipelines.trainer import Throughput
 
     job = load_config(

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from pipelines.pretrain import batches, epoch_seed
+from pipelines.train_worker import batches, epoch_seed
 from pipelines.trainer import Throughput
 from pipelines.training_data import _full, full_chunks, shuffled_files
 

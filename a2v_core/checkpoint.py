@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from a2v_core.config import FinetuneJob, ModelConfig
+from a2v_core.config import FinetuneJob
 from a2v_core.finetune import FrameClassifier
 
 CODE_VERSION = "0.1.0"
@@ -66,8 +66,3 @@ def classifier_of(states: dict, config: dict, meta: dict) -> FrameClassifier:
     model.load_state_dict(states["model"])
     model.eval()
     return model
-
-
-def model_config_of(directory: str | Path) -> ModelConfig:
-    _, config, _ = load_checkpoint(directory)
-    return ModelConfig.model_validate(config["model"])

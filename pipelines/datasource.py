@@ -49,19 +49,6 @@ class WorkUnit:
     file_bytes: int | None = None  # the whole object's size, as listed
 
 
-def _open(fs, root: str, rel: str, file_bytes: int | None = None):
-    full = f"{root.rstrip('/')}/{rel}"
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if not any(p in ("s3", "s3a", "gs", "gcs") for p in protocols):
-        return fs.open(full, "rb")
-    # Small read-ahead blocks: a chunk read fetches ~2 MB, never the whole object. s3fs takes
-    # the size from the listing instead of a HEAD request per object: one round trip less per
-    # file (within noise against moto on localhost, 120 files). An object gone since the
-    # listing then fails on its first GET ("unreadable", tested).
-    kwargs = {"size": file_bytes} if file_bytes is not None and "s3" in protocols else {}
-    return fs.open(full, "rb", block_size=2 * 1024 * 1024, **kwargs)
-
-
 def plan_units(cfg: DataConfig, files: list[tuple[str, int]]) -> list[WorkUnit]:
     """Whole files, except large ones which are probed and cut at chunk boundaries."""
     fs, root = storage.filesystem(cfg.archive)
@@ -71,7 +58,7 @@ def plan_units(cfg: DataConfig, files: list[tuple[str, int]]) -> list[WorkUnit]:
             units.append(WorkUnit(rel, size, file_bytes=size))
             continue
         try:
-            with _open(fs, root, rel, size) as f:
+            with storage.open_member(fs, root, rel, size) as f:
                 info = probe(f)
         except (DecodeError, OSError):
             units.append(WorkUnit(rel, size, file_bytes=size))  # the read task reports it
@@ -195,7 +182,7 @@ def read_unit(
     while True:
         watched = None
         try:
-            with _open(fs, root, unit.path, unit.file_bytes) as raw:
+            with storage.open_member(fs, root, unit.path, unit.file_bytes) as raw:
                 watched = _Watched(raw)
                 for chunk in iter_chunks(
                     watched,

@@ -17,7 +17,6 @@ calls). Outputs under ``--out``:
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -31,6 +30,7 @@ from a2v_core.metrics import event_metrics, frame_metrics, overlap_event_metrics
 from a2v_core.plots import pr_curves_png
 from a2v_core.redact import redact_tree
 from pipelines import inputs, label, storage
+from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
 from pipelines.tracking import Tracker
 
@@ -77,7 +77,7 @@ def per_class_table(fm: dict, ems: dict[float, dict], truth: pd.DataFrame, class
 
 
 def run(job: EvaluateJob) -> dict:
-    storage.absolutize(job)
+    pin_paths(job)
     if not job.data.annotations:
         raise InputError(
             "--annotations is required (a CSV, Raven or Audacity table, or a folder of them)"
@@ -163,7 +163,7 @@ def run(job: EvaluateJob) -> dict:
     tracker.log_text(md, "per_class.md")
     tracker.log_text(table.to_csv(index=False), "per_class.csv")
     if tracker.active:
-        tracker.mlflow.log_image(_png_image(png), "pr_curves.png")
+        tracker.log_png(png, "pr_curves.png")
     tracker.end()
     e0 = ems[job.iou_thresholds[0]]
     print(
@@ -173,12 +173,6 @@ def run(job: EvaluateJob) -> dict:
         f"{overlap['f1']:.3f} any-overlap (paper-style) -> {job.out}"
     )
     return metrics
-
-
-def _png_image(png: bytes):
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))
 
 
 @command

@@ -36,6 +36,7 @@ from a2v_core.training import TrainState, finetune_step
 from pipelines import storage
 from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
+from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -206,7 +207,7 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
 
 
 def run(job: FinetuneJob) -> dict:
-    storage.absolutize(job)
+    pin_paths(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts

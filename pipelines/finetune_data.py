@@ -49,7 +49,7 @@ def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
     rows = []
     for rel in files:
         try:
-            with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
+            with storage.open_member(fs, root, rel) as f:
                 info = sf.info(f)
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             raise InputError(

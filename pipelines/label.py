@@ -47,6 +47,7 @@ from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 from pipelines import inputs, storage
 from pipelines.datasource import read_chunks
+from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
 from pipelines.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
@@ -84,7 +85,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     """Label the archive; returns the run summary (also written to ``<out>/run.json``).
     ``listed``: the archive's ``storage.list_versions`` when the caller made it already."""
     t0 = time.time()
-    storage.absolutize(job)
+    pin_paths(job)
     # every input check runs before Ray starts and before --overwrite removes anything
     meta, version = inputs.finetuned_model(job.model)
     unknown = sorted(set(job.classes or []) - set(meta["classes"]))

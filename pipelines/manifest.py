@@ -54,22 +54,27 @@ def decode_error(archive: str, rel: str, size: int, sample_rate_hz: int) -> tupl
     return "", ""
 
 
+def manifest_row(path: str, size: int, error_type: str = "", message: str = "") -> dict:
+    """One manifest row before probing (an error row when ``error_type`` is given)."""
+    return {
+        "path": path,
+        "bytes": size,
+        "duration_s": 0.0,
+        "sample_rate_hz": 0,
+        "channels": 0,
+        "format": "",
+        "error_type": error_type,
+        "error_message": message,
+    }
+
+
 def probe_files(archive: str, files: list[tuple[str, int]], verify: bool = False) -> list[dict]:
     fs, root = storage.filesystem(archive)
     rows = []
     for rel, size in files:
-        row = {
-            "path": rel,
-            "bytes": size,
-            "duration_s": 0.0,
-            "sample_rate_hz": 0,
-            "channels": 0,
-            "format": "",
-            "error_type": "",
-            "error_message": "",
-        }
+        row = manifest_row(rel, size)
         try:
-            with fs.open(f"{root.rstrip('/')}/{rel}", "rb") as f:
+            with storage.open_member(fs, root, rel, size) as f:
                 info = probe(f)
             row.update(
                 duration_s=info.duration_s,
@@ -124,17 +129,7 @@ def build_manifest(
                 errors.update(r["error_type"] for r in part if r["error_type"])
             progress.update(len(rows), audio_s, errors)
     rows += [
-        {
-            "path": p,
-            "bytes": s,
-            "duration_s": 0.0,
-            "sample_rate_hz": 0,
-            "channels": 0,
-            "format": "",
-            "error_type": "unsupported_format",
-            "error_message": f"extension not in {exts}",
-        }
-        for p, s in unsupported
+        manifest_row(p, s, "unsupported_format", f"extension not in {exts}") for p, s in unsupported
     ]
     return pd.DataFrame(rows, columns=COLUMNS).sort_values("path").reset_index(drop=True)
 

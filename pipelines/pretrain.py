@@ -26,6 +26,7 @@ from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from a2v_core.training import TrainState, pretrain_step
 from pipelines import inputs, storage
 from pipelines.datasource import good_chunks, read_chunks
+from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
@@ -134,7 +135,7 @@ def build_trainer(
 
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
-    storage.absolutize(job)
+    pin_paths(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     files = inputs.archive_files(job.data.archive, job.data.extensions)

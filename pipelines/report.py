@@ -28,7 +28,6 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise, read_window
 from a2v_core.checkpoint import load_checkpoint, load_classifier
-from a2v_core.config import ModelConfig
 from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
 from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.sinc import SincConv
@@ -38,8 +37,8 @@ from pipelines.jobargs import add_dry_run, command
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
-    fs, path = storage.filesystem(storage.join(archive, file))
-    with fs.open(path, "rb") as fh, sf.SoundFile(fh) as snd:
+    fs, root = storage.filesystem(archive)
+    with storage.open_member(fs, root, file) as fh, sf.SoundFile(fh) as snd:
         return read_window(snd, onset_s, dur_s, sr, normalize=False).audio
 
 
@@ -77,8 +76,8 @@ def run(
     """Write the PNGs; ``per_class``: annotated calls per class in the mean spectra."""
     local = storage.local_copy(storage.absolute(model_uri))
     model, meta = load_classifier(local)
-    _, config, _ = load_checkpoint(local)
-    cfg = ModelConfig.model_validate(config["model"])
+    _, config, _ = load_checkpoint(local)  # the events group: the labeller's threshold
+    cfg = model.model_cfg
     classes = list(meta["classes"])
     sr, fr, clip_s = (
         int(meta["sample_rate_hz"]),

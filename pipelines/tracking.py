@@ -116,6 +116,31 @@ class Tracker:
         if self.active:
             self.mlflow.set_tags(redact(tags))
 
+    def log_png(self, png: bytes, name: str) -> None:
+        """A PNG (bytes, as the plot helpers return them) as an MLflow image artifact."""
+        if self.active:
+            import io
+
+            from PIL import Image
+
+            self.mlflow.log_image(Image.open(io.BytesIO(png)), name)
+
+    def close_running_children(self, status: str = "KILLED") -> int:
+        """Mark child runs of this run still RUNNING (left by an interrupted driver) as
+        ``status``; -> how many."""
+        if not self.active or not self.run_id:
+            return 0
+        runs = self.mlflow.search_runs(
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' "
+            "and attributes.status = 'RUNNING'",
+            search_all_experiments=True,
+            output_format="list",
+        )
+        client = self.mlflow.MlflowClient()
+        for run in runs:
+            client.set_terminated(run.info.run_id, status)
+        return len(runs)
+
     def register_model(self, model: Any, registered_name: str, alias: str = "best") -> str | None:
         """Log a torch model, register a new version and point ``alias`` at it."""
         if not self.active:

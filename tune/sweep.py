@@ -74,19 +74,6 @@ def _parent_run(sweep: SweepConfig, resumed: bool) -> tuple[Tracker, str | None]
     return tracker, run_id
 
 
-def _close_stale_children(sweep: SweepConfig, parent_id: str) -> None:
-    """Child runs left RUNNING by an interrupted driver are marked KILLED on resume (the
-    resumed trial logs to a fresh child run)."""
-    import mlflow
-
-    for run in mlflow.search_runs(
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
-        search_all_experiments=True,
-        output_format="list",
-    ):
-        mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
-
-
 def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.tune.Tuner:
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(run_trial, sweep=sweep.model_dump(mode="json")),
@@ -206,8 +193,8 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     require_shared(shared)  # trials, and their Train workers, run on any node
     out_dir = storage.join(sweep.storage_path, sweep.name)
     tracker, parent_id = _parent_run(sweep, resume)
-    if resume and parent_id:
-        _close_stale_children(sweep, parent_id)
+    if resume:  # children an interrupted driver left RUNNING: a resumed trial logs anew
+        tracker.close_running_children("KILLED")
     if not resume:
         storage.write_bytes(storage.join(out_dir, "sweep.yaml"), to_yaml(sweep).encode())
     t0 = time.time()
@@ -231,21 +218,19 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     tracker.log_text(csv, "results.csv")
     for name, uri in written.items():
         tracker.log_text(storage.read_bytes(uri).decode(), f"best_{name}.yaml")
-    if sweep.tracking.enabled:
-        import mlflow
-
-        mlflow.log_image(_decode_png(png), "sweep.png")
-        best = table.iloc[0]
-        mlflow.log_metrics(
-            {
-                f"best_{sweep.metric}": float(best[f"best_{sweep.metric}"]),
-                "trials": len(table),
-                "trials_stopped_early": int(table["stopped_early"].sum()),
-                "trials_errored": errors,
-                "wall_s": wall,
-            }
-        )
-        mlflow.set_tag("best_trial", str(best["trial"]))
+    tracker.log_png(png, "sweep.png")
+    best = table.iloc[0]
+    tracker.log_metrics(
+        {
+            f"best_{sweep.metric}": float(best[f"best_{sweep.metric}"]),
+            "trials": len(table),
+            "trials_stopped_early": int(table["stopped_early"].sum()),
+            "trials_errored": errors,
+            "wall_s": wall,
+        },
+        step=0,
+    )
+    tracker.set_tags({"best_trial": str(best["trial"])})
     tracker.end("FAILED" if errors == len(table) else "FINISHED")
     print(
         f"[tune] {len(table)} trials ({int(table['stopped_early'].sum())} stopped early, {errors} errors) "
@@ -254,14 +239,6 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     if errors == len(table):  # a sweep of which nothing ran is a failed job, not a result
         raise JobError(f"all {errors} trials failed; their errors are under {out_dir}")
     return {"table": table, "best": written, "dir": out_dir, "mlflow_run_id": parent_id}
-
-
-def _decode_png(png: bytes):
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))
 
 
 @command

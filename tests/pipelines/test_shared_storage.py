@@ -117,8 +117,9 @@ def test_a_scheme_not_served_is_refused_before_any_work():
     from a2v_core.config import LabelJob
     from a2v_core.errors import InputError
     from pipelines import storage
+    from pipelines.job_paths import pin_paths
 
     job = LabelJob(model="hdfs://nn/model", out="gs://bucket/labels")
     with pytest.raises(InputError, match=r"^model: unsupported URI scheme 'hdfs://'"):
-        storage.absolutize(job)
+        pin_paths(job)
     assert storage.is_remote("gs://b/p") and storage.is_remote("gcs://b/p")

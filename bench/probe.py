@@ -53,8 +53,8 @@ from a2v_core.redact import drop_masked
 from pipelines import inputs, pretrain, storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.finetune_data import batch_targets
+from pipelines.ray_init import init_ray
 from pipelines.synth import write_archive
-from pipelines.trainer import init_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"

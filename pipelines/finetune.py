@@ -38,11 +38,12 @@ from pipelines.finetune_data import batch_targets, prepare, split_dataset
 from pipelines.finetune_validate import event_thresholds, validate
 from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
+from pipelines.ray_init import init_ray
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
 from pipelines.train_worker import Worker
-from pipelines.trainer import build_torch_trainer, fit_or_fail, init_ray, maybe_fail
+from pipelines.trainer import build_torch_trainer, fit_or_fail, maybe_fail
 from pipelines.training_data import repeated
 
 MIN_STEPS_PER_EPOCH = 16

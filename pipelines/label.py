@@ -64,9 +64,9 @@ from pipelines.label_outputs import (  # noqa: F401 (readers are part of this jo
 )
 from pipelines.predictor import Predictor, effective_thresholds
 from pipelines.progress import ProgressLog
+from pipelines.ray_init import init_ray
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
-from pipelines.trainer import init_ray
 
 
 class FileState:

@@ -27,7 +27,7 @@ from a2v_core.redact import redact_uri
 from pipelines import storage
 from pipelines.jobargs import add_dry_run, command
 from pipelines.progress import ProgressLog
-from pipelines.trainer import init_ray
+from pipelines.ray_init import init_ray
 
 COLUMNS = [
     "path",

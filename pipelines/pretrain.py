@@ -28,6 +28,7 @@ from pipelines import inputs, storage
 from pipelines.datasource import good_chunks, read_chunks
 from pipelines.job_paths import pin_paths
 from pipelines.jobargs import command, job_parser, resolve
+from pipelines.ray_init import init_ray
 from pipelines.resume import check_resume
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker
@@ -36,7 +37,6 @@ from pipelines.trainer import (
     build_torch_trainer,
     export_checkpoint,
     fit_or_fail,
-    init_ray,
     maybe_fail,
     stop_training,
 )

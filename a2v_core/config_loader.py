@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from a2v_core.config import Job
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 
@@ -43,7 +42,7 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _format_error(job: type[Job], err: ValidationError) -> str:
+def _format_error(job: type[BaseModel], err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
@@ -65,8 +64,11 @@ def _allowed_keys(job: type[BaseModel], path: list[str]) -> list[str]:
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
 
 
-def build_config(job: type[Job], tree: dict[str, Any], overrides: list[str] | None = None) -> Any:
-    """Validate a raw dict (+ ``--set`` overrides) into the job's typed config."""
+def build_config(
+    job: type[BaseModel], tree: dict[str, Any], overrides: list[str] | None = None
+) -> Any:
+    """Validate a raw dict (+ ``--set`` overrides) into ``job``, any pydantic model (a job's
+    config, a sweep's)."""
     tree = dict(tree or {})
     for key, value in parse_overrides(overrides):
         _set_dotted(tree, key, value)
@@ -76,7 +78,9 @@ def build_config(job: type[Job], tree: dict[str, Any], overrides: list[str] | No
         raise ConfigError(_format_error(job, err)) from None
 
 
-def load_config(job: type[Job], path: str | Path | None, overrides: list[str] | None = None) -> Any:
+def load_config(
+    job: type[BaseModel], path: str | Path | None, overrides: list[str] | None = None
+) -> Any:
     """defaults -> YAML file -> ``--set`` overrides, validated; raises ConfigError."""
     tree: dict[str, Any] = {}
     if path is not None:

@@ -1,4 +1,4 @@
-"""``a2v info --config FILE [--json]``: what a user planning a run needs to know.
+"""``a2v info --config FILE [--job pretrain|finetune] [--json]``: what a user planning a run needs to know.
 
 Parameter counts (encoder, student incl. decoder, EMA teacher), frame rate, receptive
 field, frames per clip, the masked fraction of the configured masking (simulated) and
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import yaml
+from pathlib import Path
 
 from a2v_core.config import JOBS, PretrainJob
-from a2v_core.config_loader import build_config
+from a2v_core.config_loader import load_config
 from a2v_core.encoder import count_params
+from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
 from pipelines.jobargs import command
@@ -48,13 +48,20 @@ def main(argv: list[str] | None = None) -> None:
         prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", required=True)
+    ap.add_argument(
+        "--job",
+        choices=["pretrain", "finetune"],
+        help="the job the config is for (default: its folder, configs/<job>/...)",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    with open(args.config) as f:
-        tree = yaml.safe_load(f) or {}
-    job_cls = JOBS["finetune"] if "finetune_masking" in tree or "loss" in tree else JOBS["pretrain"]
-    job = build_config(job_cls, tree, args.overrides)  # ConfigError: one line, exit 2
+    kind = args.job or Path(args.config).resolve().parent.name
+    if kind not in ("pretrain", "finetune"):
+        raise InputError(
+            f"--config {args.config}: not under configs/<job>/; say --job pretrain|finetune"
+        )
+    job = load_config(JOBS[kind], args.config, args.overrides)  # ConfigError: one line, exit 2
     info = summarize(job)
     if args.json:
         print(json.dumps(info, indent=2))

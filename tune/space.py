@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from a2v_core.config import FinetuneJob, PretrainJob
 from a2v_core.config_loader import ConfigError, build_config, load_config
@@ -236,32 +236,16 @@ class SweepConfig(_Strict):
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """YAML (+ ``--set key=value`` on the sweep itself) -> validated SweepConfig."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep config not found: {p}")
-    tree = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
-    return sweep_from_dict(tree, overrides)
+    return checked(load_config(SweepConfig, path, overrides))
 
 
 def sweep_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> SweepConfig:
-    from a2v_core.config_loader import _set_dotted, parse_overrides
+    return checked(build_config(SweepConfig, tree, overrides))
 
-    tree = dict(tree)
-    for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value)
-    try:
-        sweep = SweepConfig.model_validate(tree)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = "unknown key"
-            lines.append(f"  {loc or '<sweep>'}: {msg}")
-        raise ConfigError("invalid sweep:\n" + "\n".join(lines)) from None
+
+def checked(sweep: SweepConfig) -> SweepConfig:
+    """What the schema cannot say: a space to sweep, stages that resolve into jobs, and every
+    value of the space valid in its job."""
     if not sweep.space:
         raise ConfigError("space: a sweep needs at least one parameter")
     sweep.finetune_job()

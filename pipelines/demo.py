@@ -8,7 +8,6 @@ lands under ``--out`` (default ``demo_out/``); MLflow logs to ``demo_out/mlflow.
 
 from __future__ import annotations
 
-import argparse
 import io
 import time
 
@@ -17,7 +16,7 @@ from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics, overlap_event_metrics
 from pipelines import finetune, label, pretrain, storage
-from pipelines.jobargs import command
+from pipelines.jobargs import command, parser
 from pipelines.resume import ResumeMismatch
 from pipelines.synth import write_archive
 
@@ -36,9 +35,7 @@ def run_or_restart(run, job) -> tuple[dict, bool]:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser("a2v demo", __doc__)
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--hours", type=float, default=0.25, help="hours of synthetic training audio")
     ap.add_argument(

@@ -7,7 +7,6 @@ audio seconds per optimizer step (per worker x workers x accumulation).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
-from pipelines.jobargs import command
+from pipelines.jobargs import command, parser
 
 
 def summarize(job: PretrainJob) -> dict:
@@ -44,9 +43,7 @@ def summarize(job: PretrainJob) -> dict:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v info", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser("a2v info", __doc__)
     ap.add_argument("--config", required=True)
     ap.add_argument(
         "--job",

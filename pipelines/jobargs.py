@@ -30,10 +30,15 @@ SHORTHANDS = {
 }
 
 
-def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a command: its name, its module docstring as the help text."""
+    return argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
+    ap = parser(prog, doc)
     ap.add_argument("--config", help="YAML under configs/<job>/ (defaults apply when omitted)")
     ap.add_argument(
         "--set",

@@ -10,7 +10,6 @@ does, so that a truncated FLAC or NaN samples are reported with the same ``error
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from collections import Counter
@@ -25,7 +24,7 @@ from a2v_core.config import DataConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines import storage
-from pipelines.jobargs import add_dry_run, command
+from pipelines.jobargs import add_dry_run, command, parser
 from pipelines.progress import ProgressLog
 from pipelines.ray_init import init_ray
 
@@ -153,11 +152,7 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v manifest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = parser("a2v manifest", __doc__)
     ap.add_argument("--archive", required=True)
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
     ap.add_argument("--address", default=None)

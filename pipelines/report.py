@@ -16,7 +16,6 @@ its own call list stands in for the annotations.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -33,7 +32,7 @@ from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.sinc import SincConv
 from a2v_core.synth import synth_recording
 from pipelines import storage
-from pipelines.jobargs import add_dry_run, command
+from pipelines.jobargs import add_dry_run, command, parser
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
@@ -147,9 +146,7 @@ def run(
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser("a2v report", __doc__)
     ap.add_argument("--model", required=True, help="fine-tuned checkpoint URI")
     ap.add_argument("--out", required=True, help="output directory / URI")
     ap.add_argument("--archive", help="annotated archive (for class spectra and a real clip)")

@@ -9,7 +9,6 @@ Writes ``<out>/<collar>/<rec>.wav`` (8 kHz PCM16 by default), ``<out>/annotation
 
 from __future__ import annotations
 
-import argparse
 import io
 
 import pandas as pd
@@ -18,7 +17,7 @@ import soundfile as sf
 from a2v_core import annotations
 from a2v_core.synth import synth_archive
 from pipelines import storage
-from pipelines.jobargs import add_dry_run, command
+from pipelines.jobargs import add_dry_run, command, parser
 
 
 def write_archive(
@@ -53,9 +52,7 @@ def write_archive(
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser("a2v synth", __doc__)
     ap.add_argument("--out", required=True, help="local path, file://, s3:// or gs:// URI")
     ap.add_argument("--hours", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,6 @@ when trials pretrain) that ``a2v finetune --config`` / ``a2v pretrain --config``
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from a2v_core.config_loader import to_yaml
 from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
 from pipelines import storage
-from pipelines.jobargs import add_dry_run, command
+from pipelines.jobargs import add_dry_run, command, parser
 from pipelines.ray_init import init_ray
 from pipelines.shared_storage import require_shared
 from pipelines.tracking import Tracker, tracking_uri
@@ -243,9 +242,7 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="a2v tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser("a2v tune", __doc__)
     ap.add_argument("--config", help="sweep YAML (configs/tune/...)")
     ap.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME")
     ap.add_argument(

@@ -191,6 +191,7 @@ def iter_chunks(
     fileobj: BinaryIO,
     clip_s: float,
     sample_rate_hz: int,
+    *,
     overlap_s: float = 0.0,
     channel: str = "first",
     normalize: bool = True,

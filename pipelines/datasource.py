@@ -188,13 +188,12 @@ def read_unit(
                     watched,
                     cfg.clip_s,
                     cfg.sample_rate_hz,
-                    cfg.overlap_s,
-                    cfg.channel,
-                    True,
-                    cfg.min_duration_s,
-                    start_s,
-                    unit.stop_s,
-                    out,
+                    overlap_s=cfg.overlap_s,
+                    channel=cfg.channel,
+                    min_duration_s=cfg.min_duration_s,
+                    start_s=start_s,
+                    stop_s=unit.stop_s,
+                    out=out,
                     chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
                 ):
                     yield {

@@ -21,30 +21,29 @@ class Group(BaseModel):
 
 
 class ModelConfig(Group):
-    """Architecture. ``preset`` fills every field that the YAML does not set."""
+    """Architecture. ``preset`` fills every field that the YAML does not set; the sizes are
+    required fields without literal defaults, so ``a2v_core.presets`` is their one source."""
 
     preset: Literal["tiny", "base", "large"] = "tiny"
     sample_rate_hz: int = Field(8000, gt=0, description="model input rate")
-    sinc_filters: int = Field(24, ge=1)
-    sinc_taps: int = Field(63, ge=3, description="odd kernel length of the Sinc filters")
+    sinc_filters: int = Field(ge=1)
+    sinc_taps: int = Field(ge=3, description="odd kernel length of the Sinc filters")
     sinc_min_low_hz: float = Field(50.0, ge=0)
-    conv_layers: list[ConvLayer] = Field(
-        default_factory=lambda: list(MODEL_PRESETS["tiny"]["conv_layers"])
-    )
-    width: int = Field(64, ge=8)
-    heads: int = Field(2, ge=1)
-    ffn_dim: int = Field(192, ge=8)
-    prenet_depth: int = Field(0, ge=0)
-    depth: int = Field(2, ge=1)
-    conv_pos_depth: int = Field(2, ge=1)
-    conv_pos_width: int = Field(10, ge=3)
-    conv_pos_groups: int = Field(4, ge=1)
-    decoder_dim: int = Field(64, ge=8)
-    decoder_layers: int = Field(2, ge=1)
-    decoder_kernel: int = Field(7, ge=1)
-    decoder_groups: int = Field(4, ge=1)
-    average_top_k_layers: int = Field(2, ge=1)
-    clone_batch: int = Field(4, ge=1)
+    conv_layers: list[ConvLayer]
+    width: int = Field(ge=8)
+    heads: int = Field(ge=1)
+    ffn_dim: int = Field(ge=8)
+    prenet_depth: int = Field(ge=0)
+    depth: int = Field(ge=1)
+    conv_pos_depth: int = Field(ge=1)
+    conv_pos_width: int = Field(ge=3)
+    conv_pos_groups: int = Field(ge=1)
+    decoder_dim: int = Field(ge=8)
+    decoder_layers: int = Field(ge=1)
+    decoder_kernel: int = Field(ge=1)
+    decoder_groups: int = Field(ge=1)
+    average_top_k_layers: int = Field(ge=1)
+    clone_batch: int = Field(ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     attention_dropout: float = Field(0.1, ge=0, lt=1)
     activation_dropout: float = Field(0.0, ge=0, lt=1)
@@ -335,10 +334,11 @@ class Job(BaseModel):
         return items[: self.dry_run_files] if self.run.dry_run else items
 
 
-class PretrainJob(Job):
+class TrainJob(Job):
+    """The groups both training jobs read; each job adds its own (composition: a job
+    carries only groups it reads, so only those are logged and compared on resume)."""
+
     model: ModelConfig = Field(default_factory=ModelConfig)
-    masking: MaskingConfig = Field(default_factory=MaskingConfig)
-    ema: EmaConfig = Field(default_factory=EmaConfig)
     mixup: MixupConfig = Field(default_factory=MixupConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -347,13 +347,22 @@ class PretrainJob(Job):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
-    def _rates_match(self) -> PretrainJob:
+    def _rates_match(self) -> TrainJob:
         if self.data.sample_rate_hz != self.model.sample_rate_hz:
             raise ValueError("data.sample_rate_hz must equal model.sample_rate_hz")
         return self
 
 
-class FinetuneJob(PretrainJob):
+class PretrainJob(TrainJob):
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+
+
+#: groups of pretraining that fine-tuning configs carried (unread) before they were split
+PRETRAIN_ONLY = ("masking", "ema")
+
+
+class FinetuneJob(TrainJob):
     dry_run_files: ClassVar[int] = 2  # a training and a validation split
     finetune_masking: FinetuneMaskingConfig = Field(default_factory=FinetuneMaskingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -365,6 +374,15 @@ class FinetuneJob(PretrainJob):
         "other one). micro-F1 at events.threshold is the original's; macro AP needs no "
         "threshold, which suits short runs whose per-class thresholds are tuned afterwards",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_pretrain_groups(cls, data: Any) -> Any:
+        """Fine-tuning configs, run folders and checkpoints written before the jobs were
+        split carry ``masking`` and ``ema``, which fine-tuning never read: they still load."""
+        if isinstance(data, dict) and any(k in data for k in PRETRAIN_ONLY):
+            data = {k: v for k, v in data.items() if k not in PRETRAIN_ONLY}
+        return data
 
 
 class LabelJob(Job):
@@ -406,9 +424,6 @@ class EvaluateJob(LabelJob):
         default_factory=lambda: [0.0, 0.5], min_length=1, description="0 = any overlap"
     )
     out: str = "demo_out/eval"
-    formats: list[Literal["parquet", "raven", "audacity", "csv"]] = Field(
-        default_factory=lambda: ["parquet", "raven"]
-    )
 
 
 JOBS: dict[str, type[Job]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from a2v_core.config import JOBS, PretrainJob
+from a2v_core.config import JOBS, EmaConfig, MaskingConfig, TrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
@@ -19,8 +19,11 @@ from a2v_core.pretrain import Data2VecPretrainer
 from pipelines.jobargs import command, parser
 
 
-def summarize(job: PretrainJob) -> dict:
-    model = Data2VecPretrainer(job.model, job.masking, job.ema)
+def summarize(job: TrainJob) -> dict:
+    """Sizes and rates of a training job (a fine-tuning job: of its encoder as pretraining
+    would build it, and the default pretraining masking)."""
+    masking = getattr(job, "masking", MaskingConfig())
+    model = Data2VecPretrainer(job.model, masking, getattr(job, "ema", EmaConfig()))
     frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
     teacher = count_params(model.teacher)
     return {
@@ -31,9 +34,7 @@ def summarize(job: PretrainJob) -> dict:
         "frame_rate_hz": job.model.frame_rate_hz,
         "receptive_field_ms": 1000 * job.model.receptive_field_samples / job.model.sample_rate_hz,
         "frames_per_clip": frames,
-        "masked_fraction": expected_masked_fraction(
-            job.masking.mask_prob, job.masking.mask_length, frames
-        ),
+        "masked_fraction": expected_masked_fraction(masking.mask_prob, masking.mask_length, frames),
         "audio_s_per_step": job.data.clip_s
         * job.optim.batch_size
         * job.optim.grad_accum

@@ -19,7 +19,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from a2v_core.config import PretrainJob
+from a2v_core.config import TrainJob
 from a2v_core.encoder import flush_denormals
 from a2v_core.training import EmptyEpoch, TrainState, update_groups
 from pipelines.tracking import Tracker
@@ -78,7 +78,7 @@ def due(step: int, every: int, max_steps: int) -> bool:
 class Worker:
     """One Ray Train worker of a training job (every rank runs one)."""
 
-    def __init__(self, job: PretrainJob, kind: str) -> None:
+    def __init__(self, job: TrainJob, kind: str) -> None:
         self.job, self.kind = job, kind
         self.rank, self.world_size = world()
         self.dev = device()

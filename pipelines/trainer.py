@@ -22,13 +22,13 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
-from a2v_core.config import PretrainJob
+from a2v_core.config import TrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
 from a2v_core.errors import RunStopped
 from pipelines import storage
 
 
-def check_resources(job: PretrainJob) -> None:
+def check_resources(job: TrainJob) -> None:
     """Reject a cluster config the running cluster cannot satisfy (names the key)."""
     res = ray.cluster_resources()
     c = job.cluster
@@ -74,7 +74,7 @@ def free_cpus_after_placing(
 
 
 def build_torch_trainer(
-    job: PretrainJob,
+    job: TrainJob,
     loop: Callable[[dict], None],
     loop_config: dict,
     datasets: dict[str, Any],
@@ -126,7 +126,7 @@ def device() -> torch.device:
 STOP_MARKER = "_stopped.txt"
 
 
-def stop_training(job: PretrainJob, rank: int, message: str) -> None:
+def stop_training(job: TrainJob, rank: int, message: str) -> None:
     """Worker side: record why training stops; the driver raises it as ``RunStopped``."""
     if rank == 0:
         storage.write_bytes(
@@ -168,7 +168,7 @@ def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
 
 
 def report(
-    metrics: dict, rank: int, states: Callable[[], dict] | None, job: PretrainJob, meta: dict
+    metrics: dict, rank: int, states: Callable[[], dict] | None, job: TrainJob, meta: dict
 ) -> None:
     """Every rank calls this the same number of times (it is a barrier); rank 0 attaches the
     checkpoint when ``states`` is given."""
@@ -180,7 +180,7 @@ def report(
         ray.train.report(metrics)
 
 
-def maybe_fail(job: PretrainJob, step: int, rank: int, world_size: int) -> None:
+def maybe_fail(job: TrainJob, step: int, rank: int, world_size: int) -> None:
     """Test hook: at ``run.fail_at_step`` the last rank raises once (a marker in storage)."""
     if job.run.fail_at_step is None or step != job.run.fail_at_step or rank != world_size - 1:
         return

@@ -82,3 +82,23 @@ def test_resolved_config_round_trips():
     cfg = load_config(FinetuneJob, CONFIGS / "finetune/tiny.yaml")
     again = FinetuneJob.model_validate(yaml.safe_load(to_yaml(cfg)))
     assert again == cfg
+
+
+def test_jobs_carry_only_the_groups_they_read():
+    """Composition: fine-tuning has no pretraining groups (they were logged and compared on
+    resume, never read); configs and checkpoints written with them still load. The preset is
+    the one source of the architecture's sizes."""
+    from a2v_core.config import FinetuneJob, ModelConfig, PretrainJob, TrainJob
+    from a2v_core.presets import MODEL_PRESETS
+
+    shared = set(TrainJob.model_fields)
+    assert shared < set(PretrainJob.model_fields) and shared < set(FinetuneJob.model_fields)
+    assert {"masking", "ema"}.isdisjoint(FinetuneJob.model_fields)
+    old = {"masking": {"mask_prob": 1.0}, "ema": {"decay": 0.99}, "loss": {"focal_gamma": 1.5}}
+    job = FinetuneJob.model_validate(old)  # a config.yaml of an older run or checkpoint
+    assert job.loss.focal_gamma == 1.5 and "masking" not in job.model_dump()
+    sized = {k for k, f in ModelConfig.model_fields.items() if f.is_required()}
+    assert sized == set(MODEL_PRESETS["tiny"]) - {"learned_alibi_scale"}
+    for name, preset in MODEL_PRESETS.items():
+        cfg = ModelConfig(preset=name)
+        assert all(getattr(cfg, k) == v for k, v in preset.items()), name

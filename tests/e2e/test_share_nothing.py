@@ -127,9 +127,14 @@ def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
     groups = logs.split("Started training worker group")[1:]
     assert len(groups) == 2, "the worker group should have been started exactly twice"
     first, second = (set(re.findall(r"\[pretrain\] rank \d/2 on node (\w+)", g)) for g in groups)
-    assert len(first) == 2 and len(second) == 2
-    assert first <= {n[:12] for n in pretrained["nodes_before"]}
-    assert len(second - first) == 1, "the restarted group should use the fresh node"
+    before = {n[:12] for n in pretrained["nodes_before"]}
+    # a line of the killed node may never reach the driver (its log monitor dies with it) or
+    # arrive after the restart: what holds is that the first group ran on the nodes there
+    # before, and the restarted one on the fresh node beside a surviving one
+    assert first and first <= before, (first, before)
+    fresh = second - before
+    assert len(fresh) == 1, "the restarted group should use the fresh node"
+    assert second & before, "the surviving node should keep a rank"
     # it resumed from the last S3 checkpoint at or before the kill, and repeated no step
     (resumed,) = once([int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", logs)])
     assert resumed % CHECKPOINT_EVERY == 0 and resumed <= pretrained["killed_after"]

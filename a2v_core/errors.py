@@ -1,5 +1,5 @@
 """Errors a job ends with, raised as values by library code. Only a command's ``main``
-(wrapped by ``pipelines.jobargs.command``) turns one into a single ``error: ...`` line on
+(wrapped by ``pipelines.runtime.jobargs.command``) turns one into a single ``error: ...`` line on
 stderr and its ``exit_code``; nothing below ``main`` ends the process."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ run saves and resumes (``TrainState``), the walk through epochs of micro-batches
 (``update_groups``) and one optimizer update of each job (``pretrain_step``,
 ``finetune_step``), plus fine-tuning's validation pass (``validate``).
 
-``pipelines.train_worker`` binds these to a Ray Train worker (data shard, DDP, reporting,
+``pipelines.train.train_worker`` binds these to a Ray Train worker (data shard, DDP, reporting,
 checkpoint cadence); ``bench/gpu_check.py`` calls the same steps on one accelerator.
 
 Randomness is drawn per update from ``(run.seed, rank, step)`` (``TrainState.seed_update``:

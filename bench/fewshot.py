@@ -31,7 +31,8 @@ import pandas as pd
 
 from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob
 from a2v_core.config_loader import load_config
-from pipelines import evaluate, finetune, inputs, pretrain, storage
+from pipelines import evaluate, finetune, pretrain
+from pipelines.data import inputs, storage
 from pipelines.synth import write_archive
 
 METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1")

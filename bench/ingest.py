@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from a2v_core.audio import iter_chunks  # noqa: E402
 from a2v_core.config import DataConfig  # noqa: E402
-from pipelines import storage  # noqa: E402
+from pipelines.data import storage  # noqa: E402
 
 
 def make_archive(d: Path, hours: float) -> None:
@@ -83,7 +83,7 @@ LAST_TASK_CPU_S = [0.0]
 
 
 def ray_loop(uri: str, reserve: bool = True, chunks_per_block: int = 16) -> float:
-    from pipelines.datasource import good_chunks, read_chunks
+    from pipelines.data.datasource import good_chunks, read_chunks
 
     audio_s = 0.0
     cfg = DataConfig(archive=uri, chunks_per_block=chunks_per_block)

@@ -50,10 +50,11 @@ from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
 from a2v_core.pretrain import Data2VecPretrainer, teacher_init_share
 from a2v_core.redact import drop_masked
-from pipelines import inputs, pretrain, storage
-from pipelines.datasource import good_chunks, read_chunks
-from pipelines.finetune_data import batch_targets
-from pipelines.ray_init import init_ray
+from pipelines import pretrain
+from pipelines.data import inputs, storage
+from pipelines.data.datasource import good_chunks, read_chunks
+from pipelines.data.finetune_data import batch_targets
+from pipelines.runtime.ray_init import init_ray
 from pipelines.synth import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,14 +100,34 @@ def archive_clips(job: PretrainJob, archive: str, classes: list[str] | None = No
     return read_clips(job, archive, events, classes or annotations.class_list(events))
 
 
+#: Where along the encoder features are tapped: ``ffn`` is what the fine-tuning head reads (the
+#: averaged FFN outputs, the default row); the others tell where information is kept or lost.
+TAPS = ("ffn", "frontend", "local", "block")
+
+
+def _tapped(clf: FrameClassifier, audio: torch.Tensor, tap: str) -> torch.Tensor:
+    if tap == "ffn":
+        return clf.embed(audio)
+    enc = clf.encoder
+    x = enc.local.frontend(audio)  # Sinc + conv stack (B, T, C)
+    if tap == "frontend":
+        return x
+    x = enc.local.project(x)  # LayerNorm + Linear into the encoder width
+    if tap == "local":
+        return x
+    return enc.context(x).x  # the last block's output (after its LayerNorm)
+
+
 @torch.no_grad()
-def encoder_features(model: ModelConfig, encoder_state: dict | None, clips: Clips) -> np.ndarray:
+def encoder_features(
+    model: ModelConfig, encoder_state: dict | None, clips: Clips, tap: str = "ffn"
+) -> np.ndarray:
     clf = FrameClassifier(model, n_classes=1)
     if encoder_state is not None:
         load_pretrained_encoder(clf, encoder_state)
     clf.eval()
     out = [
-        clf.embed(torch.from_numpy(b)).numpy()
+        _tapped(clf, torch.from_numpy(b), tap).numpy()
         for b in np.array_split(clips.audio, len(clips.audio) // 8 + 1)
         if len(b)
     ]
@@ -206,7 +227,7 @@ def pretrain_job(args: argparse.Namespace, steps: list[int], archive: str, out: 
     sets = [f"data.archive={archive}", f"run.storage_path={storage.join(out, 'runs')}"]
     sets += ["run.name=probe-pretrain", f"run.seed={args.seed}"]
     sets += [f"optim.max_steps={max(steps, default=1) or 1}", f"run.checkpoint_every_steps={every}"]
-    sets += [f"run.keep_checkpoints={len(positive) and max(positive) // every + 1}"]
+    sets += [f"run.keep_checkpoints={max(positive, default=0) // every + 1}"]
     if not storage.is_remote(out):
         sets += [f"tracking.uri=sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"]
     sets += [f"cluster.address={args.address}"] if args.address else []
@@ -227,6 +248,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=2024, help="archive and pretraining seed")
     ap.add_argument("--probe-frames", type=int, default=60000, help="frames the probe fits on")
     ap.add_argument("--address", default=None, help="Ray cluster (default: local)")
+    ap.add_argument(
+        "--taps",
+        type=lambda s: [t for t in s.split(",") if t],
+        default=[],
+        help=f"also probe these points of the encoder at every step (of {','.join(TAPS[1:])}): "
+        "the Sinc + conv output, the projection into the encoder, the last block's output",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="pretraining")
     ap.add_argument(
         "--pretrain-run",
@@ -235,7 +263,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="probe the kept checkpoints of this pretraining run (<storage_path>/<name>, as "
         "`a2v pretrain` writes it) instead of pretraining one; --steps must be among them",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.taps) - set(TAPS))
+    if unknown:
+        ap.error(f"--taps: unknown {unknown}; choose from {list(TAPS)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -306,6 +338,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         stats = heldout_pretrain_stats(job, states, held)
         stats["teacher_init"] = teacher_init_share(job.ema, step)  # how random the teacher is
         row(f"step {step}", step, lambda c, e=enc: encoder_features(job.model, e, c), stats)
+        for tap in args.taps:
+            feats = lambda c, e=enc, t=tap: encoder_features(job.model, e, c, t)  # noqa: E731
+            row(f"step {step} {tap}", step, feats, {})
 
     table = pd.DataFrame(rows)
     storage.write_bytes(storage.join(out, "probe.csv"), table.to_csv(index=False).encode())

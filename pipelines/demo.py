@@ -15,10 +15,11 @@ from a2v_core import annotations as ann
 from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics, overlap_event_metrics
-from pipelines import finetune, label, pretrain, storage
-from pipelines.jobargs import command, parser
-from pipelines.resume import ResumeMismatch
+from pipelines import finetune, label, pretrain
+from pipelines.data import storage
+from pipelines.runtime.jobargs import command, parser
 from pipelines.synth import write_archive
+from pipelines.train.resume import ResumeMismatch
 
 
 def run_or_restart(run, job) -> tuple[dict, bool]:

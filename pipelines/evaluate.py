@@ -29,10 +29,11 @@ from a2v_core.errors import InputError
 from a2v_core.metrics import event_metrics, frame_metrics, overlap_event_metrics
 from a2v_core.plots import pr_curves_png
 from a2v_core.redact import redact_tree
-from pipelines import inputs, label, storage
-from pipelines.job_paths import pin_paths
-from pipelines.jobargs import command, job_parser, resolve
-from pipelines.tracking import Tracker
+from pipelines import label
+from pipelines.data import inputs, storage
+from pipelines.runtime.job_paths import pin_paths
+from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.tracking import Tracker
 
 
 def frame_arrays(

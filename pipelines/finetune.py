@@ -33,18 +33,18 @@ from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
 from a2v_core.training import TrainState, finetune_step
-from pipelines import storage
-from pipelines.finetune_data import batch_targets, prepare, split_dataset
-from pipelines.finetune_validate import event_thresholds, validate
-from pipelines.job_paths import pin_paths
-from pipelines.jobargs import command, job_parser, resolve
-from pipelines.ray_init import init_ray
-from pipelines.resume import check_resume
-from pipelines.shared_storage import require_shared
-from pipelines.tracking import Tracker
-from pipelines.train_worker import Worker
-from pipelines.trainer import build_torch_trainer, fit_or_fail, maybe_fail
-from pipelines.training_data import repeated
+from pipelines.data import storage
+from pipelines.data.finetune_data import batch_targets, prepare, split_dataset
+from pipelines.data.shared_storage import require_shared
+from pipelines.data.training_data import repeated
+from pipelines.runtime.job_paths import pin_paths
+from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.tracking import Tracker
+from pipelines.train.finetune_validate import event_thresholds, validate
+from pipelines.train.resume import check_resume
+from pipelines.train.train_worker import Worker
+from pipelines.train.trainer import build_torch_trainer, fit_or_fail, maybe_fail
 
 MIN_STEPS_PER_EPOCH = 16
 

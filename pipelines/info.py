@@ -16,7 +16,7 @@ from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
-from pipelines.jobargs import command, parser
+from pipelines.runtime.jobargs import command, parser
 
 
 def summarize(job: TrainJob) -> dict:

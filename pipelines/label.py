@@ -45,11 +45,10 @@ from a2v_core.config import LabelJob
 from a2v_core.config_loader import flatten
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
-from pipelines import inputs, storage
-from pipelines.datasource import read_chunks
-from pipelines.job_paths import pin_paths
-from pipelines.jobargs import command, job_parser, resolve
-from pipelines.label_outputs import (  # noqa: F401 (readers are part of this job's API)
+from pipelines.data import inputs, storage
+from pipelines.data.datasource import read_chunks
+from pipelines.data.shared_storage import require_shared
+from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
     fingerprint,
@@ -62,11 +61,12 @@ from pipelines.label_outputs import (  # noqa: F401 (readers are part of this jo
     runs_under,
     safe_relpath,
 )
-from pipelines.predictor import Predictor, effective_thresholds
-from pipelines.progress import ProgressLog
-from pipelines.ray_init import init_ray
-from pipelines.shared_storage import require_shared
-from pipelines.tracking import Tracker
+from pipelines.labelling.predictor import Predictor, effective_thresholds
+from pipelines.labelling.progress import ProgressLog
+from pipelines.runtime.job_paths import pin_paths
+from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.tracking import Tracker
 
 
 class FileState:

@@ -23,10 +23,10 @@ from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
-from pipelines import storage
-from pipelines.jobargs import add_dry_run, command, parser
-from pipelines.progress import ProgressLog
-from pipelines.ray_init import init_ray
+from pipelines.data import storage
+from pipelines.labelling.progress import ProgressLog
+from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.ray_init import init_ray
 
 COLUMNS = [
     "path",
@@ -42,7 +42,7 @@ COLUMNS = [
 
 def decode_error(archive: str, rel: str, size: int, sample_rate_hz: int) -> tuple[str, str]:
     """(error_type, message) of the first chunk labelling would fail on, or ("", "")."""
-    from pipelines.datasource import WorkUnit, read_unit
+    from pipelines.data.datasource import WorkUnit, read_unit
 
     cfg = DataConfig(archive=archive, sample_rate_hz=sample_rate_hz)  # native rate: no resampling
     fs, root = storage.filesystem(archive)

@@ -24,23 +24,23 @@ from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message
 from a2v_core.training import TrainState, pretrain_step
-from pipelines import inputs, storage
-from pipelines.datasource import good_chunks, read_chunks
-from pipelines.job_paths import pin_paths
-from pipelines.jobargs import command, job_parser, resolve
-from pipelines.ray_init import init_ray
-from pipelines.resume import check_resume
-from pipelines.shared_storage import require_shared
-from pipelines.tracking import Tracker
-from pipelines.train_worker import Worker
-from pipelines.trainer import (
+from pipelines.data import inputs, storage
+from pipelines.data.datasource import good_chunks, read_chunks
+from pipelines.data.shared_storage import require_shared
+from pipelines.data.training_data import full_chunks, shuffled_files
+from pipelines.runtime.job_paths import pin_paths
+from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.tracking import Tracker
+from pipelines.train.resume import check_resume
+from pipelines.train.train_worker import Worker
+from pipelines.train.trainer import (
     build_torch_trainer,
     export_checkpoint,
     fit_or_fail,
     maybe_fail,
     stop_training,
 )
-from pipelines.training_data import full_chunks, shuffled_files
 
 
 def any_rank(message: str | None, world_size: int, step: int) -> str | None:

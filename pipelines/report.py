@@ -31,8 +31,8 @@ from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
 from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.sinc import SincConv
 from a2v_core.synth import synth_recording
-from pipelines import storage
-from pipelines.jobargs import add_dry_run, command, parser
+from pipelines.data import storage
+from pipelines.runtime.jobargs import add_dry_run, command, parser
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:

@@ -16,8 +16,8 @@ import soundfile as sf
 
 from a2v_core import annotations
 from a2v_core.synth import synth_archive
-from pipelines import storage
-from pipelines.jobargs import add_dry_run, command, parser
+from pipelines.data import storage
+from pipelines.runtime.jobargs import add_dry_run, command, parser
 
 
 def write_archive(

@@ -302,7 +302,7 @@ def pre_job(archive: str, storage_path: str, name: str, uri: str, *extra: str):
 
 @pytest.fixture(scope="session")
 def s3_archive(s3, synth_archive):
-    from pipelines import storage
+    from pipelines.data import storage
 
     uri = "s3://a2v-test/train-archive"
     storage.upload_dir(synth_archive, uri)

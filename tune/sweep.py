@@ -26,11 +26,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from a2v_core.config_loader import to_yaml
 from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
-from pipelines import storage
-from pipelines.jobargs import add_dry_run, command, parser
-from pipelines.ray_init import init_ray
-from pipelines.shared_storage import require_shared
-from pipelines.tracking import Tracker, tracking_uri
+from pipelines.data import storage
+from pipelines.data.shared_storage import require_shared
+from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.tracking import Tracker, tracking_uri
 from tune.plots import plot_sweep
 from tune.space import SweepConfig, load_sweep, sweep_from_dict
 from tune.trial import ensure_pretrained, pretrain_final, run_trial

@@ -15,7 +15,8 @@ from typing import Any
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipelines import finetune, pretrain, storage
+from pipelines import finetune, pretrain
+from pipelines.data import storage
 from tune.space import SweepConfig
 
 

@@ -24,7 +24,8 @@ import yaml
 from a2v_core.checkpoint import load_checkpoint
 from a2v_core.config import EvaluateJob, FinetuneJob, LabelJob
 from a2v_core.config_loader import load_config
-from pipelines import evaluate, label, storage
+from pipelines import evaluate, label
+from pipelines.data import storage
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -132,18 +132,21 @@ def test_errors_are_values_only_main_exits(capsys):
 
     from a2v_core.errors import InputError, JobError, RunStopped
     from pipelines.cli import COMMANDS
-    from pipelines.jobargs import command
+    from pipelines.runtime.jobargs import command
 
     exits = []
     for path in sorted(
-        [*ROOT.glob("a2v_core/*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("tune/*.py")]
+        [*ROOT.glob("a2v_core/*.py"), *ROOT.glob("pipelines/**/*.py"), *ROOT.glob("tune/*.py")]
     ):
         for node in ast.walk(ast.parse(path.read_text())):
             name = node.id if isinstance(node, ast.Name) else None
             if name == "SystemExit":
                 exits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     # cli.main (an unknown command) and jobargs.command (every JobError), nothing else
-    assert sorted({e.split(":")[0] for e in exits}) == ["pipelines/cli.py", "pipelines/jobargs.py"]
+    assert sorted({e.split(":")[0] for e in exits}) == [
+        "pipelines/cli.py",
+        "pipelines/runtime/jobargs.py",
+    ]
     assert len(exits) == 2, exits
     for module, _ in COMMANDS.values():  # every command's main is wrapped
         assert hasattr(importlib.import_module(module).main, "__wrapped__"), module

@@ -7,8 +7,8 @@ import ray
 import soundfile as sf
 
 from a2v_core.config import DataConfig
-from pipelines import storage
-from pipelines.datasource import error_rows, good_chunks, read_chunks
+from pipelines.data import storage
+from pipelines.data.datasource import error_rows, good_chunks, read_chunks
 from pipelines.manifest import build_manifest, summarize
 from tests.core.test_audio import bad_files
 
@@ -68,7 +68,7 @@ def bad_archive(tmp_path_factory):
 def test_bad_files_become_typed_error_rows_and_good_files_still_stream(
     ray_session, s3, tmp_path, bad_archive, where
 ):
-    from pipelines.datasource import AudioChunkDatasource
+    from pipelines.data.datasource import AudioChunkDatasource
 
     archive = tmp_path / "bad"
     shutil.copytree(bad_archive, archive)
@@ -124,7 +124,7 @@ def test_no_audio_files_is_a_loud_error(ray_session, tmp_path):
 
 def test_a_non_finite_stretch_costs_its_chunk_only(tmp_path):
     """A 35 s file with inf at 12 s: chunk 10-20 s is an error row, the other three decode."""
-    from pipelines.datasource import WorkUnit, read_unit
+    from pipelines.data.datasource import WorkUnit, read_unit
 
     x = np.random.default_rng(0).normal(0, 0.1, 35 * 8000).astype(np.float32)
     x[12 * 8000] = np.inf
@@ -196,7 +196,7 @@ class _FlakyFS:
     ],
 )
 def test_transient_read_errors_are_retried_then_retryable(tmp_path, fails, retries, expected):
-    from pipelines.datasource import WorkUnit, read_unit
+    from pipelines.data.datasource import WorkUnit, read_unit
 
     x = np.random.default_rng(0).normal(0, 0.1, 35 * 8000).astype(np.float32)
     sf.write(tmp_path / "rec.wav", x, 8000, subtype="FLOAT")
@@ -214,7 +214,7 @@ def test_transient_read_errors_are_retried_then_retryable(tmp_path, fails, retri
 
 
 def test_a_truncated_file_is_not_retried(tmp_path):
-    from pipelines.datasource import WorkUnit, read_unit
+    from pipelines.data.datasource import WorkUnit, read_unit
 
     data, expected = bad_files()["truncated.flac"]
     (tmp_path / "t.flac").write_bytes(data)

@@ -14,7 +14,8 @@ import pytest
 from a2v_core.checkpoint import load_checkpoint
 from a2v_core.config import PretrainJob
 from a2v_core.config_loader import load_config
-from pipelines import label, pretrain, storage
+from pipelines import label, pretrain
+from pipelines.data import storage
 from tests.pipelines.test_label import label_job
 
 ROOT = Path(__file__).resolve().parents[2]

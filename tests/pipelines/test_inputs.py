@@ -18,8 +18,8 @@ from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import load_config, to_yaml
 from a2v_core.errors import InputError
 from a2v_core.finetune import FrameClassifier
-from pipelines import inputs
-from pipelines.finetune_data import prepare
+from pipelines.data import inputs
+from pipelines.data.finetune_data import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["agg", "al", "cc", "ld", "mo", "sn", "soc", "synch"]
@@ -183,7 +183,7 @@ def test_a_corrupt_annotated_file_stops_finetuning_naming_it(tmp_path, synth_arc
 def test_progress_lines_without_a_terminal():
     import io as _io
 
-    from pipelines.progress import ProgressLog
+    from pipelines.labelling.progress import ProgressLog
 
     now = [0.0]
     out = _io.StringIO()

@@ -18,7 +18,8 @@ from a2v_core import annotations as ann
 from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
 from a2v_core.config_loader import load_config
-from pipelines import label, storage
+from pipelines import label
+from pipelines.data import storage
 from tests.core.test_audio import bad_files
 
 ROOT = Path(__file__).resolve().parents[2]

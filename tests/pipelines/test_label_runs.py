@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from a2v_core.errors import InputError
-from pipelines import label, storage
-from pipelines.label_outputs import safe_relpath
+from pipelines import label
+from pipelines.data import storage
+from pipelines.labelling.label_outputs import safe_relpath
 from pipelines.synth import write_archive
 from tests.pipelines.test_label import label_job
 
@@ -133,7 +134,7 @@ def test_concurrent_and_crashed_writers_lose_nothing(s3):
     interleaved part by part, plus a writer killed between its Parquet part and its commit
     marker: every committed file is read exactly once, nobody's part is deleted, and the
     half-written part stays invisible until (unless) its marker lands."""
-    from pipelines.label_outputs import OutputWriter, journal
+    from pipelines.labelling.label_outputs import OutputWriter, journal
 
     out = "s3://a2v-test/concurrent"
     job_a = label_job("unused", "s3://a2v-test/site-a", out)
@@ -192,7 +193,7 @@ def test_raven_channel_is_the_channel_analysed(finetuned, synth_archive, tmp_pat
     import io
 
     from a2v_core import annotations as ann
-    from pipelines.label_outputs import channel_at
+    from pipelines.labelling.label_outputs import channel_at
 
     audio, sr = sf.read(synth_archive / "collar_000/rec_00000.wav")
     quiet = np.random.default_rng(0).normal(0, 1e-3, len(audio))

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import resource, sys
 from a2v_core.config import DataConfig
-from pipelines import storage
-from pipelines.datasource import plan_units, read_unit
+from pipelines.data import storage
+from pipelines.data.datasource import plan_units, read_unit
 cfg = DataConfig(archive=sys.argv[1])
 fs, root = storage.filesystem(cfg.archive)
 units = plan_units(cfg, storage.list_files(cfg.archive, cfg.extensions))

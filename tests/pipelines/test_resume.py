@@ -7,7 +7,7 @@ import pytest
 from a2v_core.config import FinetuneJob, PretrainJob
 from a2v_core.config_loader import load_config, to_yaml
 from pipelines import finetune, pretrain
-from pipelines.resume import ResumeMismatch, check_resume
+from pipelines.train.resume import ResumeMismatch, check_resume
 
 
 def _job(cls, tmp_path, *extra):

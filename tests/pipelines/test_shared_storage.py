@@ -9,9 +9,9 @@ import os
 import mlflow
 import pytest
 
-from pipelines.shared_storage import problems, tracking_is_shared
-from pipelines.tracking import Tracker
-from pipelines.trainer import free_cpus_after_placing
+from pipelines.data.shared_storage import problems, tracking_is_shared
+from pipelines.runtime.tracking import Tracker
+from pipelines.train.trainer import free_cpus_after_placing
 from tests.conftest import ROOT
 from tune.space import sweep_from_dict
 
@@ -116,8 +116,8 @@ def test_a_pinned_sweep_needs_neither_config_files_nor_the_working_dir(tmp_path,
 def test_a_scheme_not_served_is_refused_before_any_work():
     from a2v_core.config import LabelJob
     from a2v_core.errors import InputError
-    from pipelines import storage
-    from pipelines.job_paths import pin_paths
+    from pipelines.data import storage
+    from pipelines.runtime.job_paths import pin_paths
 
     job = LabelJob(model="hdfs://nn/model", out="gs://bucket/labels")
     with pytest.raises(InputError, match=r"^model: unsupported URI scheme 'hdfs://'"):

@@ -17,9 +17,10 @@ import pytest
 from a2v_core.checkpoint import load_checkpoint
 from a2v_core.config import FinetuneJob, PretrainJob
 from a2v_core.config_loader import ConfigError, load_config
-from pipelines import finetune, pretrain, storage
-from pipelines.finetune_data import prepare
-from pipelines.trainer import build_torch_trainer
+from pipelines import finetune, pretrain
+from pipelines.data import storage
+from pipelines.data.finetune_data import prepare
+from pipelines.train.trainer import build_torch_trainer
 from tests.conftest import pre_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,8 +195,8 @@ def test_few_shot_split_smaller_than_a_batch_still_trains(ray_session, synth_arc
     """1 % of 72 clips is one clip, fewer than a batch: the data the trainer is given must still
     give every epoch its steps, read as the training loop reads them (drop_last batches)."""
     from pipelines.finetune import MIN_STEPS_PER_EPOCH, build_trainer
-    from pipelines.train_worker import batches, epoch_seed
-    from pipelines.trainer import Throughput
+    from pipelines.train.train_worker import batches, epoch_seed
+    from pipelines.train.trainer import Throughput
 
     job = load_config(
         FinetuneJob,

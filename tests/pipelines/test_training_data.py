@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from pipelines.train_worker import batches, epoch_seed
-from pipelines.trainer import Throughput
-from pipelines.training_data import _full, full_chunks, shuffled_files
+from pipelines.data.training_data import _full, full_chunks, shuffled_files
+from pipelines.train.train_worker import batches, epoch_seed
+from pipelines.train.trainer import Throughput
 
 
 def test_file_order_is_drawn_from_the_seed():

@@ -16,9 +16,9 @@ from a2v_core.audio import chunk_offsets
 from a2v_core.config import FinetuneJob
 from a2v_core.errors import InputError
 from a2v_core.splits import clip_presence, make_splits
-from pipelines import inputs, storage
-from pipelines.datasource import chunk_id, good_chunks, read_chunks
-from pipelines.training_data import shuffled_files
+from pipelines.data import inputs, storage
+from pipelines.data.datasource import chunk_id, good_chunks, read_chunks
+from pipelines.data.training_data import shuffled_files
 
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 

@@ -30,7 +30,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from a2v_core.audio import DecodeError, chunk_offsets, iter_chunks, probe
 from a2v_core.config import DataConfig
-from pipelines import storage
+from pipelines.data import storage
 
 #: bytes above which a file is probed and split into several read units
 SPLIT_PROBE_BYTES = 16 * 1024 * 1024

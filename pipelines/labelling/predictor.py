@@ -17,7 +17,7 @@ from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
 from a2v_core.encoder import flush_denormals
 from a2v_core.events import chunk_runs
-from pipelines import storage
+from pipelines.data import storage
 
 
 def effective_thresholds(job: LabelJob, meta: dict) -> dict[str, float]:

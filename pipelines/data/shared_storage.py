@@ -12,8 +12,8 @@ from __future__ import annotations
 import ray
 
 from a2v_core.errors import InputError
-from pipelines import storage
-from pipelines.tracking import redact_uri, tracking_uri
+from pipelines.data import storage
+from pipelines.runtime.tracking import redact_uri, tracking_uri
 
 #: MLflow stores that live on one machine's disk
 LOCAL_TRACKING_SCHEMES = ("sqlite", "file", "")

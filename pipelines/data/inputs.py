@@ -16,7 +16,7 @@ from a2v_core import annotations as ann
 from a2v_core.checkpoint import classifier_of, load_checkpoint
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
-from pipelines import storage
+from pipelines.data import storage
 
 #: files of an annotation folder that are read (others, e.g. a README, are not)
 TABLE_EXTENSIONS = ["csv", "txt", "tsv"]

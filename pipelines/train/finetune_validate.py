@@ -11,7 +11,7 @@ from a2v_core import training
 from a2v_core.config import FinetuneJob
 from a2v_core.finetune import FrameClassifier
 from a2v_core.metrics import best_event_f1_thresholds
-from pipelines.finetune_data import batch_targets
+from pipelines.data.finetune_data import batch_targets
 
 
 def validate(

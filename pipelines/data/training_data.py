@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
-from pipelines.datasource import blockwise
+from pipelines.data.datasource import blockwise
 
 
 def shuffled_files(files: list[tuple], seed: int) -> list[tuple]:

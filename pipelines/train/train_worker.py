@@ -22,8 +22,8 @@ import torch
 from a2v_core.config import TrainJob
 from a2v_core.encoder import flush_denormals
 from a2v_core.training import EmptyEpoch, TrainState, update_groups
-from pipelines.tracking import Tracker
-from pipelines.trainer import Throughput, device, report, restore, world
+from pipelines.runtime.tracking import Tracker
+from pipelines.train.trainer import Throughput, device, report, restore, world
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:

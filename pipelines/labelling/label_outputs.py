@@ -31,7 +31,7 @@ from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.events import RUN_COLUMNS, merge_runs
 from a2v_core.redact import redact_uri
-from pipelines import storage
+from pipelines.data import storage
 
 EVENT_COLUMNS = [
     "archive",

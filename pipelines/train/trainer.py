@@ -4,7 +4,7 @@
 any worker starts, then builds a TorchTrainer with ScalingConfig / RunConfig /
 FailureConfig / CheckpointConfig from the job config. The worker-side helpers cover
 checkpoint save/restore, a guard's stop and the test hook that makes one worker fail once;
-the training itself is ``a2v_core.training``, bound to a worker by ``pipelines.train_worker``.
+the training itself is ``a2v_core.training``, bound to a worker by ``pipelines.train.train_worker``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import TrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
 from a2v_core.errors import RunStopped
-from pipelines import storage
+from pipelines.data import storage
 
 
 def check_resources(job: TrainJob) -> None:

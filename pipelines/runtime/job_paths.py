@@ -5,8 +5,8 @@ URI the driver resolved (a worker's working directory and environment differ).""
 from __future__ import annotations
 
 from a2v_core.errors import InputError
-from pipelines.storage import absolute
-from pipelines.tracking import tracking_uri
+from pipelines.data.storage import absolute
+from pipelines.runtime.tracking import tracking_uri
 
 #: (group or None for the job itself, key) of every path a job config may hold
 PLACES = (

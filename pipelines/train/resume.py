@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from a2v_core.config_loader import flatten
 from a2v_core.errors import InputError
-from pipelines import storage
+from pipelines.data import storage
 
 #: keys that may change when a run resumes: where it runs, how it reports, how long it goes on,
 #: where the same data lives, and how events are cut (none of them is in a checkpoint)

@@ -1,0 +1,1 @@
+"""Batch inference: the predictor actors, the event outputs and the progress lines."""

@@ -1,0 +1,1 @@
+"""What every job runs on: its arguments, its pinned paths, the Ray connection, MLflow."""

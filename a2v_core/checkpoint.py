@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import yaml
 
-from a2v_core.config import FinetuneJob
-from a2v_core.finetune import FrameClassifier
+from a2v_core.config import FinetuneJob, PretrainJob
+from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 
 CODE_VERSION = "0.1.0"
 
@@ -64,5 +64,23 @@ def classifier_of(states: dict, config: dict, meta: dict) -> FrameClassifier:
     job = FinetuneJob.model_validate(config)
     model = FrameClassifier(job.model, n_classes=len(meta["classes"]))
     model.load_state_dict(states["model"])
+    model.eval()
+    return model
+
+
+def embedder_of(states: dict, config: dict, meta: dict) -> FrameClassifier:
+    """The eval-mode encoder of a pretraining checkpoint (its student, wrapped without a
+    head) or of a fine-tuned one (its encoder and head): ``embed`` gives the frame features."""
+    kind = meta.get("kind")
+    if kind == "finetune":
+        return classifier_of(states, config, meta)
+    if kind != "pretrain":
+        raise ValueError(f"a {kind!r} checkpoint holds no encoder (pretrain or finetune)")
+    job = PretrainJob.model_validate(config)
+    model = FrameClassifier(job.model, n_classes=1)
+    prefix = "encoder."
+    load_pretrained_encoder(
+        model, {k[len(prefix) :]: v for k, v in states["model"].items() if k.startswith(prefix)}
+    )
     model.eval()
     return model

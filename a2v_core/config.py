@@ -45,8 +45,10 @@ __all__ = [
     "TrainJob",
     "PretrainJob",
     "FinetuneJob",
+    "ArchiveJob",
     "LabelJob",
     "EvaluateJob",
+    "EmbedJob",
     "JOBS",
     "PRETRAIN_ONLY",
 ]
@@ -127,18 +129,33 @@ class FinetuneJob(TrainJob):
         return data
 
 
-class LabelJob(Job):
+class ArchiveJob(Job):
+    """A pass of a model over a whole archive, resumable file by file (label, embed)."""
+
     data: DataConfig = Field(default_factory=DataConfig)
-    events: EventConfig = Field(default_factory=EventConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     model: str = Field("", description="checkpoint URI of a fine-tuned model")
     out: str = "demo_out/labels"
+    batch_size: int = Field(8, ge=1)
+    overwrite: bool = False
+    retry_errors: bool = Field(
+        False, description="process again the files this run committed with a decode error"
+    )
+    flush_every_files: int = Field(16, ge=1)
+    release_memory: bool = Field(
+        True,
+        description="hand freed heap back to the OS after every batch (glibc malloc_trim): keeps "
+        "an actor's memory flat over a long archive, at a few % of CPU inference time",
+    )
+
+
+class LabelJob(ArchiveJob):
+    events: EventConfig = Field(default_factory=EventConfig)
     formats: list[Literal["parquet", "raven", "audacity", "csv"]] = Field(
         default_factory=lambda: ["parquet", "raven"]
     )
-    batch_size: int = Field(8, ge=1)
     embeddings: bool = False
     classes: list[str] | None = Field(
         None, description="write events of these classes only (default: every class)"
@@ -146,15 +163,17 @@ class LabelJob(Job):
     frame_probs: bool = Field(
         False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
     )
-    overwrite: bool = False
-    retry_errors: bool = Field(
-        False, description="label again the files this run committed with a decode error"
+
+
+class EmbedJob(ArchiveJob):
+    """Window embeddings of an archive for search and review (``a2v embed``)."""
+
+    model: str = Field(
+        "", description="checkpoint URI: a pretraining checkpoint or a fine-tuned model"
     )
-    flush_every_files: int = Field(16, ge=1)
-    release_memory: bool = Field(
-        True,
-        description="hand freed heap back to the OS after every batch (glibc malloc_trim): keeps "
-        "a predictor actor's memory flat over a long archive, at a few % of CPU inference time",
+    out: str = "demo_out/embeddings"
+    window_s: float = Field(
+        1.0, gt=0, description="seconds per embedding (the mean of its 200 Hz frames)"
     )
 
 
@@ -173,4 +192,5 @@ JOBS: dict[str, type[Job]] = {
     "finetune": FinetuneJob,
     "label": LabelJob,
     "evaluate": EvaluateJob,
+    "embed": EmbedJob,
 }

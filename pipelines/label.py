@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
-
-import ray
-from tqdm import tqdm
+from collections import Counter
 
 from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
@@ -48,6 +45,7 @@ from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
+from pipelines.labelling.archive_pass import FileState, actor_pool, collect
 from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
@@ -62,23 +60,10 @@ from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part 
     safe_relpath,
 )
 from pipelines.labelling.predictor import Predictor, effective_thresholds
-from pipelines.labelling.progress import ProgressLog
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
 from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.tracking import Tracker
-
-
-class FileState:
-    def __init__(self) -> None:
-        self.runs: list[list] = []
-        self.seen = 0
-        self.n_chunks: int | None = None
-        self.errors: list[dict] = []
-        self.embeddings: list[dict] = []
-        self.frames: list[dict] = []
-        self.channels: dict[float, int] = {}  # chunk offset -> channel read there
-        self.audio_s = 0.0
 
 
 def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
@@ -175,7 +160,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "files_to_retry": stats["files_to_retry"],
         "files_processed": stats["files"],
         "chunks_processed": stats["chunks"],
-        "events_written": stats["events"],
+        "events_written": stats["items"],
         "errors_by_type": dict(error_types),
         "chunks_by_node": dict(chunks_by_node),
         "errors_total_in_out": int(len(total_errors)),
@@ -237,90 +222,33 @@ def _label_files(
     chunks_by_node: Counter,
 ) -> None:
     """Read, predict and commit ``todo``; counts go into the three counters."""
-    c = job.cluster
-    ds = read_chunks(job.data, todo).map_batches(
-        Predictor,
-        fn_constructor_kwargs={
-            "checkpoint_uri": job.model,  # a URI: each actor fetches it on its node
-            "job": job.model_dump(mode="json"),
-            "threads": max(1, int(c.cpus_per_worker)),
-        },
-        batch_size=job.batch_size,
-        num_gpus=c.gpus_per_actor,
-        num_cpus=c.cpus_per_worker,
-        compute=ray.data.ActorPoolStrategy(size=c.num_actors),
-        # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
-        scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
-    )
-    state: dict[str, FileState] = defaultdict(FileState)
-    bar = tqdm(total=len(todo), unit="file", desc="label", disable=None)
-    progress = ProgressLog("label", len(todo), job.run.progress_every_s)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-        progress.update(stats["files"], stats["audio_s"], error_types)
-        for row in batch.itertuples(index=False):
-            st = state[row.path]
-            st.seen += 1
-            stats["chunks"] += 1
-            chunks_by_node[row.node_id] += 1
-            st.n_chunks = int(row.n_chunks) or st.n_chunks  # 0: the file failed as a whole
-            if row.error_type:
-                st.errors.append(
-                    {
-                        "file": row.path,
-                        "stage": "decode",
-                        "error_type": row.error_type,
-                        "message": row.error_message,
-                    }
-                )
-                error_types[row.error_type] += 1
-                if st.seen == st.n_chunks:  # a bad window was this file's last chunk
-                    _finish(writer, row.path, keys, state.pop(row.path), stats, bar)
-                continue
-            st.audio_s += float(row.duration_s)
-            st.channels[float(row.offset_s)] = int(row.channel)
-            if row.runs:
-                st.runs += json.loads(row.runs)
-            if job.embeddings:
-                st.embeddings.append(
-                    {
-                        "file": row.path,
-                        "offset_s": row.offset_s,
-                        "embedding": list(row.embedding),
-                    }
-                )
-            if job.frame_probs:
-                st.frames.append(
-                    {
-                        "file": row.path,
-                        "offset_s": row.offset_s,
-                        "duration_s": row.duration_s,
-                        "probs_f16": row.frame_probs,
-                    }
-                )
-            if st.seen == st.n_chunks:
-                _finish(writer, row.path, keys, state.pop(row.path), stats, bar)
-        if len(writer.files) >= job.flush_every_files:
-            writer.flush()
-    for path in list(state):  # files with decode errors (and the chunks they did give)
-        _finish(writer, path, keys, state.pop(path), stats, bar)
-    writer.flush()
-    bar.close()
+    ds = actor_pool(job, read_chunks(job.data, todo), Predictor)
 
+    def take(st: FileState, row) -> None:
+        if row.runs:
+            st.rows["runs"] += json.loads(row.runs)
+        if job.embeddings:
+            st.rows["embeddings"].append(
+                {"file": row.path, "offset_s": row.offset_s, "embedding": list(row.embedding)}
+            )
+        if job.frame_probs:
+            st.rows["frames"].append(
+                {
+                    "file": row.path,
+                    "offset_s": row.offset_s,
+                    "duration_s": row.duration_s,
+                    "probs_f16": row.frame_probs,
+                }
+            )
 
-def _finish(
-    writer: OutputWriter, path: str, keys: dict, st: FileState, stats: Counter, bar: tqdm
-) -> None:
-    stats["files"] += 1
-    bar.update(1)
-    if any(e["error_type"] == "retryable" for e in st.errors):
-        stats["files_to_retry"] += 1  # not committed: the next resubmission tries it again
-        return
-    table = writer.add_file(
-        path, keys[path], st.runs, st.errors, st.embeddings, st.frames, st.channels
-    )
-    stats["audio_s"] += st.audio_s
-    stats["events"] += len(table)
-    bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")
+    def commit(path: str, st: FileState) -> int:
+        r = st.rows
+        table = writer.add_file(
+            path, keys[path], r["runs"], st.errors, r["embeddings"], r["frames"], st.channels
+        )
+        return len(table)
+
+    collect(job, "label", ds, len(todo), writer, take, commit, stats, error_types, chunks_by_node)
 
 
 @command

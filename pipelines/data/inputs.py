@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from a2v_core import annotations as ann
-from a2v_core.checkpoint import classifier_of, load_checkpoint
+from a2v_core.checkpoint import classifier_of, embedder_of, load_checkpoint
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
@@ -45,8 +45,26 @@ def model_version_of(local_ckpt: str) -> str:
 
 def finetuned_model(uri: str | None) -> tuple[dict, str]:
     """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load."""
+    meta, _, version = checkpoint_at(uri, ("finetune",))
+    return meta, version
+
+
+def encoder_model(uri: str | None) -> tuple[dict, dict, str]:
+    """(meta, config, version) of a pretraining or fine-tuned checkpoint at ``uri`` whose
+    encoder loads (``a2v embed``)."""
+    return checkpoint_at(uri, ("pretrain", "finetune"))
+
+
+def checkpoint_at(uri: str | None, kinds: tuple[str, ...]) -> tuple[dict, dict, str]:
+    """(meta, config, version) of the checkpoint at ``uri``: one of ``kinds``, and it loads."""
+    finetune_only = kinds == ("finetune",)
     if not uri:
-        raise InputError("--model is required: a fine-tuned checkpoint (<storage_path>/<run>/best)")
+        raise InputError(
+            "--model is required: a fine-tuned checkpoint (<storage_path>/<run>/best)"
+            if finetune_only
+            else "--model is required: a pretraining or fine-tuned checkpoint "
+            "(<storage_path>/<run>/checkpoint_* or <storage_path>/<run>/best)"
+        )
     shown = redact_uri(uri)
     try:
         with storage.fetched(uri) as local:
@@ -57,16 +75,18 @@ def finetuned_model(uri: str | None) -> tuple[dict, str]:
                     f"--model {shown}: not a checkpoint (it needs model.pt, config.yaml and "
                     "meta.json; a fine-tuning run writes them to <storage_path>/<run>/best)"
                 ) from None
-            if meta.get("kind") != "finetune":
+            if meta.get("kind") not in kinds:
                 raise InputError(
                     f"--model {shown}: a {meta.get('kind')!r} checkpoint; labelling needs a "
                     f"fine-tuned one (`a2v finetune --pretrained {shown}` makes one)"
+                    if finetune_only
+                    else f"--model {shown}: a {meta.get('kind')!r} checkpoint, not one of {list(kinds)}"
                 )
             try:  # the weights fit the model the config describes
-                classifier_of(states, config, meta)
+                (classifier_of if finetune_only else embedder_of)(states, config, meta)
             except (RuntimeError, ValueError, KeyError) as err:
                 raise InputError(f"--model {shown}: the checkpoint does not load ({err})") from None
-            return meta, model_version_of(local)
+            return meta, config, model_version_of(local)
     except FileNotFoundError:
         raise InputError(f"--model {shown}: not found") from None
 

@@ -45,7 +45,7 @@ EVENT_COLUMNS = [
     "channel",  # the recording's channel analysed, 1-based (data.channel: first or loudest)
 ]
 ERROR_COLUMNS = ["file", "stage", "error_type", "message"]
-KINDS = ("events", "errors", "embeddings", "frames")
+KINDS = ("events", "errors", "embeddings", "frames", "windows")
 
 
 def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float]) -> dict:
@@ -89,8 +89,56 @@ def safe_relpath(rel: str) -> str | None:
     return rel
 
 
-class OutputWriter:
-    """Buffers finished files and commits them part by part (parquet first, marker last)."""
+class PartWriter:
+    """Buffers the rows of finished files, by output kind, and commits them part by part: every
+    kind's Parquet first, the commit marker (the resume journal) last. ``always``: kinds written
+    even when empty (so that a reader finds every committed part)."""
+
+    def __init__(self, out: str, model_version: str, run_id: str, always: tuple = ()) -> None:
+        self.out, self.v, self.run_id, self.always = out, model_version, run_id, always
+        self.rows: dict[str, list] = {}
+        self.files: list[list] = []
+        self.writer = uuid.uuid4().hex[:8]
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.out, *parts)
+
+    def add(self, file: str, key: tuple[int, str], **rows: list | pd.DataFrame) -> None:
+        """One finished file (``key``: its size and version) and its rows of each kind (a list
+        of dicts, or frames: DataFrames / Arrow tables)."""
+        for kind, r in rows.items():
+            if r is None:
+                continue
+            self.rows.setdefault(kind, []).extend(r if isinstance(r, list) else [r])
+        self.files.append([file, int(key[0]), str(key[1])])
+
+    def table(self, kind: str, rows: list):
+        """One part's rows of ``kind`` as one table (a subclass may give kinds a schema)."""
+        frames = [r for r in rows if not isinstance(r, dict)]
+        dicts = [r for r in rows if isinstance(r, dict)]
+        if dicts:
+            frames.append(pd.DataFrame(dicts))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def flush(self) -> None:
+        if not self.files:
+            return
+        # time first: parts sort in commit order, also across resubmissions and writers
+        tag = f"part-{time.time_ns():020d}-{self.writer}"
+        part = f"run={self.run_id}"
+        for kind in sorted(set(self.rows) | set(self.always)):
+            rows = self.rows.get(kind, [])
+            if rows or kind in self.always:
+                _write_parquet(self.path(kind, part, f"{tag}.parquet"), self.table(kind, rows))
+        marker = {"part": tag, "files": self.files, "model_version": self.v, "run": self.run_id}
+        storage.write_bytes(
+            self.path("_progress", self.run_id, f"{tag}.json"), json.dumps(marker).encode()
+        )
+        self.rows, self.files = {}, []
+
+
+class OutputWriter(PartWriter):
+    """Labelling's writer: events per file (merged runs), Raven / Audacity tables per file."""
 
     def __init__(
         self,
@@ -99,17 +147,9 @@ class OutputWriter:
         run_id: str,
         sample_rate_hz: float,
     ) -> None:
-        self.job, self.v, self.run_id, self.sr = job, model_version, run_id, sample_rate_hz
+        super().__init__(job.out, model_version, run_id, always=("events",))
+        self.job, self.sr = job, sample_rate_hz
         self.archive = redact_uri(job.data.archive.rstrip("/"))
-        self.events: list[pd.DataFrame] = []
-        self.errors: list[dict] = []
-        self.embeddings: list[dict] = []
-        self.frames: list[dict] = []
-        self.files: list[list] = []
-        self.writer = uuid.uuid4().hex[:8]
-
-    def path(self, *parts: str) -> str:
-        return storage.join(self.job.out, *parts)
 
     def add_file(
         self,
@@ -147,38 +187,16 @@ class OutputWriter:
                     self.path("audacity", self.run_id, f"{file}.txt"),
                     ann.to_audacity(table).encode(),
                 )
-        self.events.append(table)
-        self.errors += errors
-        self.embeddings += embeddings
-        self.frames += frames or []
-        self.files.append([file, int(key[0]), str(key[1])])
+        self.add(
+            file, key, events=[table], errors=errors, embeddings=embeddings, frames=frames or []
+        )
         return table
 
-    def flush(self) -> None:
-        if not self.files:
-            return
-        # time first: parts sort in commit order, also across resubmissions and writers
-        tag = f"part-{time.time_ns():020d}-{self.writer}"
-        part = f"run={self.run_id}"
-        events = (
-            pd.concat(self.events, ignore_index=True)
-            if self.events
-            else pd.DataFrame(columns=EVENT_COLUMNS)
-        )
-        _write_parquet(
-            self.path("events", part, f"{tag}.parquet"), events.reindex(columns=EVENT_COLUMNS)
-        )
-        if self.errors:
-            _write_parquet(self.path("errors", part, f"{tag}.parquet"), pd.DataFrame(self.errors))
-        for kind, rows in (("embeddings", self.embeddings), ("frames", self.frames)):
-            if rows:
-                _write_parquet(self.path(kind, part, f"{tag}.parquet"), pd.DataFrame(rows))
-        marker = {"part": tag, "files": self.files, "model_version": self.v, "run": self.run_id}
-        storage.write_bytes(
-            self.path("_progress", self.run_id, f"{tag}.json"), json.dumps(marker).encode()
-        )
-        self.events, self.errors, self.embeddings, self.files = [], [], [], []
-        self.frames = []
+    def table(self, kind: str, rows: list):
+        if kind == "events":
+            joined = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+            return joined.reindex(columns=EVENT_COLUMNS)
+        return super().table(kind, rows)
 
 
 def channel_at(onsets: pd.Series, channels: dict[float, int]) -> list[int]:
@@ -190,9 +208,15 @@ def channel_at(onsets: pd.Series, channels: dict[float, int]) -> list[int]:
     return [channels[starts[max(bisect.bisect_right(starts, t) - 1, 0)]] + 1 for t in onsets]
 
 
-def _write_parquet(uri: str, table: pd.DataFrame) -> None:
+def _write_parquet(uri: str, table) -> None:
+    """A DataFrame or an Arrow table (which keeps its schema, e.g. fixed-size lists)."""
     buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
+    if isinstance(table, pd.DataFrame):
+        table.to_parquet(buf, index=False)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, buf)
     storage.write_bytes(uri, buf.getvalue())
 
 

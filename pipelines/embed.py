@@ -1,0 +1,315 @@
+"""Window embeddings of a whole archive, for search by example and review (``a2v embed``).
+
+    a2v embed --model demo_out/runs/pretrain-tiny/checkpoint_000003 --archive s3://bucket/archive --out s3://bucket/emb
+    a2v embed --model demo_out/runs/finetune-tiny/best --archive ... --out ... --window-s 0.5
+
+The labelling path's reads and actor pool: CPU read tasks decode 10 s chunks, embedding actors
+(the checkpoint's encoder loaded once per actor: a pretraining checkpoint's student, or a
+fine-tuned model's encoder) turn each chunk into one vector per ``window_s`` (the mean of its
+200 Hz frame features, ``a2v_core.embeddings``), and the driver commits each file's windows
+once all its chunks are in:
+
+    <out>/windows/run=<run>/part-*.parquet    archive, file, offset_s, duration_s, channel,
+                                              embedding (fixed-size list of float32),
+                                              model_version, run_id
+    <out>/errors/run=<run>/part-*.parquet     file, stage, error_type, message
+    <out>/_progress/<run>/part-*.json         commit markers: the resume journal
+    <out>/runs/<run>.json                     what the run's fingerprint covers
+    <out>/run.json                            the last invocation: config, counts, speed
+
+Runs, resume and ``--overwrite`` follow labelling's rules (``label_outputs``): one run per
+fingerprint (archive, model version, window, chunk length, rate, extensions, channel), a
+resubmission skips every committed file and embeds a changed one again, other settings start
+another run beside the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from a2v_core.config import EmbedJob, ModelConfig
+from a2v_core.config_loader import flatten
+from a2v_core.errors import InputError
+from a2v_core.redact import redact_tree, redact_uri
+from pipelines.data import inputs, storage
+from pipelines.data.datasource import read_chunks
+from pipelines.data.shared_storage import require_shared
+from pipelines.labelling.archive_pass import FileState, actor_pool, collect
+from pipelines.labelling.embedder import Embedder
+from pipelines.labelling.label_outputs import (
+    PartWriter,
+    journal,
+    read_errors,
+    read_parts,
+    remove_run,
+    run_id_of,
+    runs_under,
+    safe_relpath,
+)
+from pipelines.runtime.job_paths import pin_paths
+from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.tracking import Tracker
+
+WINDOW_COLUMNS = [
+    "archive",
+    "file",
+    "offset_s",
+    "duration_s",
+    "channel",
+    "embedding",
+    "model_version",
+    "run_id",
+]
+
+
+def fingerprint(job: EmbedJob, model_version: str) -> dict:
+    """Everything that changes a run's windows (nothing that does not: batch size, cluster)."""
+    return {
+        "job": "embed",
+        "archive": redact_uri(job.data.archive.rstrip("/")),
+        "model_version": model_version,
+        "window_s": job.window_s,
+        "clip_s": job.data.clip_s,
+        "sample_rate_hz": job.data.sample_rate_hz,
+        "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
+        **({"channel": job.data.channel} if job.data.channel != "first" else {}),
+    }
+
+
+def windows_table(rows: list[dict], dim: int) -> pa.Table:
+    """Window rows -> an Arrow table whose ``embedding`` is a fixed-size list of float32."""
+    vectors = np.concatenate([r["embedding"] for r in rows]) if rows else np.zeros((0, dim))
+    flat = pa.array(vectors.astype(np.float32).reshape(-1))
+    columns = {k: pa.array([r[k] for r in rows]) for k in WINDOW_COLUMNS if k != "embedding"}
+    columns["channel"] = pa.array([r["channel"] for r in rows], pa.int32())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+    return pa.table({k: columns[k] for k in WINDOW_COLUMNS})
+
+
+class WindowWriter(PartWriter):
+    def __init__(self, job: EmbedJob, model_version: str, run_id: str, dim: int) -> None:
+        super().__init__(job.out, model_version, run_id)
+        self.archive, self.dim = redact_uri(job.data.archive.rstrip("/")), dim
+
+    def table(self, kind: str, rows: list):
+        if kind == "windows":
+            return windows_table(rows, self.dim)
+        return super().table(kind, rows)
+
+
+def read_windows(out: str, run_id: str | None = None) -> pd.DataFrame:
+    """The committed windows under ``out`` (of one run, or all), sorted by file and offset;
+    ``embedding`` holds float32 arrays."""
+    rows = read_parts(out, "windows", run_id)
+    if rows.empty:
+        return pd.DataFrame(columns=WINDOW_COLUMNS)
+    return rows.sort_values(["archive", "file", "offset_s"]).reset_index(drop=True)
+
+
+def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
+    """Embed the archive; returns the run summary (also written to ``<out>/run.json``)."""
+    t0 = time.time()
+    pin_paths(job)
+    meta, config, version = inputs.encoder_model(job.model)  # before Ray, before --overwrite
+    model_cfg = ModelConfig.model_validate(config.get("model", {}))
+    if listed is None:
+        listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
+        if storage.is_file(job.data.archive):
+            job.data.archive = storage.parent(job.data.archive)
+    job.data.sample_rate_hz = int(meta.get("sample_rate_hz") or job.data.sample_rate_hz)
+    job.data.clip_s = float(config.get("data", {}).get("clip_s", job.data.clip_s))
+    job.data.overlap_s = 0.0  # chunks tile the file: windows tile it too
+    frames = job.window_s * model_cfg.frame_rate_hz
+    if round(frames) < 1 or not math.isclose(frames, round(frames)):
+        raise InputError(
+            f"--window-s {job.window_s}: not a whole number of the model's "
+            f"{model_cfg.frame_rate_hz:g} Hz frames"
+        )
+    if not math.isclose(job.data.clip_s / job.window_s, round(job.data.clip_s / job.window_s)):
+        raise InputError(
+            f"--window-s {job.window_s}: does not divide the model's {job.data.clip_s:g} s "
+            "chunks (a window would straddle two chunks)"
+        )
+    init_ray(job.cluster.address)
+    require_shared({"model": job.model, "data.archive": job.data.archive})
+    fp = fingerprint(job, version)
+    run_id = run_id_of(fp)
+    if job.overwrite:
+        remove_run(job.out, run_id)
+    done, _ = journal(job.out, run_id)
+    if job.retry_errors:
+        for file in set(read_errors(job.out, run_id)["file"]):
+            done.pop(file, None)
+    keys = {rel: (size, ver) for rel, size, ver in listed}
+    todo, unsafe = [], []
+    for rel, size, _ in listed:
+        if done.get(rel) != keys[rel]:
+            (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
+    skipped = len(listed) - len(todo) - len(unsafe)
+    todo = job.dry_run_slice(todo)
+    storage.write_bytes(
+        storage.join(job.out, "runs", f"{run_id}.json"),
+        json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),
+    )
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    mlflow_run_id = tracker.start(
+        job.run.name,
+        flatten(job),
+        {"a2v.job": "embed", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
+    )
+    others = [r for r in runs_under(job.out) if r != run_id]
+    print(
+        f"[embed] run {run_id}: {len(listed)} files in {job.data.archive}; {skipped} already "
+        f"embedded; {len(todo)} to do"
+        + (f"; other runs under {job.out}: {', '.join(others)}" if others else "")
+    )
+    dim = model_cfg.width
+    writer = WindowWriter(job, version, run_id, dim)
+    for rel, _ in unsafe:
+        writer.add(
+            rel,
+            keys[rel],
+            errors=[
+                {
+                    "file": rel,
+                    "stage": "list",
+                    "error_type": "unsafe_path",
+                    "message": "a '..', '.', empty or absolute path segment would write outside --out",
+                }
+            ],
+        )
+    writer.flush()
+    stats, error_types, chunks_by_node = Counter(), Counter(), Counter()
+    if unsafe:
+        error_types["unsafe_path"] = len(unsafe)
+
+    def take(st: FileState, row) -> None:
+        dims = int(row.dim)
+        writer.dim = dims
+        vectors = np.frombuffer(row.vectors, np.float32).reshape(-1, dims)
+        durations = np.frombuffer(row.window_durations, np.float64)
+        for k, (v, d) in enumerate(zip(vectors, durations, strict=True)):
+            st.rows["windows"].append(
+                {
+                    "archive": writer.archive,
+                    "file": row.path,
+                    "offset_s": float(row.offset_s) + k * job.window_s,
+                    "duration_s": float(d),
+                    "channel": int(row.channel) + 1,
+                    "embedding": v[None, :],
+                    "model_version": version,
+                    "run_id": run_id,
+                }
+            )
+
+    def commit(path: str, st: FileState) -> int:
+        windows = sorted(st.rows["windows"], key=lambda r: r["offset_s"])
+        writer.add(path, keys[path], windows=windows, errors=st.errors)
+        return len(windows)
+
+    try:
+        if todo:
+            ds = actor_pool(job, read_chunks(job.data, todo), Embedder)
+            collect(
+                job,
+                "embed",
+                ds,
+                len(todo),
+                writer,
+                take,
+                commit,
+                stats,
+                error_types,
+                chunks_by_node,
+            )
+    except BaseException as err:
+        tracker.set_tags({"a2v.error": f"{type(err).__name__}: {err}"[:1000]})
+        tracker.end("FAILED")
+        raise
+    wall = time.time() - t0
+    summary = redact_tree(
+        {
+            "config": job.model_dump(mode="json"),
+            "model_uri": job.model,
+            "model_version": version,
+            "model_kind": meta.get("kind"),
+            "run_id": run_id,
+            "fingerprint": fp,
+            "mlflow_run_id": mlflow_run_id,
+            "other_runs_in_out": others,
+            "files_total": len(listed),
+            "files_skipped_done": skipped,
+            "files_to_retry": stats["files_to_retry"],
+            "files_processed": stats["files"],
+            "chunks_processed": stats["chunks"],
+            "windows_written": stats["items"],
+            "embedding_dim": writer.dim,
+            "errors_by_type": dict(error_types),
+            "chunks_by_node": dict(chunks_by_node),
+            "audio_hours": stats["audio_s"] / 3600,
+            "wall_s": wall,
+            "x_real_time": stats["audio_s"] / wall if wall else 0.0,
+        }
+    )
+    storage.write_bytes(
+        storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
+    )
+    tracker.log_metrics(
+        {
+            k: summary[k]
+            for k in ("files_processed", "windows_written", "audio_hours", "x_real_time")
+        },
+        0,
+    )
+    tracker.log_text(json.dumps(summary, indent=2, default=str), "run.json")
+    tracker.end()
+    if stats["files_to_retry"]:
+        print(
+            f"[embed] {stats['files_to_retry']} files hit transient read errors and are not "
+            "marked done: resubmit to try them again"
+        )
+    print(
+        f"[embed] {stats['files']} files, {stats['chunks']} chunks, {stats['items']} windows of "
+        f"{writer.dim} dims, {sum(error_types.values())} errors {dict(error_types)}; "
+        f"{summary['audio_hours']:.3f} audio h in {wall:.1f} s = {summary['x_real_time']:.0f}x "
+        f"real time -> {job.out}"
+    )
+    return summary
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    shorthands = ["archive", "name", "address"]
+    ap = job_parser("a2v embed", __doc__, shorthands)
+    ap.add_argument("--model", help="a pretraining checkpoint or a fine-tuned model (URI)")
+    ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
+    ap.add_argument("--window-s", type=float, help="= --set window_s=... (default 1.0)")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
+    )
+    ap.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="embed again the files this run committed with a decode error",
+    )
+    args = ap.parse_args(argv)
+    extra = {
+        "model": args.model,
+        "out": args.out,
+        "window_s": args.window_s,
+        "overwrite": "true" if args.overwrite else None,
+        "retry_errors": "true" if args.retry_errors else None,
+    }
+    run(resolve(EmbedJob, args, shorthands, extra))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The driver's side of a pass of a model over an archive (``a2v label``, ``a2v embed``): chunk
+rows come back from the actors in any order; each file is finished (committed or left to
+retry) once all its chunks are in, and the writer commits parts as files finish."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from a2v_core.config import ArchiveJob
+from pipelines.labelling.label_outputs import PartWriter
+from pipelines.labelling.progress import ProgressLog
+
+
+class FileState:
+    """What came back so far of one file's chunks."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.n_chunks: int | None = None
+        self.errors: list[dict] = []
+        self.rows: dict[str, list] = defaultdict(list)  # per output kind, job-specific
+        self.channels: dict[float, int] = {}  # chunk offset -> channel read there
+        self.audio_s = 0.0
+
+
+def actor_pool(job: ArchiveJob, ds: ray.data.Dataset, actor: type, **kwargs: Any):
+    """``ds`` through an actor pool of ``actor`` (the model loaded once per actor)."""
+    c = job.cluster
+    return ds.map_batches(
+        actor,
+        fn_constructor_kwargs={
+            "checkpoint_uri": job.model,  # a URI: each actor fetches it on its node
+            "job": job.model_dump(mode="json"),
+            "threads": max(1, int(c.cpus_per_worker)),
+            **kwargs,
+        },
+        batch_size=job.batch_size,
+        num_gpus=c.gpus_per_actor,
+        num_cpus=c.cpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=c.num_actors),
+        # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
+        scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
+    )
+
+
+def collect(
+    job: ArchiveJob,
+    name: str,
+    ds: ray.data.Dataset,
+    n_files: int,
+    writer: PartWriter,
+    take: Callable[[FileState, Any], None],
+    commit: Callable[[str, FileState], int],
+    stats: Counter,
+    error_types: Counter,
+    chunks_by_node: Counter,
+) -> None:
+    """Drain ``ds`` (rows: path, offset_s, duration_s, n_chunks, channel, error_type,
+    error_message, node_id, plus the job's columns). ``take(state, row)`` keeps a good row's
+    outputs; ``commit(path, state)`` adds a finished file to ``writer`` and returns how many
+    items it wrote (``stats["items"]``). A file with a transient read error is not committed:
+    the next resubmission tries it again."""
+    state: dict[str, FileState] = defaultdict(FileState)
+    bar = tqdm(total=n_files, unit="file", desc=name, disable=None)
+    progress = ProgressLog(name, n_files, job.run.progress_every_s)
+
+    def finish(path: str) -> None:
+        st = state.pop(path)
+        stats["files"] += 1
+        bar.update(1)
+        if any(e["error_type"] == "retryable" for e in st.errors):
+            stats["files_to_retry"] += 1
+            return
+        stats["items"] += commit(path, st)
+        stats["audio_s"] += st.audio_s
+        bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")
+
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        progress.update(stats["files"], stats["audio_s"], error_types)
+        for row in batch.itertuples(index=False):
+            st = state[row.path]
+            st.seen += 1
+            stats["chunks"] += 1
+            chunks_by_node[row.node_id] += 1
+            st.n_chunks = int(row.n_chunks) or st.n_chunks  # 0: the file failed as a whole
+            if row.error_type:
+                st.errors.append(
+                    {
+                        "file": row.path,
+                        "stage": "decode",
+                        "error_type": row.error_type,
+                        "message": row.error_message,
+                    }
+                )
+                error_types[row.error_type] += 1
+                if st.seen == st.n_chunks:  # a bad window was this file's last chunk
+                    finish(row.path)
+                continue
+            st.audio_s += float(row.duration_s)
+            st.channels[float(row.offset_s)] = int(row.channel)
+            take(st, row)
+            if st.seen == st.n_chunks:
+                finish(row.path)
+        if len(writer.files) >= job.flush_every_files:
+            writer.flush()
+    for path in list(state):  # files with decode errors (and the chunks they did give)
+        finish(path)
+    writer.flush()
+    bar.close()

@@ -21,6 +21,10 @@ COMMANDS = {
         "pipelines.label",
         "label a whole archive into events (Parquet, Raven, Audacity, CSV)",
     ),
+    "search": (
+        "pipelines.search",
+        "search an archive's embeddings by example: the top-k windows as a Raven table",
+    ),
     "evaluate": (
         "pipelines.evaluate",
         "score a model on an annotated archive: frame AP/F1, event P/R/F1, PR curves",

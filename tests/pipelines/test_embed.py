@@ -14,12 +14,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from a2v_core import annotations as ann
 from a2v_core.audio import normalise
 from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import EmbedJob
 from a2v_core.config_loader import load_config
 from a2v_core.errors import InputError
-from pipelines import embed
+from pipelines import embed, search
 from pipelines.data import storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def embed_job(model: str, archive: str, out: str, *extra: str) -> EmbedJob:
 
 
 def test_embed_pretrained_and_finetuned_into_one_prefix(
-    s3_pretrained, s3_archive, finetuned, synth_archive
+    s3_pretrained, s3_archive, finetuned, synth_archive, tmp_path
 ):
     out = "s3://a2v-test/embeddings"
     pre = s3_pretrained["result"]["checkpoint"]
@@ -92,3 +93,28 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
 
     with pytest.raises(InputError, match="does not divide"):
         embed.run(embed_job(pre, s3_archive, out, "window_s=0.3"))
+
+    # search by example: a window of the archive finds itself first, at cosine 1
+    query = f"{synth_archive / name}:3.0-4.0"
+    with pytest.raises(InputError, match="2 runs .*name one with --run"):
+        search.run(out, pre, [query], 5, str(tmp_path / "s"))
+    with pytest.raises(InputError, match="the same model"):
+        search.run(out, finetuned, [query], 5, str(tmp_path / "s"), run_id=first["run_id"])
+    hits = search.run(out, pre, [query], 5, str(tmp_path / "s"), "rare", first["run_id"])
+    assert list(hits["rank"]) == [1, 2, 3, 4, 5] and hits["score"].is_monotonic_decreasing
+    assert (hits.loc[0, "file"], hits.loc[0, "offset_s"]) == (name, 3.0)
+    assert hits.loc[0, "score"] == pytest.approx(1.0, abs=1e-5)
+    assert hits.loc[0, "score"] > hits.loc[1, "score"]
+    raven = (tmp_path / "s/hits.selections.txt").read_text()
+    table = ann.read_any(raven.encode(), "hits")
+    assert len(table) == 5 and set(table["label"]) == {"rare"}
+    assert "File Offset (s)" in raven and "Score" in raven
+    two = search.run(
+        out,
+        pre,
+        [query, f"{synth_archive / name}:3.0-4.0"],
+        3,
+        str(tmp_path / "t"),
+        run_id=first["run_id"],
+    )
+    assert list(two["file"]) == list(hits["file"][:3])  # the mean of one vector twice: itself

@@ -1,0 +1,190 @@
+"""Search an archive's window embeddings by example (``a2v search``): more calls like these.
+
+    a2v search --embeddings s3://bucket/emb --model demo_out/runs/pretrain-tiny/final \\
+        --query s3://bucket/archive/site1/rec3.wav:12.4-13.1 --query call.wav --top-k 50 \\
+        --label rare --out s3://bucket/search/rare-1
+
+Each ``--query FILE[:ONSET-OFFSET]`` (seconds; the whole file without) is embedded the way
+``a2v embed`` embedded the archive: the file's 10 s chunks from its start, normalised as the
+archive's were, through the same model (``--model`` must be the run's: its version is
+checked), and the query's frames averaged. Several queries combine by the **mean of their
+L2-normalised embeddings** (one prototype: Perch's agile-modeling default); hits are ranked by
+cosine similarity between the prototype and every window of the run. The search is exact
+(brute force over the run's windows, in memory: ~0.25 GB per million 64-dim windows).
+
+Writes ``<out>/hits.parquet`` (rank, score, archive, file, offset_s, duration_s, channel,
+run_id) and ``<out>/hits.selections.txt``: a Raven Pro selection table (one row per hit,
+``Begin Path``, ``Begin File``, ``File Offset (s)``, ``Score``; ``Annotation`` = ``--label``)
+ready to review: keep a hit's annotation as the class, mark the others negative.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+
+from a2v_core import annotations as ann
+from a2v_core.audio import DecodeError, chunk_offsets, open_sound, read_window
+from a2v_core.checkpoint import embedder_of, load_checkpoint
+from a2v_core.config import ModelConfig
+from a2v_core.encoder import flush_denormals
+from a2v_core.errors import InputError
+from a2v_core.redact import redact_uri
+from pipelines.data import inputs, storage
+from pipelines.embed import read_windows
+from pipelines.labelling.label_outputs import runs_under
+from pipelines.runtime.jobargs import add_dry_run, command, parser
+
+_SPAN = re.compile(r"^(?P<file>.+?)(?::(?P<on>\d+(?:\.\d*)?)-(?P<off>\d+(?:\.\d*)?))?$")
+
+
+def parse_query(text: str) -> tuple[str, float | None, float | None]:
+    """``FILE[:ONSET-OFFSET]`` -> (file, onset, offset); InputError when the span is empty."""
+    m = _SPAN.match(text)
+    on, off = m["on"], m["off"]
+    if on is None:
+        return m["file"], None, None
+    if float(off) <= float(on):
+        raise InputError(f"--query {text}: the offset must come after the onset")
+    return m["file"], float(on), float(off)
+
+
+@torch.no_grad()
+def query_embedding(model, model_cfg: ModelConfig, clip_s: float, channel: str, text: str):
+    """The mean frame feature of one query span, computed chunk by chunk as ``a2v embed``
+    computes the archive's."""
+    uri, onset, offset = parse_query(text)
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise InputError(f"--query {redact_uri(uri)}: not found")
+    sr, rate = model_cfg.sample_rate_hz, model_cfg.frame_rate_hz
+    try:
+        with fs.open(path, "rb") as f, open_sound(f) as snd:
+            duration = snd.frames / snd.samplerate
+            onset, offset = onset or 0.0, min(offset or duration, duration)
+            if onset >= duration:
+                raise InputError(f"--query {text}: starts after the file's end ({duration:.2f} s)")
+            frames = []
+            for start in chunk_offsets(duration, clip_s):
+                if start >= offset or start + clip_s <= onset:
+                    continue
+                chunk = read_window(snd, start, clip_s, sr, channel)
+                feats = model.embed(torch.from_numpy(chunk.audio)[None])[0].numpy()
+                a = max(0, int(round((onset - start) * rate)))
+                b = min(
+                    int(np.ceil(chunk.valid_samples / sr * rate)),
+                    int(round((offset - start) * rate)),
+                )
+                frames.append(feats[a:b])
+    except DecodeError as err:
+        raise InputError(f"--query {redact_uri(uri)}: {err}") from None
+    frames = np.concatenate(frames) if frames else np.zeros((0, model_cfg.width))
+    if not len(frames):
+        raise InputError(f"--query {text}: holds no whole frame of audio")
+    return frames.mean(0)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def search(windows: pd.DataFrame, queries: np.ndarray, top_k: int) -> pd.DataFrame:
+    """The ``top_k`` windows nearest (cosine) to the mean of the unit query vectors."""
+    proto = unit(unit(np.asarray(queries, np.float32)).mean(0))
+    scores = unit(np.stack(windows["embedding"]).astype(np.float32)) @ proto
+    k = min(top_k, len(scores))
+    best = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, int)
+    best = best[np.argsort(-scores[best], kind="stable")]
+    hits = windows.iloc[best].drop(columns=["embedding"]).reset_index(drop=True)
+    hits.insert(0, "score", scores[best].astype(float))
+    hits.insert(0, "rank", np.arange(1, len(hits) + 1))
+    return hits
+
+
+def run(
+    embeddings: str,
+    model_uri: str,
+    queries: list[str],
+    top_k: int,
+    out: str,
+    label: str = "query",
+    run_id: str | None = None,
+) -> pd.DataFrame:
+    runs = runs_under(embeddings)
+    if run_id is None:
+        if len(runs) != 1:
+            raise InputError(
+                f"--embeddings {redact_uri(embeddings)}: "
+                + (
+                    f"{len(runs)} runs ({', '.join(runs)}): name one with --run"
+                    if runs
+                    else "no committed windows"
+                )
+            )
+        run_id = runs[0]
+    elif run_id not in runs:
+        raise InputError(
+            f"--run {run_id}: not a run under {redact_uri(embeddings)} ({', '.join(runs)})"
+        )
+    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    meta, config, version = inputs.encoder_model(model_uri)
+    if version != fp["model_version"]:
+        raise InputError(
+            f"--model {redact_uri(model_uri)} is {version}; run {run_id} was embedded with "
+            f"{fp['model_version']}: a query must be embedded by the same model"
+        )
+    flush_denormals()
+    with storage.fetched(model_uri) as local:
+        model = embedder_of(*load_checkpoint(local))
+    model_cfg = model.model_cfg
+    channel = fp.get("channel", "first")
+    vectors = np.stack(
+        [query_embedding(model, model_cfg, fp["clip_s"], channel, q) for q in queries]
+    )
+    windows = read_windows(embeddings, run_id)
+    hits = search(windows, vectors, top_k)
+    buf = io.BytesIO()
+    hits.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(out, "hits.parquet"), buf.getvalue())
+    table = pd.DataFrame(
+        {
+            "file": hits["file"],
+            "onset_s": hits["offset_s"],
+            "offset_s": hits["offset_s"] + hits["duration_s"],
+            "label": label,
+            "score": hits["score"],
+            "channel": hits["channel"],
+        }
+    )
+    raven = ann.to_raven(table, model_cfg.sample_rate_hz, combined=True)
+    storage.write_bytes(storage.join(out, "hits.selections.txt"), raven.encode())
+    print(
+        f"[search] {len(queries)} queries -> top {len(hits)} of {len(windows)} windows of run "
+        f"{run_id} (scores {hits['score'].max():.3f} .. {hits['score'].min():.3f}) -> {out}"
+    )
+    return hits
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    ap = parser("a2v search", __doc__)
+    ap.add_argument("--embeddings", required=True, help="the --out of `a2v embed`")
+    ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
+    ap.add_argument("--model", required=True, help="the checkpoint the run was embedded with")
+    ap.add_argument("--query", action="append", required=True, metavar="FILE[:ONSET-OFFSET]")
+    ap.add_argument("--top-k", type=int, default=50)
+    ap.add_argument("--label", default="query", help="the hits' Annotation in the Raven table")
+    ap.add_argument("--out", required=True, help="output URI for hits.parquet / .selections.txt")
+    add_dry_run(ap, "the first query, the top hit")
+    args = ap.parse_args(argv)
+    queries, top_k = (args.query[:1], 1) if args.dry_run else (args.query, args.top_k)
+    run(args.embeddings, args.model, queries, top_k, args.out, args.label, args.run)
+
+
+if __name__ == "__main__":
+    main()

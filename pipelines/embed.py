@@ -41,17 +41,12 @@ from a2v_core.redact import redact_tree, redact_uri
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import FileState, actor_pool, collect
+from pipelines.labelling.archive_pass import FileState, actor_pool, collect, commit_unsafe, plan
 from pipelines.labelling.embedder import Embedder
 from pipelines.labelling.label_outputs import (
     PartWriter,
-    journal,
-    read_errors,
     read_parts,
-    remove_run,
     run_id_of,
-    runs_under,
-    safe_relpath,
 )
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
@@ -142,30 +137,15 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     require_shared({"model": job.model, "data.archive": job.data.archive})
     fp = fingerprint(job, version)
     run_id = run_id_of(fp)
-    if job.overwrite:
-        remove_run(job.out, run_id)
-    done, _ = journal(job.out, run_id)
-    if job.retry_errors:
-        for file in set(read_errors(job.out, run_id)["file"]):
-            done.pop(file, None)
-    keys = {rel: (size, ver) for rel, size, ver in listed}
-    todo, unsafe = [], []
-    for rel, size, _ in listed:
-        if done.get(rel) != keys[rel]:
-            (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
-    skipped = len(listed) - len(todo) - len(unsafe)
-    todo = job.dry_run_slice(todo)
-    storage.write_bytes(
-        storage.join(job.out, "runs", f"{run_id}.json"),
-        json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),
-    )
+    p = plan(job, listed, run_id, fp)
+    keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     mlflow_run_id = tracker.start(
         job.run.name,
         flatten(job),
         {"a2v.job": "embed", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
     )
-    others = [r for r in runs_under(job.out) if r != run_id]
+    others = p.others
     print(
         f"[embed] run {run_id}: {len(listed)} files in {job.data.archive}; {skipped} already "
         f"embedded; {len(todo)} to do"
@@ -173,20 +153,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     )
     dim = model_cfg.width
     writer = WindowWriter(job, version, run_id, dim)
-    for rel, _ in unsafe:
-        writer.add(
-            rel,
-            keys[rel],
-            errors=[
-                {
-                    "file": rel,
-                    "stage": "list",
-                    "error_type": "unsafe_path",
-                    "message": "a '..', '.', empty or absolute path segment would write outside --out",
-                }
-            ],
-        )
-    writer.flush()
+    commit_unsafe(writer, p)
     stats, error_types, chunks_by_node = Counter(), Counter(), Counter()
     if unsafe:
         error_types["unsafe_path"] = len(unsafe)

@@ -45,7 +45,7 @@ from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import FileState, actor_pool, collect
+from pipelines.labelling.archive_pass import FileState, actor_pool, collect, commit_unsafe, plan
 from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
@@ -88,47 +88,23 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
     fp = fingerprint(job, version, effective_thresholds(job, meta))
     run_id = run_id_of(fp)
-    if job.overwrite:
-        remove_run(job.out, run_id)
-    done, _ = journal(job.out, run_id)
-    if job.retry_errors:  # files committed with a decode error are tried again
-        for file in set(read_errors(job.out, run_id)["file"]):
-            done.pop(file, None)
-    keys = {rel: (size, ver) for rel, size, ver in listed}
-    changed = [rel for rel in done if rel in keys and done[rel] != keys[rel]]
-    todo, unsafe = [], []
-    for rel, size, _ in listed:
-        if done.get(rel) != keys[rel]:
-            (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
-    skipped = len(listed) - len(todo) - len(unsafe)
-    todo = job.dry_run_slice(todo)  # one file still to do
-    storage.write_bytes(
-        storage.join(job.out, "runs", f"{run_id}.json"),
-        json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),
-    )
+    p = plan(job, listed, run_id, fp)
+    keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     mlflow_run_id = tracker.start(
         job.run.name,
         flatten(job),
         {"a2v.job": "label", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
     )
-    others = [r for r in runs_under(job.out) if r != run_id]
+    others = p.others
     print(
         f"[label] run {run_id}: {len(listed)} files in {job.data.archive}; "
-        f"{skipped} already labelled, {len(changed)} changed since; "
+        f"{skipped} already labelled, {len(p.changed)} changed since; "
         f"{len(todo)} to do"
         + (f"; other runs under {job.out}: {', '.join(others)}" if others else "")
     )
     writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz)
-    for rel, _ in unsafe:  # never read, never written: one error row each
-        error = {
-            "file": rel,
-            "stage": "list",
-            "error_type": "unsafe_path",
-            "message": "a '..', '.', empty or absolute path segment would write outside --out",
-        }
-        writer.add_file(rel, keys[rel], [], [error], [])
-    writer.flush()
+    commit_unsafe(writer, p)
     stats = Counter()
     error_types = Counter({"unsafe_path": len(unsafe)} if unsafe else {})
     chunks_by_node: Counter = Counter()
@@ -156,7 +132,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "other_runs_in_out": others,
         "files_total": len(listed),
         "files_skipped_done": skipped,
-        "files_changed_relabelled": len(changed),
+        "files_changed_relabelled": len(p.changed),
         "files_to_retry": stats["files_to_retry"],
         "files_processed": stats["files"],
         "chunks_processed": stats["chunks"],

@@ -4,16 +4,75 @@ retry) once all its chunks are in, and the writer commits parts as files finish.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from tqdm import tqdm
 
 from a2v_core.config import ArchiveJob
-from pipelines.labelling.label_outputs import PartWriter
+from pipelines.data import storage
+from pipelines.labelling.label_outputs import (
+    PartWriter,
+    journal,
+    read_errors,
+    remove_run,
+    runs_under,
+    safe_relpath,
+)
 from pipelines.labelling.progress import ProgressLog
+
+
+@dataclass
+class Plan:
+    """What a run does of an archive's listing."""
+
+    keys: dict[str, tuple[int, str]]  # file -> (size, version) as listed
+    todo: list[tuple[str, int]]  # (file, size) to read
+    unsafe: list[tuple[str, int]]  # names that would write outside --out: error rows only
+    skipped: int  # committed before with the same (size, version)
+    changed: list[str]  # committed before, changed since: done again
+    others: list[str]  # the other runs under --out
+
+
+def plan(job: ArchiveJob, listed: list[tuple[str, int, str]], run_id: str, fp: dict) -> Plan:
+    """The run's plan from its journal (``--overwrite`` and ``--retry-errors`` applied), and
+    its fingerprint written to ``<out>/runs/<run>.json``."""
+    if job.overwrite:
+        remove_run(job.out, run_id)
+    done, _ = journal(job.out, run_id)
+    if job.retry_errors:  # files committed with a decode error are tried again
+        for file in set(read_errors(job.out, run_id)["file"]):
+            done.pop(file, None)
+    keys = {rel: (size, ver) for rel, size, ver in listed}
+    changed = [rel for rel in done if rel in keys and done[rel] != keys[rel]]
+    todo, unsafe = [], []
+    for rel, size, _ in listed:
+        if done.get(rel) != keys[rel]:
+            (todo if safe_relpath(rel) is not None else unsafe).append((rel, size))
+    skipped = len(listed) - len(todo) - len(unsafe)
+    storage.write_bytes(
+        storage.join(job.out, "runs", f"{run_id}.json"),
+        json.dumps({"run_id": run_id, **fp}, indent=2, sort_keys=True).encode(),
+    )
+    others = [r for r in runs_under(job.out) if r != run_id]
+    return Plan(keys, job.dry_run_slice(todo), unsafe, skipped, changed, others)
+
+
+def commit_unsafe(writer: PartWriter, p: Plan) -> None:
+    """Names never read, never written: one ``unsafe_path`` error row each."""
+    for rel, _ in p.unsafe:
+        error = {
+            "file": rel,
+            "stage": "list",
+            "error_type": "unsafe_path",
+            "message": "a '..', '.', empty or absolute path segment would write outside --out",
+        }
+        writer.add(rel, p.keys[rel], errors=[error])
+    writer.flush()
 
 
 class FileState:

@@ -5,38 +5,25 @@ checkpoint loads once per actor; each chunk row becomes its window embeddings (f
 from __future__ import annotations
 
 import numpy as np
-import ray
 import torch
 
 from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import EmbedJob
 from a2v_core.embeddings import window_means
-from a2v_core.encoder import flush_denormals
-from pipelines.data import storage
-from pipelines.labelling.predictor import heap_trimmer
+from pipelines.labelling.predictor import ModelActor
 
 PASSED = ("path", "offset_s", "duration_s", "n_chunks", "channel", "error_type", "error_message")
 
 
-class Embedder:
-    def __init__(self, checkpoint_uri: str, job: dict, threads: int = 1) -> None:
-        torch.set_num_threads(max(1, threads))
-        flush_denormals()
-        self.job = EmbedJob.model_validate(job)
-        with storage.fetched(checkpoint_uri) as local:  # this actor's node, not the driver's
-            states, config, meta = load_checkpoint(local)
-        self.model = embedder_of(states, config, meta)
-        self.frame_rate_hz = float(self.model.model_cfg.frame_rate_hz)
-        self.node_id = ray.get_runtime_context().get_node_id()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
-        self.trim = heap_trimmer() if self.job.release_memory else None
+class Embedder(ModelActor):
+    job_type = EmbedJob
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.embed(batch)
-        if self.trim is not None:
-            self.trim(0)
-        return out
+    def load(self, local: str) -> None:
+        self.model = embedder_of(*load_checkpoint(local))
+        self.frame_rate_hz = float(self.model.model_cfg.frame_rate_hz)
+
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.embed(batch)
 
     @torch.no_grad()
     def embed(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

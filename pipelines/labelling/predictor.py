@@ -42,28 +42,47 @@ def heap_trimmer():
     return fn
 
 
-class Predictor:
-    """Ray Data actor: the model loads once; each batch of chunk rows -> runs (JSON) per row."""
+class ModelActor:
+    """A Ray Data actor that loads a checkpoint once, on its own node (``load``), and runs
+    ``infer`` on each batch of chunk rows, handing freed heap back after each."""
 
     def __init__(self, checkpoint_uri: str, job: dict, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
         flush_denormals()
-        self.job = LabelJob.model_validate(job)
+        self.job = self.job_type.model_validate(job)
         with storage.fetched(checkpoint_uri) as local:  # this actor's node, not the driver's
-            self.model, self.meta = load_classifier(local)
+            self.load(local)
         self.node_id = ray.get_runtime_context().get_node_id()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        self.classes = self.meta["classes"]
-        self.frame_rate_hz = float(self.meta["frame_rate_hz"])
-        self.thresholds = effective_thresholds(self.job, self.meta)
         self.trim = heap_trimmer() if self.job.release_memory else None
 
+    job_type: type = LabelJob
+
+    def load(self, local: str) -> None:
+        raise NotImplementedError
+
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.predict(batch)
+        out = self.infer(batch)
         if self.trim is not None:
             self.trim(0)
         return out
+
+
+class Predictor(ModelActor):
+    """Labelling: each batch of chunk rows -> probability runs (JSON) per row."""
+
+    def load(self, local: str) -> None:
+        self.model, self.meta = load_classifier(local)
+        self.classes = self.meta["classes"]
+        self.frame_rate_hz = float(self.meta["frame_rate_hz"])
+        self.thresholds = effective_thresholds(self.job, self.meta)
+
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.predict(batch)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -98,7 +98,10 @@ def pretrained(share_nothing, mlflow_server, archive) -> dict:
         "run.max_failures=3",
     )
     t0 = time.time()
-    job = share_nothing.submit(entry)
+    # RAY_DEDUP_LOGS=0: Ray's driver folds log lines that differ only in words with digits or
+    # hex ("[pretrain] rank 0/2 on node 5fe5...", "... rank 1/2 on node 50ec...") into one line
+    # "[repeated 2x across cluster]" when they arrive within seconds: the placement below reads them
+    job = share_nothing.submit(["env", "RAY_DEDUP_LOGS=0", *entry])
     client = share_nothing.client()
     deadline = time.time() + 600
     while not job_steps(logs := client.get_job_logs(job)) or job_steps(logs)[-1] < KILL_AFTER_STEP:
@@ -136,9 +139,12 @@ def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
     fresh = second - before
     assert len(fresh) == 1, "the restarted group should use the fresh node"
     assert second & before, "the surviving node should keep a rank"
-    # it resumed from the last S3 checkpoint at or before the kill, and repeated no step
+    # it resumed from an S3 checkpoint no older than the newest one when the kill was ordered
+    # (under load the job may write the next one before the SIGKILL lands: no upper bound here;
+    # the step checks below fail if it resumed past what had run), and repeated no step
     (resumed,) = once([int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", logs)])
-    assert resumed % CHECKPOINT_EVERY == 0 and resumed <= pretrained["killed_after"]
+    newest_at_kill = pretrained["killed_after"] // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    assert resumed % CHECKPOINT_EVERY == 0 and newest_at_kill <= resumed < PRETRAIN_STEPS
     after = job_steps(logs[logs.index("resumed from checkpoint") :])
     assert after == list(range(resumed + 1, PRETRAIN_STEPS + 1))
     # MLflow's step sequence: every optimizer step once, none skipped, none repeated

@@ -35,13 +35,19 @@ import pandas as pd
 import pyarrow as pa
 
 from a2v_core.config import EmbedJob, ModelConfig
-from a2v_core.config_loader import flatten
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree, redact_uri
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import FileState, actor_pool, collect, commit_unsafe, plan
+from pipelines.labelling.archive_pass import (
+    FileState,
+    actor_pool,
+    collect,
+    commit_unsafe,
+    plan,
+    start,
+)
 from pipelines.labelling.embedder import Embedder
 from pipelines.labelling.label_outputs import (
     PartWriter,
@@ -51,7 +57,6 @@ from pipelines.labelling.label_outputs import (
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
 from pipelines.runtime.ray_init import init_ray
-from pipelines.runtime.tracking import Tracker
 
 WINDOW_COLUMNS = [
     "archive",
@@ -139,18 +144,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
     keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    mlflow_run_id = tracker.start(
-        job.run.name,
-        flatten(job),
-        {"a2v.job": "embed", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
-    )
-    others = p.others
-    print(
-        f"[embed] run {run_id}: {len(listed)} files in {job.data.archive}; {skipped} already "
-        f"embedded; {len(todo)} to do"
-        + (f"; other runs under {job.out}: {', '.join(others)}" if others else "")
-    )
+    tracker, mlflow_run_id = start(job, "embed", version, run_id, p, len(listed))
     dim = model_cfg.width
     writer = WindowWriter(job, version, run_id, dim)
     commit_unsafe(writer, p)
@@ -211,7 +205,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
             "run_id": run_id,
             "fingerprint": fp,
             "mlflow_run_id": mlflow_run_id,
-            "other_runs_in_out": others,
+            "other_runs_in_out": p.others,
             "files_total": len(listed),
             "files_skipped_done": skipped,
             "files_to_retry": stats["files_to_retry"],

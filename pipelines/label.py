@@ -39,13 +39,19 @@ from collections import Counter
 
 from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
-from a2v_core.config_loader import flatten
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import FileState, actor_pool, collect, commit_unsafe, plan
+from pipelines.labelling.archive_pass import (
+    FileState,
+    actor_pool,
+    collect,
+    commit_unsafe,
+    plan,
+    start,
+)
 from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
@@ -63,7 +69,6 @@ from pipelines.labelling.predictor import Predictor, effective_thresholds
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
 from pipelines.runtime.ray_init import init_ray
-from pipelines.runtime.tracking import Tracker
 
 
 def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
@@ -90,19 +95,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
     keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    mlflow_run_id = tracker.start(
-        job.run.name,
-        flatten(job),
-        {"a2v.job": "label", "model_version": version, "model_uri": job.model, "a2v.run": run_id},
-    )
-    others = p.others
-    print(
-        f"[label] run {run_id}: {len(listed)} files in {job.data.archive}; "
-        f"{skipped} already labelled, {len(p.changed)} changed since; "
-        f"{len(todo)} to do"
-        + (f"; other runs under {job.out}: {', '.join(others)}" if others else "")
-    )
+    tracker, mlflow_run_id = start(job, "label", version, run_id, p, len(listed))
     writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz)
     commit_unsafe(writer, p)
     stats = Counter()
@@ -129,7 +122,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "run_id": run_id,
         "fingerprint": fp,
         "mlflow_run_id": mlflow_run_id,
-        "other_runs_in_out": others,
+        "other_runs_in_out": p.others,
         "files_total": len(listed),
         "files_skipped_done": skipped,
         "files_changed_relabelled": len(p.changed),

@@ -14,6 +14,7 @@ import ray
 from tqdm import tqdm
 
 from a2v_core.config import ArchiveJob
+from a2v_core.config_loader import flatten
 from pipelines.data import storage
 from pipelines.labelling.label_outputs import (
     PartWriter,
@@ -24,6 +25,7 @@ from pipelines.labelling.label_outputs import (
     safe_relpath,
 )
 from pipelines.labelling.progress import ProgressLog
+from pipelines.runtime.tracking import Tracker
 
 
 @dataclass
@@ -73,6 +75,24 @@ def commit_unsafe(writer: PartWriter, p: Plan) -> None:
         }
         writer.add(rel, p.keys[rel], errors=[error])
     writer.flush()
+
+
+def start(
+    job: ArchiveJob, name: str, version: str, run_id: str, p: Plan, n_listed: int
+) -> tuple[Tracker, str | None]:
+    """The run's MLflow run (started) and its id, and one line saying what the run will do."""
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    mlflow_run_id = tracker.start(
+        job.run.name,
+        flatten(job),
+        {"a2v.job": name, "model_version": version, "model_uri": job.model, "a2v.run": run_id},
+    )
+    print(
+        f"[{name}] run {run_id}: {n_listed} files in {job.data.archive}; {p.skipped} done before, "
+        f"{len(p.changed)} changed since; {len(p.todo)} to do"
+        + (f"; other runs under {job.out}: {', '.join(p.others)}" if p.others else "")
+    )
+    return tracker, mlflow_run_id
 
 
 class FileState:

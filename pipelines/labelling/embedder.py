@@ -22,24 +22,14 @@ class Embedder(ModelActor):
         self.model = embedder_of(*load_checkpoint(local))
         self.frame_rate_hz = float(self.model.model_cfg.frame_rate_hz)
 
-    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.embed(batch)
-
     @torch.no_grad()
-    def embed(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error_type"] == ""
         n = len(ok)
         vectors = np.array([b""] * n, dtype=object)
         durations = np.array([b""] * n, dtype=object)
         if ok.any():
-            audio = torch.as_tensor(batch["audio"][ok], device=self.device)
-            with torch.autocast(
-                device_type=self.device.type,
-                dtype=torch.bfloat16,
-                enabled=self.device.type == "cuda",
-            ):
-                feats = self.model.embed(audio)
-            feats = feats.float().cpu().numpy()
+            feats = self.forward(batch["audio"][ok], self.model.embed).float().cpu().numpy()
             for j, i in enumerate(np.flatnonzero(ok)):
                 n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
                 _, dur, means = window_means(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from abc import ABC, abstractmethod
 
 import numpy as np
 import ray
@@ -42,7 +43,7 @@ def heap_trimmer():
     return fn
 
 
-class ModelActor:
+class ModelActor(ABC):
     """A Ray Data actor that loads a checkpoint once, on its own node (``load``), and runs
     ``infer`` on each batch of chunk rows, handing freed heap back after each."""
 
@@ -59,11 +60,21 @@ class ModelActor:
 
     job_type: type = LabelJob
 
+    @abstractmethod
     def load(self, local: str) -> None:
-        raise NotImplementedError
+        """Set ``self.model`` (and what the actor needs) from the local checkpoint dir."""
 
+    @abstractmethod
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """One batch of chunk rows -> the output columns."""
+
+    def forward(self, audio: np.ndarray, fn):
+        """``fn(audio on the actor's device)`` under bf16 autocast on CUDA (fp32 on CPU)."""
+        audio = torch.as_tensor(audio, device=self.device)
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            return fn(audio)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.infer(batch)
@@ -81,25 +92,20 @@ class Predictor(ModelActor):
         self.frame_rate_hz = float(self.meta["frame_rate_hz"])
         self.thresholds = effective_thresholds(self.job, self.meta)
 
-    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.predict(batch)
+    def scores(self, audio: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """(frame features, frame probabilities as float32 numpy) of a batch of chunks."""
+        feats, _ = self.model.features(audio)
+        return feats, torch.sigmoid(self.model.head(feats)).float().cpu().numpy()
 
     @torch.no_grad()
-    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error_type"] == ""
         n = len(ok)
         runs_json = np.array([""] * n, dtype=object)
         emb = [None] * n
         frames = np.array([b""] * n, dtype=object)
         if ok.any():
-            audio = torch.as_tensor(batch["audio"][ok], device=self.device)
-            with torch.autocast(
-                device_type=self.device.type,
-                dtype=torch.bfloat16,
-                enabled=self.device.type == "cuda",
-            ):
-                feats, _ = self.model.features(audio)
-                probs = torch.sigmoid(self.model.head(feats)).float().cpu().numpy()
+            feats, probs = self.forward(batch["audio"][ok], self.scores)
             feats = feats.float().cpu().numpy()
             ev = self.job.events
             for j, i in enumerate(np.flatnonzero(ok)):

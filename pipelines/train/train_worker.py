@@ -102,7 +102,12 @@ class Worker:
                 f"batch {state.pos})"
             )
         node = ray.get_runtime_context().get_node_id()[:12]
-        print(f"[{self.kind}] rank {self.rank}/{self.world_size} on node {node}", flush=True)
+        # the step it starts from tells a restarted group's lines from the first group's: lines
+        # of different nodes reach the driver in no fixed order
+        print(
+            f"[{self.kind}] rank {self.rank}/{self.world_size} on node {node} from step {state.step}",
+            flush=True,
+        )
         return meta
 
     def wrap(self, model: torch.nn.Module, **ddp_kwargs: Any) -> torch.nn.Module:

@@ -127,22 +127,26 @@ def pretrained(share_nothing, mlflow_server, archive) -> dict:
 
 def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
     logs = pretrained["logs"]
-    # rank placement, before and after the node was replaced: one rank per worker node
-    groups = logs.split("Started training worker group")[1:]
-    assert len(groups) == 2, "the worker group should have been started exactly twice"
-    first, second = (set(re.findall(r"\[pretrain\] rank \d/2 on node (\w+)", g)) for g in groups)
+    assert logs.count("Started training worker group") == 2, "the group should start exactly twice"
+    (resumed,) = once([int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", logs)])
+    # rank placement, before and after the node was replaced: one rank per worker node. Lines of
+    # different nodes reach the driver in no fixed order (a rank's line may come before the
+    # controller's "Started training worker group"): the step a rank starts from tells the groups
+    placed = re.findall(r"\[pretrain\] rank \d/2 on node (\w+) from step (\d+)", logs)
+    first = {node for node, step in placed if int(step) == 0}
+    second = {node for node, step in placed if int(step) == resumed}
     before = {n[:12] for n in pretrained["nodes_before"]}
-    # a line of the killed node may never reach the driver (its log monitor dies with it) or
-    # arrive after the restart: what holds is that the first group ran on the nodes there
-    # before, and the restarted one on the fresh node beside a surviving one
-    assert first and first <= before, (first, before)
+    # a line of the killed node may never reach the driver (its log monitor dies with it): what
+    # holds is that the first group ran on the nodes there before, and the restarted one on the
+    # fresh node beside a surviving one
+    where = "\n".join(line for line in logs.splitlines() if " on node " in line)
+    assert first and first <= before, (first, before, where)
     fresh = second - before
-    assert len(fresh) == 1, "the restarted group should use the fresh node"
-    assert second & before, "the surviving node should keep a rank"
+    assert len(fresh) == 1, f"the restarted group should use the fresh node\n{where}"
+    assert second & before, f"the surviving node should keep a rank\n{where}"
     # it resumed from an S3 checkpoint no older than the newest one when the kill was ordered
     # (under load the job may write the next one before the SIGKILL lands: no upper bound here;
     # the step checks below fail if it resumed past what had run), and repeated no step
-    (resumed,) = once([int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", logs)])
     newest_at_kill = pretrained["killed_after"] // CHECKPOINT_EVERY * CHECKPOINT_EVERY
     assert resumed % CHECKPOINT_EVERY == 0 and newest_at_kill <= resumed < PRETRAIN_STEPS
     after = job_steps(logs[logs.index("resumed from checkpoint") :])

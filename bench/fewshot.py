@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--fractions", default="0.05,0.1,1.0")
     ap.add_argument("--address", default=None, help="Ray cluster (default: local)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="both jobs")
+    ap.add_argument(
+        "--pretrain-set",
+        dest="pretrain_overrides",
+        action="append",
+        default=[],
+        help="pretraining only (e.g. optim.lr=0.002, as bench/probe.py --set)",
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.pretrain_steps is None:
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if not storage.exists(storage.join(pre_final, "model.pt")):
             print(f"== seed {seed}: pretrain {args.preset}, {args.pretrain_steps} steps")
             sets = [f"optim.max_steps={args.pretrain_steps}", f"run.name={pre_name}"]
+            sets += args.pretrain_overrides
             pretrain.run(load_config(PretrainJob, pretrain_cfg, common + data + seeded + sets))
         for frac in (float(f) for f in args.fractions.split(",")):
             for init in ("pretrained", "scratch"):
@@ -194,7 +202,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(
         f"preset {args.preset}, {args.hours} h train / {args.test_hours} h test (archive seed "
         f"{args.archive_seed}), seeds {args.seeds}, {args.pretrain_steps} pretrain + "
-        f"{args.finetune_steps} finetune steps; {time.time() - t0:.0f} s"
+        f"{args.finetune_steps} finetune steps; pretraining --set {args.pretrain_overrides}, both "
+        f"--set {args.overrides}; {time.time() - t0:.0f} s"
     )
     return runs
 

@@ -232,13 +232,18 @@ def frame_targets(
     n_frames: int,
     sample_rate_hz: int = 8000,
     hop_samples: int = 40,
+    reviewed: bool = False,
 ) -> np.ndarray:
     """Multi-hot (n_frames, C) targets for the chunk starting at ``offset_s``.
 
     Events are given in file time; they are clipped to the chunk. With a ``focal`` column,
-    focal events also switch on the ``focal`` class (when it is in ``classes``).
+    focal events also switch on the ``focal`` class (when it is in ``classes``). Rows whose
+    label is not a class (a reviewed negative) switch nothing on. ``reviewed``: the rows are
+    the only reviewed spans of the file, so frames outside every row are unknown: NaN in
+    every class (losses and metrics skip them).
     """
     y = np.zeros((n_frames, len(classes)), dtype=np.float32)
+    known = np.zeros(n_frames, dtype=bool)
     index = {c: i for i, c in enumerate(classes)}
     frame_pos = np.arange(n_frames) * hop_samples  # sample of each frame within the chunk
     chunk_start = int(round(offset_s * sample_rate_hz))
@@ -249,8 +254,11 @@ def frame_targets(
         on = (frame_pos >= start) & (frame_pos < end)
         if not on.any():
             continue
+        known |= on
         if row.label in index:
             y[on, index[row.label]] = 1.0
         if focal_col is not None and bool(getattr(row, "focal", False)):
             y[on, focal_col] = 1.0
+    if reviewed:
+        y[~known] = np.nan
     return y

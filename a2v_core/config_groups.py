@@ -217,6 +217,14 @@ class DataConfig(Group):
     valid_fraction: float = Field(0.2, ge=0, lt=1)
     split_seed: int = 1612
     classes: list[str] | None = None
+    negative_label: str = Field(
+        "negative",
+        min_length=1,
+        description="fine-tuning: rows with this label are reviewed spans that hold none of "
+        "the classes. Any such row makes the annotations reviewed spans (a reviewed "
+        "`a2v search` table): only frames inside a row count in the loss and the validation "
+        "metrics, and a row of class c marks its frames c and no other class",
+    )
 
     @property
     def clip_samples(self) -> int:

@@ -38,6 +38,9 @@ def _stratified_pick(presence: np.ndarray, fraction: float, seed: int) -> np.nda
         return np.arange(n)
     if k == n - 1 or n < 3:
         return np.random.default_rng(seed).permutation(n)[:k]
+    if presence.shape[1] == 1:
+        # one class: the stratifier wants a multi-label matrix; presence and absence are one
+        presence = np.concatenate([presence, 1 - presence], axis=1)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=k, random_state=seed)
     _, picked = next(splitter.split(np.zeros(n), presence))
     return np.sort(picked)

@@ -217,8 +217,9 @@ def finetune_step(
     rank: int = 0,
 ) -> dict[str, float]:
     """One update of the classifier over ``group`` (micro-batches of (audio (B, S), targets
-    (B, T, C), frames that hold audio (B, T))): head only for the first
-    ``optim.freeze_steps`` updates, focal loss on frames with audio, mixup with soft targets.
+    (B, T, C), NaN where nobody reviewed the frame; frames that hold audio (B, T))): head only
+    for the first ``optim.freeze_steps`` updates, focal loss on reviewed frames with audio,
+    mixup with soft targets.
     -> the update's metrics (``loss``: the last micro-batch's)."""
     core: FrameClassifier = state.model  # type: ignore[assignment]
     rng = state.seed_update(job.run.seed, rank)
@@ -228,6 +229,10 @@ def finetune_step(
             perm = torch.randperm(audio.shape[0])
             audio, y = bc_mixup(audio, job.data.sample_rate_hz, targets=y, perm=perm)
             frames = frames | frames[perm]  # a mix holds audio where either clip does
+        # reviewed spans: NaN targets are frames nobody reviewed (a mix with one is unknown too)
+        unknown = torch.isnan(y).any(-1)
+        if unknown.any():
+            frames, y = frames & ~unknown, torch.nan_to_num(y, nan=0.0)
         with sync_last(wrapped, i == len(group) - 1):
             with autocast(audio.device):
                 logits = wrapped(audio, rng)
@@ -253,8 +258,9 @@ def validate(
     dev: torch.device,
 ) -> tuple[dict[str, float], list]:
     """Frame metrics over the validation ``batches`` (numpy dicts with ``audio``, ``path``,
-    ``offset_s``, ``duration_s``; ``targets(batch)``: their (B, T, C) frame targets), counting
-    only frames that hold audio; and each clip's (file, offset, pooled probabilities), from
+    ``offset_s``, ``duration_s``; ``targets(batch)``: their (B, T, C) frame targets, NaN where
+    nobody reviewed the frame), counting only reviewed frames that hold audio; and each clip's
+    (file, offset, pooled probabilities), from
     which the labeller's per-class thresholds are tuned."""
     model.eval()
     ys, ps, pooled = [], [], []
@@ -264,13 +270,15 @@ def validate(
         y = targets(batch)
         for i, dur in enumerate(batch["duration_s"]):
             n = int(np.ceil(dur * job.model.frame_rate_hz))
-            ys.append(y[i, :n])
-            ps.append(probs[i, :n])
+            known = ~np.isnan(y[i, :n]).any(-1)  # reviewed spans: only reviewed frames count
+            ys.append(y[i, :n][known])
+            ps.append(probs[i, :n][known])
             pooled.append(
                 (
                     str(batch["path"][i]),
                     float(batch["offset_s"][i]),
-                    moving_average(probs[i, :n], window),
+                    # what no one reviewed proposes no event to the thresholds' tuning
+                    moving_average(probs[i, :n], window) * known[:, None],
                 )
             )
     model.train()

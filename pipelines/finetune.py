@@ -34,7 +34,7 @@ from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
 from a2v_core.training import TrainState, finetune_step
 from pipelines.data import storage
-from pipelines.data.finetune_data import batch_targets, prepare, split_dataset
+from pipelines.data.finetune_data import batch_targets, is_reviewed, prepare, split_dataset
 from pipelines.data.shared_storage import require_shared
 from pipelines.data.training_data import repeated
 from pipelines.runtime.job_paths import pin_paths
@@ -69,6 +69,7 @@ def train_loop(config: dict) -> None:
     classes: list[str] = config["classes"]
     events = pd.DataFrame(config["events"])
     events_by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
+    reviewed = is_reviewed(events, job)
     w = Worker(job, "finetune")
     model = FrameClassifier(
         job.model,
@@ -101,7 +102,7 @@ def train_loop(config: dict) -> None:
         }
 
     def tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job)
+        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job, reviewed)
         frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
         w.tp.add(float(batch["duration_s"].sum()))
         return (
@@ -119,7 +120,7 @@ def train_loop(config: dict) -> None:
         if logged:
             w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
         if w.due(step, job.run.validate_every_steps) and w.rank == 0:
-            val, pooled_clips = validate(model, job, classes, events_by_file, w.dev)
+            val, pooled_clips = validate(model, job, classes, events_by_file, w.dev, reviewed)
             is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
             if is_best or step == job.optim.max_steps:
                 last_thresholds = event_thresholds(pooled_clips, events, classes, job)
@@ -232,8 +233,16 @@ def run(job: FinetuneJob) -> dict:
     t0 = time.time()
     trainer, clips, classes = build_trainer(job, run_id, prepared=prepared)
     counts = clips["split"].value_counts().to_dict()
+    events = prepared[0]
+    kind = (
+        f"reviewed spans ({int((events['label'] == job.data.negative_label).sum())} of "
+        f"{len(events)} rows {job.data.negative_label!r}; frames outside them do not count)"
+        if is_reviewed(events, job)
+        else "exhaustive (an annotated file's frames outside its events are background)"
+    )
     print(
-        f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: {classes}"
+        f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: "
+        f"{classes}; annotations: {kind}"
     )
     result = fit_or_fail(trainer, tracker, run_dir)
     best_uri, meta = export_best(result, job, classes)

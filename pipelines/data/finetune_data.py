@@ -3,6 +3,12 @@
 The driver lists the annotated files, reads only their headers to enumerate 10 s clips,
 stratifies them on per-clip class presence (train / valid / unused beyond the label
 fraction); workers turn each batch's (path, offset) into 200 Hz multi-hot targets.
+
+Annotations are either exhaustive (every call of every class in an annotated file is a row:
+the rest of the file is background) or, when any row is labelled ``data.negative_label``,
+reviewed spans (a reviewed ``a2v search`` table: kept hits as their class, rejected ones as
+negatives): then only the clips holding a span are used, and frames outside every span are
+unknown (NaN targets, skipped by the loss and the metrics).
 """
 
 from __future__ import annotations
@@ -23,9 +29,20 @@ from pipelines.data.training_data import shuffled_files
 COLUMNS = ["audio", "path", "offset_s", "duration_s"]
 
 
+def is_reviewed(events: pd.DataFrame, job: FinetuneJob) -> bool:
+    """Are the annotations reviewed spans (any row labelled ``data.negative_label``)?"""
+    return bool(len(events)) and bool((events["label"] == job.data.negative_label).any())
+
+
 def batch_targets(
-    events_by_file: dict[str, pd.DataFrame], classes: list[str], paths, offsets, job: FinetuneJob
+    events_by_file: dict[str, pd.DataFrame],
+    classes: list[str],
+    paths,
+    offsets,
+    job: FinetuneJob,
+    reviewed: bool = False,
 ) -> np.ndarray:
+    """(B, T, C) frame targets of a batch's clips; ``reviewed``: NaN outside the spans."""
     n_frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
     empty = ann.empty_table()
     return np.stack(
@@ -37,6 +54,7 @@ def batch_targets(
                 n_frames,
                 job.data.sample_rate_hz,
                 job.model.hop_samples,
+                reviewed,
             )
             for p, o in zip(paths, offsets, strict=True)
         ]
@@ -79,12 +97,28 @@ def prepare(
         job.data.annotations,
         job.data.archive,
     )
+    negative = job.data.negative_label
+    if job.data.classes and negative in job.data.classes:
+        raise InputError(
+            f"data.classes: {negative!r} is data.negative_label (a reviewed span with none of "
+            "the classes), not a class"
+        )
+    positives = events[events["label"] != negative]
+    if not len(positives):
+        raise InputError(
+            f"--annotations {job.data.annotations}: every row is labelled {negative!r} "
+            "(data.negative_label); keep at least one call of a class"
+        )
     try:
-        classes = ann.class_list(events, job.data.classes)
+        classes = ann.class_list(positives, job.data.classes)
     except ValueError as err:
         raise InputError(f"data.classes: {err}") from None
     annotated = job.dry_run_slice(sorted(set(events["file"])))
     clips = clip_table(job, annotated)
+    if is_reviewed(events, job):
+        # reviewed spans: only the clips that hold a reviewed frame can teach anything
+        hits = clip_presence(clips, events.assign(label="x"), ["x"], job.data.clip_s)
+        clips = clips[hits[:, 0] == 1].reset_index(drop=True)
     presence = clip_presence(clips, events, classes, job.data.clip_s)
     clips["split"] = make_splits(
         clips, presence, job.data.valid_fraction, job.data.label_fraction, job.data.split_seed

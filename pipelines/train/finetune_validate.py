@@ -15,7 +15,7 @@ from pipelines.data.finetune_data import batch_targets
 
 
 def validate(
-    model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev
+    model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev, reviewed=False
 ) -> tuple[dict, list]:
     """``a2v_core.training.validate`` over this worker's ``valid`` dataset: frame metrics of
     every clip's valid frames, and the clips' (file, offset, pooled probabilities) for tuning
@@ -24,7 +24,7 @@ def validate(
     return training.validate(
         model,
         shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"),
-        lambda b: batch_targets(events_by_file, classes, b["path"], b["offset_s"], job),
+        lambda b: batch_targets(events_by_file, classes, b["path"], b["offset_s"], job, reviewed),
         job,
         classes,
         dev,
@@ -35,6 +35,7 @@ def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: Fin
     """Per-class thresholds that maximise validation event F1 (what ``a2v label`` applies)."""
     keys = {(f, o) for f, o, _ in pooled_clips}
     clip_s = job.data.clip_s
+    events = events[events["label"].isin(classes)]  # a reviewed negative is no event
     truth = (
         events[
             [

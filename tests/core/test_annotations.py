@@ -124,3 +124,24 @@ def test_any_format_is_detected_by_content_and_errors_name_the_file():
     )
     with pytest.raises(ValueError, match="^site1/rec.txt"):
         ann.read_any(b"1.0\tx\tcc\n", "site1/rec.txt")
+
+
+def test_reviewed_spans_leave_unreviewed_frames_unknown():
+    """A reviewed table (kept hits and negatives): frames inside a row are known (its class on,
+    every other off; a negative all off); frames outside every row are NaN."""
+    events = pd.DataFrame(
+        {
+            "file": ["f"] * 2,
+            "onset_s": [1.0, 3.0],
+            "offset_s": [2.0, 4.0],
+            "label": ["a", "negative"],
+        }
+    )
+    y = ann.frame_targets(events, ["a", "b"], 0.0, 2000, reviewed=True)
+    known = ~np.isnan(y).any(-1)
+    assert np.flatnonzero(known).tolist() == list(range(200, 400)) + list(range(600, 800))
+    assert (y[200:400] == [1.0, 0.0]).all() and (y[600:800] == 0.0).all()
+    assert np.isnan(y[:200]).all() and np.isnan(y[800:]).all()
+    # exhaustive (the default): the same rows, everything else background
+    y0 = ann.frame_targets(events, ["a", "b"], 0.0, 2000)
+    assert not np.isnan(y0).any() and y0.sum() == 200

@@ -3,6 +3,7 @@ resume from a saved TrainState that takes exactly the updates of a run that neve
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -161,3 +162,74 @@ def test_finetune_step_trains_the_head_first_then_all_but_the_front_end():
     assert any(k.startswith("encoder.context.blocks") for k in second)
     assert not second & {"encoder.local.sinc", "encoder.local.convs"}  # frozen throughout
     assert state.step == 2 and math.isfinite(m1["loss"])
+
+
+def test_unreviewed_frames_reach_neither_the_loss_nor_the_metrics():
+    """NaN targets (frames nobody reviewed) count neither in the fine-tuning loss (with and
+    without mixup) nor in validation: the loss and metrics are those of the reviewed frames."""
+    from a2v_core.training import validate
+
+    job = load_config(
+        FinetuneJob,
+        "configs/finetune/tiny.yaml",
+        ["optim.freeze_steps=0", "optim.warmup_steps=0", "mixup.prob=1.0"],
+    )
+    torch.manual_seed(0)
+    model = FrameClassifier(job.model, 2, job.finetune_masking, job.optim.freeze_frontend)
+    audio = clips(1, seconds=2.0)[0]
+    y = torch.zeros(2, 400, 2)
+    y[:, 100:150, 0] = 1.0
+    y[:, 300:] = float("nan")  # not reviewed
+    frames = torch.ones(2, 400, dtype=torch.bool)
+    filled = y.nan_to_num(1.0)  # unreviewed frames as calls of both classes
+    masked = frames.clone()
+    masked[:, 300:] = False  # ... that no frame mask lets count
+
+    def step(model, targets, frames) -> tuple[dict, dict]:
+        state = TrainState.create(model, list(model.named_parameters()), job.optim)
+        m = finetune_step(state, model, [(audio, targets, frames)], job)
+        return m, {k: v.clone() for k, v in model.state_dict().items()}
+
+    for mix in (False, True):
+        job.mixup.enabled = mix
+        m, after = step(copy.deepcopy(model), y, frames)
+        assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]), (mix, m)
+        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    job.mixup.enabled = False
+    m_nan, w_nan = step(copy.deepcopy(model), y, frames)
+    m_mask, w_mask = step(copy.deepcopy(model), filled, masked)
+    m_all, _ = step(copy.deepcopy(model), filled, frames)
+    assert m_nan["loss"] == pytest.approx(m_mask["loss"]) != m_all["loss"]
+    assert all(torch.allclose(w_nan[k], w_mask[k]) for k in w_nan if w_nan[k].is_floating_point())
+
+    # validation scores the reviewed frames alone: the same as frame_metrics over them, and
+    # not what counting the unreviewed frames (as background) would give
+    from a2v_core.metrics import frame_metrics
+
+    batch = {
+        "audio": audio.numpy(),
+        "path": np.array(["a.wav", "b.wav"]),
+        "offset_s": np.zeros(2),
+        "duration_s": np.full(2, 2.0),
+    }
+    reviewed = y.numpy()
+    y_bg = np.nan_to_num(reviewed, nan=0.0)
+    y_bg[:, 350:, 1] = 1.0  # positives of b where nobody reviewed
+    reviewed[:, 200:250, 1] = 1.0
+    y_bg[:, 200:250, 1] = 1.0
+    cpu = torch.device("cpu")
+    got, pooled = validate(model, [batch], lambda b: reviewed, job, ["a", "b"], cpu)
+    counted, _ = validate(model, [batch], lambda b: y_bg, job, ["a", "b"], cpu)
+    model.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(model(audio)).numpy()
+    model.train()
+    want = frame_metrics(
+        reviewed[:, :300].reshape(-1, 2),
+        probs[:, :300].reshape(-1, 2),
+        ["a", "b"],
+        job.events.threshold,
+    )
+    assert got["val_macro_ap"] == pytest.approx(want["macro_ap"])
+    assert got["val_macro_ap"] != pytest.approx(counted["val_macro_ap"])
+    assert all((p[300:] == 0).all() and p[:300].any() for _, _, p in pooled)

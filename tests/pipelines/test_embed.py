@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -118,3 +119,73 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
         run_id=first["run_id"],
     )
     assert list(two["file"]) == list(hits["file"][:3])  # the mean of one vector twice: itself
+
+
+def test_the_review_loop_in_five_commands_on_s3(s3_pretrained, s3_archive, synth_archive):
+    """README's loop, command by command (the first, pretraining, is the session's fixture):
+    embed the archive, search it with 3 calls of a class, review the hits (here against the
+    ground truth: kept as the class, the rest marked negative in Raven's Annotation column),
+    fine-tune on the reviewed table, label the archive with the new classifier. Everything on
+    moto S3."""
+    from pipelines import finetune, label
+
+    pre, root = s3_pretrained["result"]["checkpoint"], "s3://a2v-test/loop"
+    common = ["--set", "tracking.enabled=false", "--set", "cluster.cpus_per_worker=0.5"]
+    truth = ann.read_csv(synth_archive / "annotations.csv")
+    calls = truth[truth["label"] == "synch"].sort_values(["file", "onset_s"])
+    queries = [
+        f"{s3_archive}/{c.file}:{c.onset_s:.3f}-{c.offset_s:.3f}"
+        for c in calls.head(3).itertuples()
+    ]
+
+    # 2. embed, 3. search
+    embed.main(["--model", pre, "--archive", s3_archive, "--out", f"{root}/emb", *common])
+    search.main(
+        ["--embeddings", f"{root}/emb", "--model", pre, "--top-k", "30", "--label", "synch"]
+        + [arg for q in queries for arg in ("--query", q)]
+        + ["--out", f"{root}/hits"]
+    )
+    # review: a hit overlapping a true synch call keeps its annotation, the others are negative
+    hits = pd.read_csv(io.BytesIO(storage.read_bytes(f"{root}/hits/hits.selections.txt")), sep="\t")
+    assert len(hits) == 30 and set(hits["Annotation"]) == {"synch"}
+
+    def is_call(row) -> bool:
+        on, off = row["File Offset (s)"], row["File Offset (s)"] + 1.0
+        same = calls[calls["file"] == row["Begin Path"]]
+        return bool(((same["onset_s"] < off) & (same["offset_s"] > on)).any())
+
+    kept = hits.apply(is_call, axis=1)
+    assert 0 < kept.sum() < len(hits), kept.sum()  # something to keep and something to reject
+    hits.loc[~kept, "Annotation"] = "negative"
+    storage.write_bytes(
+        f"{root}/reviewed.selections.txt", hits.to_csv(sep="\t", index=False).encode()
+    )
+
+    # 4. fine-tune on the reviewed table, 5. label the archive with it
+    finetune.main(
+        ["--archive", s3_archive, "--annotations", f"{root}/reviewed.selections.txt"]
+        + ["--pretrained", pre, "--storage-path", f"{root}/runs", "--name", "review-1"]
+        + ["--max-steps", "12", "--set", "run.validate_every_steps=6"]
+        + ["--set", "optim.freeze_steps=6", *common]
+    )
+    with storage.fetched(f"{root}/runs/review-1/best") as local:
+        _, _, meta = load_checkpoint(local)
+    assert meta["classes"] == ["synch"] and meta["pretrained"] == pre
+    splits = pd.read_csv(io.BytesIO(storage.read_bytes(f"{root}/runs/review-1/splits.csv")))
+    reviewed = {
+        (f, o // 10 * 10) for f, o in zip(hits["Begin Path"], hits["File Offset (s)"], strict=True)
+    }
+    assert set(zip(splits["path"], splits["offset_s"], strict=True)) == reviewed
+    label.main(
+        [
+            "--model",
+            f"{root}/runs/review-1/best",
+            "--archive",
+            s3_archive,
+            "--out",
+            f"{root}/labels",
+        ]
+        + ["--threshold", "0.01", "--formats", "parquet", *common]
+    )
+    events = label.read_events(f"{root}/labels")
+    assert len(events) and set(events["label"]) == {"synch"}  # the reviewed class, only

@@ -200,3 +200,43 @@ def test_progress_lines_without_a_terminal():
         "[label] 10/100 files, 1.00 audio h, 116x real time, errors: truncated 1, ETA 4m39s",
         "[label] 20/100 files, 2.00 audio h, 116x real time, errors: none, ETA 4m08s",
     ]
+
+
+def test_a_reviewed_search_table_fine_tunes_on_its_spans_only(tmp_path, synth_archive):
+    """A reviewed ``a2v search`` Raven table (hits kept as the class, rejected ones marked
+    ``negative``): the negative label is no class, only clips holding a reviewed span are
+    used, and a table of negatives alone or a class list naming the negative label stop."""
+    truth = ann.read_csv(synth_archive / "annotations.csv")
+    calls = truth[truth["label"] == "synch"].head(4)
+    kept = calls.assign(offset_s=calls["onset_s"] + 1.0)  # 1 s windows, as search returns
+    rejected = kept.assign(label="negative", onset_s=kept["onset_s"] + 3.0)
+    rejected["offset_s"] = rejected["onset_s"] + 1.0
+    table = pd.concat([kept, rejected], ignore_index=True)[["file", "onset_s", "offset_s", "label"]]
+    raven = tmp_path / "hits.selections.txt"
+    raven.write_text(ann.to_raven(table, combined=True))
+
+    def job(annotations, *sets):
+        return load_config(
+            FinetuneJob,
+            ROOT / "configs/finetune/tiny.yaml",
+            [f"data.archive={synth_archive}", f"data.annotations={annotations}", *sets],
+        )
+
+    events, classes, clips, files = prepare(job(raven))
+    assert classes == ["synch"] and (events["label"] == "negative").sum() == len(rejected)
+    spans = {(f, o // 10 * 10) for f, o in zip(table["file"], table["onset_s"], strict=True)}
+    spans |= {
+        (f, (o - 1e-6) // 10 * 10) for f, o in zip(table["file"], table["offset_s"], strict=True)
+    }
+    assert set(zip(clips["path"], clips["offset_s"], strict=True)) <= spans
+    assert len(clips) >= len(set(table["file"])) and set(clips["split"]) >= {"train"}
+    # every clip of those files would have been used with exhaustive annotations
+    exhaustive = prepare(job(raven, "data.negative_label=rejected"))
+    assert len(exhaustive[2]) > len(clips) and "negative" in exhaustive[1]
+
+    only_negatives = tmp_path / "neg.selections.txt"
+    only_negatives.write_text(ann.to_raven(rejected, combined=True))
+    with pytest.raises(InputError, match="every row is labelled 'negative'"):
+        prepare(job(only_negatives))
+    with pytest.raises(InputError, match="'negative' is data.negative_label"):
+        prepare(job(raven, "data.classes=[synch,negative]"))

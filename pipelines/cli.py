@@ -21,6 +21,14 @@ COMMANDS = {
         "pipelines.label",
         "label a whole archive into events (Parquet, Raven, Audacity, CSV)",
     ),
+    "embed": (
+        "pipelines.embed",
+        "embed a whole archive: one vector per window (partitioned Parquet)",
+    ),
+    "index": (
+        "pipelines.index",
+        "an approximate nearest-neighbour index (usearch, sharded) over a run of embeddings",
+    ),
     "search": (
         "pipelines.search",
         "search an archive's embeddings by example: the top-k windows as a Raven table",

@@ -4,6 +4,10 @@
         --query s3://bucket/archive/site1/rec3.wav:12.4-13.1 --query call.wav --top-k 50 \\
         --label rare --out s3://bucket/search/rare-1
 
+``--index`` (an ``a2v index`` of the run) instead of ``--embeddings`` searches approximately
+(HNSW, every shard's top k merged) without loading the windows: for archives whose windows do
+not fit in memory.
+
 Each ``--query FILE[:ONSET-OFFSET]`` (seconds; the whole file without) is embedded the way
 ``a2v embed`` embedded the archive: the file's 10 s chunks from its start, normalised as the
 archive's were, through the same model (``--model`` must be the run's: its version is
@@ -20,15 +24,18 @@ ready to review: keep a hit's annotation as the class, mark the others negative.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 
 from a2v_core import annotations as ann
+from a2v_core import vector_index
 from a2v_core.audio import DecodeError, chunk_offsets, open_sound, read_window
 from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import ModelConfig
@@ -37,7 +44,7 @@ from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import inputs, storage
 from pipelines.embed import read_windows
-from pipelines.labelling.label_outputs import runs_under
+from pipelines.index import pick_run
 from pipelines.runtime.jobargs import add_dry_run, command, parser
 
 _SPAN = re.compile(r"^(?P<file>.+?)(?::(?P<on>\d+(?:\.\d*)?)-(?P<off>\d+(?:\.\d*)?))?$")
@@ -106,32 +113,54 @@ def search(windows: pd.DataFrame, queries: np.ndarray, top_k: int) -> pd.DataFra
     return hits
 
 
+def search_index(index_uri: str, manifest: dict, queries: np.ndarray, top_k: int) -> pd.DataFrame:
+    """The ``top_k`` windows nearest the query prototype, from an ``a2v index`` (every shard's
+    top k, merged), with the same columns as ``search``."""
+    proto = unit(unit(np.asarray(queries, np.float32)).mean(0))
+    shards = [s for s in manifest["shards"] if s["rows"]]
+    with contextlib.ExitStack() as stack:
+        folders = [stack.enter_context(storage.fetched(shard_folder(index_uri, s))) for s in shards]
+        indexes = [vector_index.restore(f"{d}/index.usearch") for d in folders]
+        keys, scores = vector_index.search_shards(indexes, proto, top_k)
+        rows = pd.concat(
+            [
+                pq.read_table(
+                    f"{d}/rows.parquet", filters=[("key", "in", keys.tolist())]
+                ).to_pandas()
+                for d in folders
+            ],
+            ignore_index=True,
+        )
+    rows = rows.set_index("key").loc[keys].reset_index(drop=True)
+    rows.insert(0, "score", scores.astype(float))
+    rows.insert(0, "rank", np.arange(1, len(rows) + 1))
+    return rows.assign(model_version=manifest["model_version"], run_id=manifest["run_id"])
+
+
+def shard_folder(index_uri: str, shard: dict) -> str:
+    return storage.join(index_uri, f"shard-{shard['shard']:05d}")
+
+
 def run(
-    embeddings: str,
+    embeddings: str | None,
     model_uri: str,
     queries: list[str],
     top_k: int,
     out: str,
     label: str = "query",
     run_id: str | None = None,
+    index: str | None = None,
 ) -> pd.DataFrame:
-    runs = runs_under(embeddings)
-    if run_id is None:
-        if len(runs) != 1:
-            raise InputError(
-                f"--embeddings {redact_uri(embeddings)}: "
-                + (
-                    f"{len(runs)} runs ({', '.join(runs)}): name one with --run"
-                    if runs
-                    else "no committed windows"
-                )
-            )
-        run_id = runs[0]
-    elif run_id not in runs:
-        raise InputError(
-            f"--run {run_id}: not a run under {redact_uri(embeddings)} ({', '.join(runs)})"
-        )
-    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    """Search the windows of ``embeddings`` (exact) or of an ``index`` (approximate)."""
+    if index:
+        manifest_uri = storage.join(index, "index.json")
+        if not storage.exists(manifest_uri):
+            raise InputError(f"--index {redact_uri(index)}: no index.json (run `a2v index`)")
+        manifest = json.loads(storage.read_bytes(manifest_uri))
+        run_id, fp = manifest["run_id"], manifest["run"]
+    else:
+        run_id = pick_run(embeddings, run_id)
+        fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
     meta, config, version = inputs.encoder_model(model_uri)
     if version != fp["model_version"]:
         raise InputError(
@@ -146,8 +175,13 @@ def run(
     vectors = np.stack(
         [query_embedding(model, model_cfg, fp["clip_s"], channel, q) for q in queries]
     )
-    windows = read_windows(embeddings, run_id)
-    hits = search(windows, vectors, top_k)
+    if index:
+        hits = search_index(index, manifest, vectors, top_k)
+        n_windows = manifest["rows"]
+    else:
+        windows = read_windows(embeddings, run_id)
+        hits = search(windows, vectors, top_k)
+        n_windows = len(windows)
     buf = io.BytesIO()
     hits.to_parquet(buf, index=False)
     storage.write_bytes(storage.join(out, "hits.parquet"), buf.getvalue())
@@ -164,7 +198,7 @@ def run(
     raven = ann.to_raven(table, model_cfg.sample_rate_hz, combined=True)
     storage.write_bytes(storage.join(out, "hits.selections.txt"), raven.encode())
     print(
-        f"[search] {len(queries)} queries -> top {len(hits)} of {len(windows)} windows of run "
+        f"[search] {len(queries)} queries -> top {len(hits)} of {n_windows} windows of run "
         f"{run_id} (scores {hits['score'].max():.3f} .. {hits['score'].min():.3f}) -> {out}"
     )
     return hits
@@ -173,7 +207,9 @@ def run(
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v search", __doc__)
-    ap.add_argument("--embeddings", required=True, help="the --out of `a2v embed`")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embeddings", help="the --out of `a2v embed` (exact search)")
+    source.add_argument("--index", help="the --out of `a2v index` (approximate, any size)")
     ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
     ap.add_argument("--model", required=True, help="the checkpoint the run was embedded with")
     ap.add_argument("--query", action="append", required=True, metavar="FILE[:ONSET-OFFSET]")
@@ -183,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     add_dry_run(ap, "the first query, the top hit")
     args = ap.parse_args(argv)
     queries, top_k = (args.query[:1], 1) if args.dry_run else (args.query, args.top_k)
-    run(args.embeddings, args.model, queries, top_k, args.out, args.label, args.run)
+    run(args.embeddings, args.model, queries, top_k, args.out, args.label, args.run, args.index)
 
 
 if __name__ == "__main__":

@@ -253,23 +253,35 @@ def remove_run(out: str, run_id: str) -> None:
     storage.remove(storage.join(out, "runs", f"{run_id}.json"))
 
 
+def committed_parts(out: str, kind: str, run_id: str) -> list[tuple[str, set[str]]]:
+    """The committed parts of one output kind of one run, in commit order: (part URI, the
+    files whose newest rows it holds). Parts without a commit marker are not listed."""
+    _, newest = journal(out, run_id)
+    base = storage.join(out, kind, f"run={run_id}")
+    by_part: dict[str, set[str]] = {}
+    for file, part in newest.items():
+        by_part.setdefault(part, set()).add(file)
+    parts = [(storage.join(base, f"{p}.parquet"), by_part[p]) for p in sorted(by_part)]
+    return [(uri, files) for uri, files in parts if storage.exists(uri)]  # e.g. no error rows
+
+
+def read_committed(uri: str, files: set[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of one part that are their file's newest (a relabelled file's older rows are
+    not read)."""
+    rows = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)), columns=columns)
+    return rows[rows["file"].isin(files)] if len(rows) else rows
+
+
 def read_parts(out: str, kind: str, run_id: str | None = None) -> pd.DataFrame:
     """The committed rows of one output kind (``events``, ``errors``, ``embeddings``,
-    ``frames``) under ``out``, of one run or of all: each file's rows from its newest
-    committed part only (a relabelled file is not counted twice; parts without a commit
+    ``frames``, ``windows``) under ``out``, of one run or of all: each file's rows from its
+    newest committed part only (a relabelled file is not counted twice; parts without a commit
     marker are not read)."""
-    frames = []
-    for run in [run_id] if run_id else runs_under(out):
-        _, newest = journal(out, run)
-        base = storage.join(out, kind, f"run={run}")
-        for part in sorted(set(newest.values())):
-            uri = storage.join(base, f"{part}.parquet")
-            if not storage.exists(uri):  # e.g. a part without error rows
-                continue
-            rows = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
-            if len(rows):
-                rows = rows[rows["file"].map(newest).eq(part)]
-            frames.append(rows)
+    frames = [
+        read_committed(uri, files)
+        for run in ([run_id] if run_id else runs_under(out))
+        for uri, files in committed_parts(out, kind, run)
+    ]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

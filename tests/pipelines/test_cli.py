@@ -32,6 +32,11 @@ def test_help_lists_existing_subcommands_only():
 
     for module, _ in COMMANDS.values():
         assert callable(importlib.import_module(module).main)
+    # every `a2v <job>` the README shows is a command (`a2v embed` once was not)
+    import re
+
+    shown = set(re.findall(r"^\s*a2v ([a-z]+) ", (ROOT / "README.md").read_text(), re.M))
+    assert shown and shown <= set(COMMANDS), shown - set(COMMANDS)
 
 
 def test_info_json_keys_and_values():

@@ -189,3 +189,46 @@ def test_the_review_loop_in_five_commands_on_s3(s3_pretrained, s3_archive, synth
     )
     events = label.read_events(f"{root}/labels")
     assert len(events) and set(events["label"]) == {"synch"}  # the reviewed class, only
+
+
+def test_index_in_shards_and_search_it_like_the_exact_search(
+    s3_pretrained, s3_archive, synth_archive, tmp_path
+):
+    """`a2v index` builds one usearch shard per group of parts (Ray tasks) on S3; `a2v search
+    --index` finds what the exact search finds; a rerun builds nothing; other settings at the
+    same --out stop unless --overwrite."""
+    from pipelines import index
+
+    pre, root = s3_pretrained["result"]["checkpoint"], "s3://a2v-test/indexed"
+    emb = embed.run(embed_job(pre, s3_archive, f"{root}/emb", "flush_every_files=4"))
+    windows = embed.read_windows(f"{root}/emb")
+    parts = [rel for rel, _ in storage.list_all(f"{root}/emb/windows") if rel.endswith(".parquet")]
+    assert len(parts) >= 2, parts
+    # f32: a 30-step model's windows differ in the 4th decimal of their cosine (int8 storage's
+    # recall is tests/core/test_vector_index.py's and bench/index.py's business)
+    idx = dict(shard_rows=len(windows) // 2, dtype="f32")
+    built = index.run(f"{root}/emb", f"{root}/idx", cpus_per_shard=1, **idx)
+    assert len(built["shards"]) >= 2 and built["rows"] == len(windows) == emb["windows_written"]
+    assert built["dim"] == 64 and built["model_version"] == emb["model_version"]
+    for s in built["shards"]:
+        assert storage.exists(f"{root}/idx/shard-{s['shard']:05d}/index.usearch")
+
+    name = sorted(windows["file"])[0]
+    query = f"{synth_archive / name}:3.0-4.0"
+    exact = search.run(f"{root}/emb", pre, [query], 10, str(tmp_path / "exact"))
+    approx = search.run(None, pre, [query], 10, str(tmp_path / "approx"), index=f"{root}/idx")
+    cols = ["file", "offset_s", "duration_s", "channel", "archive"]
+    assert list(approx.columns) == list(exact.columns)
+    assert (approx.loc[0, "file"], approx.loc[0, "offset_s"]) == (name, 3.0)
+    same = exact[cols].merge(approx[cols], on=cols)
+    assert len(same) >= 9, (exact, approx)
+    np.testing.assert_allclose(approx["score"], exact["score"], atol=1e-4)
+
+    again = index.run(f"{root}/emb", f"{root}/idx", **idx)
+    assert again == built  # nothing rebuilt
+    with pytest.raises(InputError, match="holds an index of other windows or settings"):
+        index.run(f"{root}/emb", f"{root}/idx", dtype="f16")
+    replaced = index.run(f"{root}/emb", f"{root}/idx", dtype="f16", overwrite=True)
+    assert len(replaced["shards"]) == 1 and replaced["dtype"] == "f16"
+    left = {rel.split("/")[0] for rel, _ in storage.list_all(f"{root}/idx")}
+    assert left == {"index.json", "shard-00000"}, left  # the old shards went

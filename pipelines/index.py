@@ -1,0 +1,257 @@
+"""Index a run of window embeddings for fast search by example (``a2v index``).
+
+    a2v index --embeddings s3://bucket/emb --out s3://bucket/emb-index [--run RUN] \\
+        [--shard-rows 2000000] [--dtype i8] [--address auto]
+    a2v search --index s3://bucket/emb-index --model ... --query rec3.wav:12.4-13.1 --out ...
+
+The run's committed window parts (``a2v embed``; each file's newest rows only) are grouped
+into shards of at most ``--shard-rows`` windows, and one Ray task per shard builds a usearch
+HNSW index (cosine; vectors stored as ``--dtype``: i8 by default, recall@50 0.99 on
+``bench/index.py``, a quarter of f32's memory) with ``--cpus-per-shard`` threads, in
+parallel over the cluster. A shard that does not fit one machine's memory is a smaller
+``--shard-rows``: memory per shard is about rows x (width x bytes per value + 200 B of links).
+
+``<out>/shard-NNNNN/index.usearch`` (the index; its keys are NNNNN x 2^40 + row),
+``rows.parquet`` (key, archive, file, offset_s, duration_s, channel) and ``done.json`` (the
+shard's commit marker, written last), and ``<out>/index.json`` (the run's fingerprint, model
+version, shards; written when every shard is done). A rerun builds only the shards without a
+marker; an ``--out`` that holds the index of another run or other settings stops the job
+(``--overwrite`` replaces it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from a2v_core import vector_index
+from a2v_core.errors import InputError
+from a2v_core.redact import redact_uri
+from pipelines.data import storage
+from pipelines.labelling.label_outputs import committed_parts, read_committed, runs_under
+from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.ray_init import init_ray
+
+KEY_BITS = 40  # a shard's keys: shard number x 2^40 + row (a trillion rows per shard)
+ROW_COLUMNS = ["archive", "file", "offset_s", "duration_s", "channel"]
+
+
+def pick_run(embeddings: str, run_id: str | None) -> str:
+    runs = runs_under(embeddings)
+    if run_id is None:
+        if len(runs) != 1:
+            raise InputError(
+                f"--embeddings {redact_uri(embeddings)}: "
+                + (
+                    f"{len(runs)} runs ({', '.join(runs)}): name one with --run"
+                    if runs
+                    else "no committed windows"
+                )
+            )
+        return runs[0]
+    if run_id not in runs:
+        raise InputError(
+            f"--run {run_id}: not a run under {redact_uri(embeddings)} ({', '.join(runs)})"
+        )
+    return run_id
+
+
+def plan_shards(parts: list[tuple[str, set[str], int]], shard_rows: int) -> list[list[int]]:
+    """Consecutive parts grouped into shards of at most ``shard_rows`` rows (a part larger
+    than that is a shard of its own): -> the parts' positions per shard."""
+    shards: list[list[int]] = []
+    rows = 0
+    for i, (_, _, n) in enumerate(parts):
+        if not shards or rows + n > shard_rows:
+            shards.append([])
+            rows = 0
+        shards[-1].append(i)
+        rows += n
+    return shards
+
+
+def build_shard(
+    number: int,
+    parts: list[tuple[str, list[str]]],
+    out: str,
+    dtype: str,
+    connectivity: int,
+    expansion_add: int,
+    threads: int,
+) -> dict:
+    """Read the shard's windows, build and upload its index, rows and commit marker."""
+    t0 = time.time()
+    frames = [read_committed(uri, set(files), ROW_COLUMNS + ["embedding"]) for uri, files in parts]
+    rows = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
+    keys = (number << KEY_BITS) + np.arange(len(rows), dtype=np.int64)
+    folder = storage.join(out, shard_name(number))
+    with tempfile.TemporaryDirectory() as tmp:
+        if len(rows):  # a shard whose files were all embedded again later holds no window
+            vectors = np.stack(rows["embedding"].to_numpy()).astype(np.float32)
+            index = vector_index.build(vectors, keys, dtype, connectivity, expansion_add, threads)
+            index.save(os.path.join(tmp, "index.usearch"))
+        rows[ROW_COLUMNS].assign(key=keys).to_parquet(os.path.join(tmp, "rows.parquet"))
+        storage.upload_dir(tmp, folder)
+    dim = int(vectors.shape[1]) if len(rows) else None
+    marker = {"shard": number, "rows": int(len(rows)), "dim": dim, "parts": [u for u, _ in parts]}
+    storage.write_bytes(storage.join(folder, "done.json"), json.dumps(marker).encode())
+    return {**marker, "seconds": round(time.time() - t0, 1)}
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}"
+
+
+def run(
+    embeddings: str,
+    out: str,
+    run_id: str | None = None,
+    shard_rows: int = 2_000_000,
+    dtype: str = "i8",
+    connectivity: int = 16,
+    expansion_add: int = 64,
+    cpus_per_shard: int = 2,
+    address: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+) -> dict:
+    """Build (or finish building) the index of one run; -> the index's ``index.json``."""
+    t0 = time.time()
+    if dtype not in vector_index.DTYPES:
+        raise InputError(f"--dtype {dtype}: one of {', '.join(vector_index.DTYPES)}")
+    run_id = pick_run(embeddings, run_id)
+    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    listed = committed_parts(embeddings, "windows", run_id)
+    if dry_run:
+        listed = listed[:1]
+    parts = [
+        (uri, files, pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows)
+        for uri, files in listed
+    ]
+    if not parts:
+        raise InputError(f"--embeddings {redact_uri(embeddings)}: run {run_id} has no windows")
+    settings = {
+        "dtype": dtype,
+        "connectivity": connectivity,
+        "expansion_add": expansion_add,
+        "shard_rows": shard_rows,
+    }
+    content = hashlib.sha256("\n".join(uri for uri, _, _ in parts).encode()).hexdigest()[:16]
+    ident = {
+        "embeddings": redact_uri(embeddings.rstrip("/")),
+        "run_id": run_id,
+        "parts": content,
+        **settings,
+    }
+    manifest_uri = storage.join(out, "index.json")
+    marker_uri = storage.join(out, "_building.json")
+    for uri in (manifest_uri, marker_uri):
+        if storage.exists(uri):
+            held = json.loads(storage.read_bytes(uri))
+            if {k: held.get(k) for k in ident} != ident:
+                if not overwrite:
+                    diff = {k: held.get(k) for k in ident if held.get(k) != ident[k]}
+                    raise InputError(
+                        f"--out {redact_uri(out)} holds an index of other windows or settings "
+                        f"({diff}); choose another --out, or --overwrite to replace it"
+                    )
+                for rel, _ in storage.list_all(out):
+                    if rel.startswith("shard-") or rel in ("index.json", "_building.json"):
+                        storage.remove(storage.join(out, rel))
+            elif uri == manifest_uri:
+                print(f"[index] {redact_uri(out)} already indexes run {run_id}: nothing to do")
+                return held
+    storage.write_bytes(marker_uri, json.dumps(ident).encode())
+    shards = plan_shards(parts, shard_rows)
+    todo = [
+        n
+        for n in range(len(shards))
+        if not storage.exists(storage.join(out, shard_name(n), "done.json"))
+    ]
+    rows = sum(n for _, _, n in parts)
+    print(
+        f"[index] run {run_id}: {rows:,} windows in {len(parts)} parts -> {len(shards)} shard(s) "
+        f"of <= {shard_rows:,} ({len(shards) - len(todo)} already built); usearch HNSW {dtype}, "
+        f"M={connectivity}, efC={expansion_add} -> {redact_uri(out)}",
+        flush=True,
+    )
+    if todo:
+        import ray  # noqa: PLC0415 (only when there is work for the cluster)
+
+        init_ray(address)
+        task = ray.remote(num_cpus=cpus_per_shard, max_retries=2)(build_shard)
+        refs = [
+            task.remote(
+                n,
+                [(parts[i][0], sorted(parts[i][1])) for i in shards[n]],
+                out,
+                dtype,
+                connectivity,
+                expansion_add,
+                cpus_per_shard,
+            )
+            for n in todo
+        ]
+        for done in ray.get(refs):
+            print(f"[index] shard {done['shard']}: {done['rows']:,} windows ({done['seconds']} s)")
+    built = [
+        json.loads(storage.read_bytes(storage.join(out, shard_name(n), "done.json")))
+        for n in range(len(shards))
+    ]
+    manifest = {
+        **ident,
+        "model_version": fp["model_version"],
+        "run": fp,
+        "dim": next((b["dim"] for b in built if b["dim"]), None),
+        "metric": "cos",
+        "rows": sum(b["rows"] for b in built),
+        "shards": [{"shard": b["shard"], "rows": b["rows"]} for b in built],
+        "usearch": __import__("usearch").__version__,
+        "dry_run": dry_run,
+    }
+    storage.write_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+    storage.remove(marker_uri)
+    print(f"[index] {manifest['rows']:,} windows indexed in {time.time() - t0:.0f} s")
+    return manifest
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    ap = parser("a2v index", __doc__)
+    ap.add_argument("--embeddings", required=True, help="the --out of `a2v embed`")
+    ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
+    ap.add_argument("--out", required=True, help="output URI of the index")
+    ap.add_argument("--shard-rows", type=int, default=2_000_000)
+    ap.add_argument("--dtype", default="i8", choices=list(vector_index.DTYPES))
+    ap.add_argument("--connectivity", type=int, default=16, help="HNSW links per node (M)")
+    ap.add_argument("--expansion-add", type=int, default=64, help="HNSW efConstruction")
+    ap.add_argument("--cpus-per-shard", type=int, default=2, help="a shard build's threads")
+    ap.add_argument("--address", default=None, help="Ray cluster (default: local)")
+    ap.add_argument("--overwrite", action="store_true", help="replace another index at --out")
+    add_dry_run(ap, "index the first part")
+    args = ap.parse_args(argv)
+    run(
+        args.embeddings,
+        args.out,
+        args.run,
+        args.shard_rows,
+        args.dtype,
+        args.connectivity,
+        args.expansion_add,
+        args.cpus_per_shard,
+        args.address,
+        args.overwrite,
+        args.dry_run,
+    )
+
+
+if __name__ == "__main__":
+    main()

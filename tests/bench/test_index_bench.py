@@ -1,0 +1,51 @@
+"""bench/index.py on a small draw: the table has the exact baseline and usearch, and usearch's
+recall against the exact top k is high (the benchmark's recall column is computed, not assumed)."""
+
+from __future__ import annotations
+
+from bench import index
+
+
+def test_index_bench_reports_recall_against_the_exact_search(capsys):
+    table = index.main(
+        [
+            "--n",
+            "3000",
+            "--queries",
+            "20",
+            "--k",
+            "10",
+            "--clusters",
+            "50",
+            "--libraries",
+            "usearch",
+        ]
+    )
+    rows = table.set_index("library")
+    assert list(rows.index) == ["exact (numpy)", "usearch HNSW f32"]
+    assert rows.loc["exact (numpy)", "recall_at_k"] == 1.0
+    assert 0.9 <= rows.loc["usearch HNSW f32", "recall_at_k"] <= 1.0
+    assert rows.loc["usearch HNSW f32", "build_s"] > 0 and "x_exact" in capsys.readouterr().out
+    worse = index.main(
+        [
+            "--n",
+            "3000",
+            "--queries",
+            "20",
+            "--k",
+            "10",
+            "--clusters",
+            "50",
+            "--libraries",
+            "usearch",
+            "--ef-search",
+            "10",
+            "--ef-construction",
+            "10",
+            "--m",
+            "2",
+        ]
+    ).set_index("library")
+    assert (
+        worse.loc["usearch HNSW f32", "recall_at_k"] < rows.loc["usearch HNSW f32", "recall_at_k"]
+    )

@@ -4,6 +4,7 @@ a fine-tuned model, into one prefix; exact pooling, resume without duplicates.""
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -43,14 +44,24 @@ def embed_job(model: str, archive: str, out: str, *extra: str) -> EmbedJob:
     )
 
 
+@pytest.fixture(scope="module")
+def pre_windows(s3_pretrained, s3_archive) -> dict:
+    """`a2v embed` as the README's review loop types it (its command 2): the pretrained
+    encoder's windows of the S3 archive, committed in parts of 4 files; -> its run.json."""
+    out, pre = "s3://a2v-test/embeddings", s3_pretrained["result"]["checkpoint"]
+    embed.main(
+        ["--model", pre, "--archive", s3_archive, "--out", out, "--set", "tracking.enabled=false"]
+        + ["--set", "cluster.cpus_per_worker=0.5", "--set", "flush_every_files=4"]
+    )
+    return {**json.loads(storage.read_bytes(f"{out}/run.json")), "out": out, "pre": pre}
+
+
 def test_embed_pretrained_and_finetuned_into_one_prefix(
-    s3_pretrained, s3_archive, finetuned, synth_archive, tmp_path
+    pre_windows, s3_archive, finetuned, synth_archive, tmp_path
 ):
-    out = "s3://a2v-test/embeddings"
-    pre = s3_pretrained["result"]["checkpoint"]
+    out, pre, first = pre_windows["out"], pre_windows["pre"], pre_windows
     files = sorted(synth_archive.rglob("*.wav"))
     seconds = {str(f.relative_to(synth_archive)): sf.info(f).duration for f in files}
-    first = embed.run(embed_job(pre, s3_archive, out))
     assert first["model_kind"] == "pretrain" and first["files_processed"] == len(files)
     windows = embed.read_windows(out, first["run_id"])
     assert first["windows_written"] == len(windows) == sum(math.ceil(s) for s in seconds.values())
@@ -121,15 +132,15 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
     assert list(two["file"]) == list(hits["file"][:3])  # the mean of one vector twice: itself
 
 
-def test_the_review_loop_in_five_commands_on_s3(s3_pretrained, s3_archive, synth_archive):
-    """README's loop, command by command (the first, pretraining, is the session's fixture):
-    embed the archive, search it with 3 calls of a class, review the hits (here against the
+def test_the_review_loop_in_five_commands_on_s3(pre_windows, s3_archive, synth_archive):
+    """README's loop, command by command (pretraining is the session's fixture, embedding the
+    module's, both run as typed): embed the archive, search it with 3 calls of a class, review the hits (here against the
     ground truth: kept as the class, the rest marked negative in Raven's Annotation column),
     fine-tune on the reviewed table, label the archive with the new classifier. Everything on
     moto S3."""
     from pipelines import finetune, label
 
-    pre, root = s3_pretrained["result"]["checkpoint"], "s3://a2v-test/loop"
+    pre, root, emb = pre_windows["pre"], "s3://a2v-test/loop", pre_windows["out"]
     common = ["--set", "tracking.enabled=false", "--set", "cluster.cpus_per_worker=0.5"]
     truth = ann.read_csv(synth_archive / "annotations.csv")
     calls = truth[truth["label"] == "synch"].sort_values(["file", "onset_s"])
@@ -138,10 +149,10 @@ def test_the_review_loop_in_five_commands_on_s3(s3_pretrained, s3_archive, synth
         for c in calls.head(3).itertuples()
     ]
 
-    # 2. embed, 3. search
-    embed.main(["--model", pre, "--archive", s3_archive, "--out", f"{root}/emb", *common])
+    # 3. search (--run: the module's other tests add runs to the same prefix)
     search.main(
-        ["--embeddings", f"{root}/emb", "--model", pre, "--top-k", "30", "--label", "synch"]
+        ["--embeddings", emb, "--run", pre_windows["run_id"], "--model", pre]
+        + ["--top-k", "30", "--label", "synch"]
         + [arg for q in queries for arg in ("--query", q)]
         + ["--out", f"{root}/hits"]
     )
@@ -191,31 +202,31 @@ def test_the_review_loop_in_five_commands_on_s3(s3_pretrained, s3_archive, synth
     assert len(events) and set(events["label"]) == {"synch"}  # the reviewed class, only
 
 
-def test_index_in_shards_and_search_it_like_the_exact_search(
-    s3_pretrained, s3_archive, synth_archive, tmp_path
-):
+def test_index_in_shards_and_search_it_like_the_exact_search(pre_windows, synth_archive, tmp_path):
     """`a2v index` builds one usearch shard per group of parts (Ray tasks) on S3; `a2v search
     --index` finds what the exact search finds; a rerun builds nothing; other settings at the
     same --out stop unless --overwrite."""
     from pipelines import index
 
-    pre, root = s3_pretrained["result"]["checkpoint"], "s3://a2v-test/indexed"
-    emb = embed.run(embed_job(pre, s3_archive, f"{root}/emb", "flush_every_files=4"))
-    windows = embed.read_windows(f"{root}/emb")
-    parts = [rel for rel, _ in storage.list_all(f"{root}/emb/windows") if rel.endswith(".parquet")]
+    pre, root, run = pre_windows["pre"], "s3://a2v-test/indexed", pre_windows["run_id"]
+    emb = pre_windows["out"]
+    windows = embed.read_windows(emb, run)
+    parts = [
+        rel for rel, _ in storage.list_all(f"{emb}/windows/run={run}") if rel.endswith(".parquet")
+    ]
     assert len(parts) >= 2, parts
     # f32: a 30-step model's windows differ in the 4th decimal of their cosine (int8 storage's
     # recall is tests/core/test_vector_index.py's and bench/index.py's business)
     idx = dict(shard_rows=len(windows) // 2, dtype="f32")
-    built = index.run(f"{root}/emb", f"{root}/idx", cpus_per_shard=1, **idx)
-    assert len(built["shards"]) >= 2 and built["rows"] == len(windows) == emb["windows_written"]
-    assert built["dim"] == 64 and built["model_version"] == emb["model_version"]
+    built = index.run(emb, f"{root}/idx", run, cpus_per_shard=1, **idx)
+    assert len(built["shards"]) >= 2 and built["rows"] == len(windows)
+    assert built["dim"] == 64 and built["model_version"] == pre_windows["model_version"]
     for s in built["shards"]:
         assert storage.exists(f"{root}/idx/shard-{s['shard']:05d}/index.usearch")
 
     name = sorted(windows["file"])[0]
     query = f"{synth_archive / name}:3.0-4.0"
-    exact = search.run(f"{root}/emb", pre, [query], 10, str(tmp_path / "exact"))
+    exact = search.run(emb, pre, [query], 10, str(tmp_path / "exact"), run_id=run)
     approx = search.run(None, pre, [query], 10, str(tmp_path / "approx"), index=f"{root}/idx")
     cols = ["file", "offset_s", "duration_s", "channel", "archive"]
     assert list(approx.columns) == list(exact.columns)
@@ -224,11 +235,11 @@ def test_index_in_shards_and_search_it_like_the_exact_search(
     assert len(same) >= 9, (exact, approx)
     np.testing.assert_allclose(approx["score"], exact["score"], atol=1e-4)
 
-    again = index.run(f"{root}/emb", f"{root}/idx", **idx)
+    again = index.run(emb, f"{root}/idx", run, **idx)
     assert again == built  # nothing rebuilt
     with pytest.raises(InputError, match="holds an index of other windows or settings"):
-        index.run(f"{root}/emb", f"{root}/idx", dtype="f16")
-    replaced = index.run(f"{root}/emb", f"{root}/idx", dtype="f16", overwrite=True)
+        index.run(emb, f"{root}/idx", run, dtype="f16")
+    replaced = index.run(emb, f"{root}/idx", run, dtype="f16", overwrite=True)
     assert len(replaced["shards"]) == 1 and replaced["dtype"] == "f16"
     left = {rel.split("/")[0] for rel, _ in storage.list_all(f"{root}/idx")}
     assert left == {"index.json", "shard-00000"}, left  # the old shards went

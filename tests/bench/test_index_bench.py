@@ -5,47 +5,21 @@ from __future__ import annotations
 
 from bench import index
 
+SMALL = ["--n", "3000", "--queries", "20", "--k", "10", "--clusters", "50"]
+
+
+def usearch_row(*argv: str):
+    return index.main([*SMALL, "--libraries", "usearch", *argv]).set_index("library")
+
 
 def test_index_bench_reports_recall_against_the_exact_search(capsys):
-    table = index.main(
-        [
-            "--n",
-            "3000",
-            "--queries",
-            "20",
-            "--k",
-            "10",
-            "--clusters",
-            "50",
-            "--libraries",
-            "usearch",
-        ]
-    )
-    rows = table.set_index("library")
+    rows = usearch_row()
     assert list(rows.index) == ["exact (numpy)", "usearch HNSW f32"]
     assert rows.loc["exact (numpy)", "recall_at_k"] == 1.0
     assert 0.9 <= rows.loc["usearch HNSW f32", "recall_at_k"] <= 1.0
     assert rows.loc["usearch HNSW f32", "build_s"] > 0 and "x_exact" in capsys.readouterr().out
-    worse = index.main(
-        [
-            "--n",
-            "3000",
-            "--queries",
-            "20",
-            "--k",
-            "10",
-            "--clusters",
-            "50",
-            "--libraries",
-            "usearch",
-            "--ef-search",
-            "10",
-            "--ef-construction",
-            "10",
-            "--m",
-            "2",
-        ]
-    ).set_index("library")
+    # a graph too sparse to search well: the column shows it
+    worse = usearch_row("--ef-search", "10", "--ef-construction", "10", "--m", "2")
     assert (
         worse.loc["usearch HNSW f32", "recall_at_k"] < rows.loc["usearch HNSW f32", "recall_at_k"]
     )

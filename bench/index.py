@@ -61,13 +61,17 @@ def bench_usearch(x, q, k, args):
         dtype=args.usearch_dtype,
         connectivity=args.m,
         expansion_add=args.ef_construction,
-        expansion_search=args.ef_search,
     )
     index.add(np.arange(len(x)), x, threads=os.cpu_count())
     build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    found = index.search(q, k, threads=os.cpu_count()).keys
-    return build, time.perf_counter() - t0, index.memory_usage, found
+
+    def query(ef: int):
+        index.expansion_search = ef
+        t0 = time.perf_counter()
+        found = index.search(q, k, threads=os.cpu_count()).keys
+        return time.perf_counter() - t0, found
+
+    return build, index.memory_usage, query
 
 
 def bench_faiss(x, q, k, args):
@@ -79,11 +83,14 @@ def bench_faiss(x, q, k, args):
     index.hnsw.efConstruction = args.ef_construction
     index.add(x)
     build = time.perf_counter() - t0
-    index.hnsw.efSearch = max(args.ef_search, k)
-    t0 = time.perf_counter()
-    _, found = index.search(q, k)
-    size = len(faiss.serialize_index(index))
-    return build, time.perf_counter() - t0, size, found
+
+    def query(ef: int):
+        index.hnsw.efSearch = max(ef, k)
+        t0 = time.perf_counter()
+        _, found = index.search(q, k)
+        return time.perf_counter() - t0, found
+
+    return build, len(faiss.serialize_index(index)), query
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--m", type=int, default=16, help="HNSW links per node")
     ap.add_argument("--ef-construction", type=int, default=128)
-    ap.add_argument("--ef-search", type=int, default=128)
+    ap.add_argument("--ef-search", default="128,512", help="comma list: queried on one build")
     ap.add_argument("--usearch-dtype", default="f32", choices=["f32", "f16", "i8"])
     ap.add_argument("--libraries", default="usearch,faiss")
     ap.add_argument("--seed", type=int, default=0)
@@ -121,25 +128,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     runners = {"usearch": bench_usearch, "faiss": bench_faiss}
     for name in args.libraries.split(","):
         try:
-            build, query_s, size, found = runners[name](x, q, args.k, args)
+            build, size, query = runners[name](x, q, args.k, args)
         except ImportError as err:  # faiss-cpu is in the `bench` extra only
             print(f"  {name}: not installed ({err}); pip install -e '.[bench]'")
             continue
-        rows.append(
-            {
-                "library": f"{name} HNSW" + (f" {args.usearch_dtype}" if name == "usearch" else ""),
-                "build_s": build,
-                "query_ms": 1000 * query_s / len(q),
-                "x_exact": exact_s / query_s,
-                "recall_at_k": recall(np.asarray(found), truth),
-                "memory_mb": size / 2**20,
-            }
-        )
-        print(f"  {rows[-1]}", flush=True)
+        for ef in (int(e) for e in args.ef_search.split(",")):
+            query_s, found = query(ef)
+            rows.append(
+                {
+                    "library": f"{name} HNSW"
+                    + (f" {args.usearch_dtype}" if name == "usearch" else " f32")
+                    + f" efS={ef}",
+                    "build_s": build,
+                    "query_ms": 1000 * query_s / len(q),
+                    "x_exact": exact_s / query_s,
+                    "recall_at_k": recall(np.asarray(found), truth),
+                    "memory_mb": size / 2**20,
+                }
+            )
+            print(f"  {rows[-1]}", flush=True)
     table = pd.DataFrame(rows)
     print(
         f"\n== {args.n:,} x {args.dim} vectors ({args.clusters} clusters), {len(q)} queries, top "
-        f"{args.k}, HNSW M={args.m} efC={args.ef_construction} efS={args.ef_search}, "
+        f"{args.k}, HNSW M={args.m} efC={args.ef_construction}, "
         f"{os.cpu_count()} cores; x_exact = the exact search's query time / this one's"
     )
     print(table.to_markdown(index=False, floatfmt=".3f"))

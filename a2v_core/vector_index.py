@@ -4,8 +4,8 @@ An index is one or more shards, each a usearch index file whose keys are global 
 of the index's window table. ``build`` makes one shard; ``search_shards`` asks every shard for
 its top k and keeps the k best over all of them (the exact merge of per-shard answers). Why
 usearch: one small wheel without OpenMP (faiss-cpu: 19 MB, its own OpenMP beside torch's),
-HNSW with int8/f16 storage, an index file that can be memory-mapped instead of loaded, and on
-``bench/index.py`` 2-3x faster queries than faiss's HNSW at the same recall.
+HNSW with f16/int8 storage, an index file that can be memory-mapped instead of loaded, and on
+``bench/index.py`` (1 M x 64) 15x faster queries than faiss's HNSW at recall@50 0.98 vs 0.99.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 def build(
     vectors: np.ndarray,
     keys: np.ndarray,
-    dtype: str = "i8",
+    dtype: str = "f16",
     connectivity: int = 16,
     expansion_add: int = 64,
     threads: int = 1,

@@ -6,7 +6,8 @@
 
 The baseline is the bare model in this process: the archive's files read with soundfile, cut
 into the same 10 s chunks, normalised, embedded a batch at a time and pooled into windows
-(``a2v_core.embeddings.window_means``), with as many torch threads as each actor gets. Then
+(``a2v_core.embeddings.window_means``), with as many torch threads as each actor gets. On a
+local Ray the actors share all CPUs but one (kept for the read tasks). Then
 ``a2v embed`` (Ray Data reading + an actor pool + Parquet parts written to ``--out``) over the
 same archive with each ``--actors`` count, each a fresh output. Prints audio hours, seconds,
 x real time and the ratio to the bare model; the bare loop is what one process can do, so the
@@ -17,6 +18,7 @@ more actors than one process uses cores).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -35,6 +37,7 @@ from a2v_core.embeddings import window_means
 from a2v_core.encoder import flush_denormals
 from pipelines import embed
 from pipelines.data import storage
+from pipelines.runtime.ray_init import init_ray
 from pipelines.synth import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--archive", default=None, help="default: a synthetic one of --hours")
     ap.add_argument("--hours", type=float, default=0.5)
     ap.add_argument("--actors", default="1,2")
-    ap.add_argument("--cpus-per-actor", type=int, default=1)
+    ap.add_argument("--cpus-per-actor", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--window-s", type=float, default=1.0)
     ap.add_argument("--out", default=None, help="default: a temp dir, removed")
@@ -105,9 +108,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         rows = []
         if not storage.is_remote(archive):
             files = sorted(p for p in Path(archive).rglob("*") if p.suffix.lower() == ".wav")
-            b = bare(args.model, files, args.cpus_per_actor, args.batch_size, args.window_s)
-            rows.append({"what": f"bare model ({args.cpus_per_actor} thread)", **b})
+            threads = max(1, int(args.cpus_per_actor))
+            b = bare(args.model, files, threads, args.batch_size, args.window_s)
+            rows.append({"what": f"bare model ({threads} thread)", **b})
+        init_ray(args.address)  # started before the clock: no row pays Ray's start-up
         for n in (int(a) for a in args.actors.split(",")):
+            # locally, leave one CPU to the read tasks: actors holding every CPU starve the reading
+            # (the Train/Data deadlock of small machines), and the run never ends
+            cpus = args.cpus_per_actor
+            if args.address is None:
+                cpus = min(cpus, max(0.25, ((os.cpu_count() or 2) - 1) / n))
             job = load_config(
                 EmbedJob,
                 ROOT / "configs/embed/default.yaml",
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     f"window_s={args.window_s}",
                     f"batch_size={args.batch_size}",
                     f"cluster.num_actors={n}",
-                    f"cluster.cpus_per_worker={args.cpus_per_actor}",
+                    f"cluster.cpus_per_worker={cpus}",
                     "tracking.enabled=false",
                     "overwrite=true",
                 ]
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             summary = embed.run(job)
             rows.append(
                 {
-                    "what": f"a2v embed, {n} actor(s)",
+                    "what": f"a2v embed, {n} actor(s) x {cpus:g} CPU",
                     "windows": summary["windows_written"],
                     "audio_h": summary["audio_hours"],
                     "seconds": time.perf_counter() - t0,

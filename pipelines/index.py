@@ -22,7 +22,6 @@ marker; an ``--out`` that holds the index of another run or other settings stops
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -31,6 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import usearch
 
 from a2v_core import vector_index
 from a2v_core.errors import InputError
@@ -62,6 +62,13 @@ def pick_run(embeddings: str, run_id: str | None) -> str:
             f"--run {run_id}: not a run under {redact_uri(embeddings)} ({', '.join(runs)})"
         )
     return run_id
+
+
+def row_count(uri: str) -> int:
+    """A Parquet part's rows, from its footer only (the shard task reads the part itself)."""
+    fs, path = storage.filesystem(uri)
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 def plan_shards(parts: list[tuple[str, set[str], int]], shard_rows: int) -> list[list[int]]:
@@ -132,10 +139,7 @@ def run(
     listed = committed_parts(embeddings, "windows", run_id)
     if dry_run:
         listed = listed[:1]
-    parts = [
-        (uri, files, pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows)
-        for uri, files in listed
-    ]
+    parts = [(uri, files, row_count(uri)) for uri, files in listed]
     if not parts:
         raise InputError(f"--embeddings {redact_uri(embeddings)}: run {run_id} has no windows")
     settings = {
@@ -214,7 +218,7 @@ def run(
         "metric": "cos",
         "rows": sum(b["rows"] for b in built),
         "shards": [{"shard": b["shard"], "rows": b["rows"]} for b in built],
-        "usearch": __import__("usearch").__version__,
+        "usearch": usearch.__version__,
         "dry_run": dry_run,
     }
     storage.write_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
 
 
 def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
@@ -34,6 +33,10 @@ def frame_metrics(
     fp = int((pred & (y_true == 0)).sum())
     fn = int((~pred & (y_true == 1)).sum())
     precision, recall, f1 = precision_recall_f1(tp, tp + fp, tp + fn)
+    # imported here: every Ray Train worker imports this module through a2v_core.training,
+    # and scikit-learn (+ scipy) costs each process ~0.7 s that pretraining never uses
+    from sklearn.metrics import average_precision_score
+
     per_class = {}
     for c, name in enumerate(classes):
         per_class[name] = (

@@ -24,6 +24,10 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Ray Train's controller polls its workers every 2 s: a finished fit waited ~1 s for the next
+# poll (the suite runs ~25 fits; 0.25 s saves ~2 s each). Set before any Ray starts, so local
+# Ray, subprocess drivers and the share-nothing nodes (cluster.sh inherits it) all use it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
 def free_port() -> int:
@@ -221,7 +225,7 @@ class ShareNothingCluster:
             status = client.get_job_status(job_id)
             if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
                 return str(status), client.get_job_logs(job_id)
-            time.sleep(2)
+            time.sleep(0.5)
         client.stop_job(job_id)
         return "TIMEOUT", client.get_job_logs(job_id)
 

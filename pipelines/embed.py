@@ -55,7 +55,13 @@ from pipelines.labelling.label_outputs import (
     run_id_of,
 )
 from pipelines.runtime.job_paths import pin_paths
-from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.jobargs import (
+    add_rerun_flags,
+    command,
+    job_parser,
+    rerun_overrides,
+    resolve,
+)
 from pipelines.runtime.ray_init import init_ray
 
 WINDOW_COLUMNS = [
@@ -253,22 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="a pretraining checkpoint or a fine-tuned model (URI)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
     ap.add_argument("--window-s", type=float, help="= --set window_s=... (default 1.0)")
-    ap.add_argument(
-        "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
-    )
-    ap.add_argument(
-        "--retry-errors",
-        action="store_true",
-        help="embed again the files this run committed with a decode error",
-    )
+    add_rerun_flags(ap, "embed")
     args = ap.parse_args(argv)
     extra = {
         "model": args.model,
         "out": args.out,
         "window_s": args.window_s,
-        "overwrite": "true" if args.overwrite else None,
-        "retry_errors": "true" if args.retry_errors else None,
     }
+    extra |= rerun_overrides(args)
     run(resolve(EmbedJob, args, shorthands, extra))
 
 

@@ -67,7 +67,13 @@ from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part 
 )
 from pipelines.labelling.predictor import Predictor, effective_thresholds
 from pipelines.runtime.job_paths import pin_paths
-from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.jobargs import (
+    add_rerun_flags,
+    command,
+    job_parser,
+    rerun_overrides,
+    resolve,
+)
 from pipelines.runtime.ray_init import init_ray
 
 
@@ -231,15 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
     )
-    ap.add_argument(
-        "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
-    )
+    add_rerun_flags(ap, "label")
     ap.add_argument("--classes", help="comma list: write events of these classes only")
-    ap.add_argument(
-        "--retry-errors",
-        action="store_true",
-        help="label again the files this run committed with a decode error",
-    )
     args = ap.parse_args(argv)
     formats = f"[{args.formats}]" if args.formats else None
     extra = {
@@ -249,10 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         "events.thresholds_from_model": "false" if args.threshold is not None else None,
         "formats": formats,
         "embeddings": "true" if args.embeddings else None,
-        "overwrite": "true" if args.overwrite else None,
-        "retry_errors": "true" if args.retry_errors else None,
         "classes": f"[{args.classes}]" if args.classes else None,
     }
+    extra |= rerun_overrides(args)
     run(resolve(LabelJob, args, shorthands, extra))
 
 

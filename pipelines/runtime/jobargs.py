@@ -64,6 +64,26 @@ def add_dry_run(ap: argparse.ArgumentParser, what: str = "one file / one step") 
     ap.add_argument("--dry-run", action="store_true", help=f"{what} end to end, then stop")
 
 
+def add_rerun_flags(ap: argparse.ArgumentParser, verb: str) -> None:
+    """``--overwrite`` and ``--retry-errors``, the two ways to rerun an archive pass (label,
+    embed) over outputs it has committed; ``rerun_overrides`` turns them into config keys."""
+    ap.add_argument(
+        "--overwrite", action="store_true", help="discard this run's outputs and start fresh"
+    )
+    ap.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help=f"{verb} again the files this run committed with a decode error",
+    )
+
+
+def rerun_overrides(args: argparse.Namespace) -> dict[str, str | None]:
+    return {
+        "overwrite": "true" if args.overwrite else None,
+        "retry_errors": "true" if args.retry_errors else None,
+    }
+
+
 def resolve(
     job_cls: type[Job],
     args: argparse.Namespace,

@@ -125,25 +125,11 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     t0 = time.time()
     pin_paths(job)
     meta, config, version = inputs.encoder_model(job.model)  # before Ray, before --overwrite
-    model_cfg = ModelConfig.model_validate(config.get("model", {}))
     if listed is None:
         listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
         if storage.is_file(job.data.archive):
             job.data.archive = storage.parent(job.data.archive)
-    job.data.sample_rate_hz = int(meta.get("sample_rate_hz") or job.data.sample_rate_hz)
-    job.data.clip_s = float(config.get("data", {}).get("clip_s", job.data.clip_s))
-    job.data.overlap_s = 0.0  # chunks tile the file: windows tile it too
-    frames = job.window_s * model_cfg.frame_rate_hz
-    if round(frames) < 1 or not math.isclose(frames, round(frames)):
-        raise InputError(
-            f"--window-s {job.window_s}: not a whole number of the model's "
-            f"{model_cfg.frame_rate_hz:g} Hz frames"
-        )
-    if not math.isclose(job.data.clip_s / job.window_s, round(job.data.clip_s / job.window_s)):
-        raise InputError(
-            f"--window-s {job.window_s}: does not divide the model's {job.data.clip_s:g} s "
-            "chunks (a window would straddle two chunks)"
-        )
+    model_cfg = read_as_model_reads(job, meta, config)
     init_ray(job.cluster.address)
     require_shared({"model": job.model, "data.archive": job.data.archive})
     fp = fingerprint(job, version)
@@ -226,30 +212,51 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
             "x_real_time": stats["audio_s"] / wall if wall else 0.0,
         }
     )
-    storage.write_bytes(
-        storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
-    )
-    tracker.log_metrics(
-        {
-            k: summary[k]
-            for k in ("files_processed", "windows_written", "audio_hours", "x_real_time")
-        },
-        0,
-    )
-    tracker.log_text(json.dumps(summary, indent=2, default=str), "run.json")
+    publish(job, tracker, summary)
+    return summary
+
+
+def read_as_model_reads(job: EmbedJob, meta: dict, config: dict) -> ModelConfig:
+    """Set the job's reading to the model's (sample rate, chunk length; chunks tile the file)
+    and check that ``window_s`` tiles a chunk in whole frames; -> the model's config."""
+    model_cfg = ModelConfig.model_validate(config.get("model", {}))
+    job.data.sample_rate_hz = int(meta.get("sample_rate_hz") or job.data.sample_rate_hz)
+    job.data.clip_s = float(config.get("data", {}).get("clip_s", job.data.clip_s))
+    job.data.overlap_s = 0.0  # chunks tile the file: windows tile it too
+    frames = job.window_s * model_cfg.frame_rate_hz
+    if round(frames) < 1 or not math.isclose(frames, round(frames)):
+        raise InputError(
+            f"--window-s {job.window_s}: not a whole number of the model's "
+            f"{model_cfg.frame_rate_hz:g} Hz frames"
+        )
+    if not math.isclose(job.data.clip_s / job.window_s, round(job.data.clip_s / job.window_s)):
+        raise InputError(
+            f"--window-s {job.window_s}: does not divide the model's {job.data.clip_s:g} s "
+            "chunks (a window would straddle two chunks)"
+        )
+    return model_cfg
+
+
+def publish(job: EmbedJob, tracker, summary: dict) -> None:
+    """``<out>/run.json``, the MLflow run's metrics and artifact, and the closing lines."""
+    text = json.dumps(summary, indent=2, default=str)
+    storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
+    keys = ("files_processed", "windows_written", "audio_hours", "x_real_time")
+    tracker.log_metrics({k: summary[k] for k in keys}, 0)
+    tracker.log_text(text, "run.json")
     tracker.end()
-    if stats["files_to_retry"]:
+    if summary["files_to_retry"]:
         print(
-            f"[embed] {stats['files_to_retry']} files hit transient read errors and are not "
+            f"[embed] {summary['files_to_retry']} files hit transient read errors and are not "
             "marked done: resubmit to try them again"
         )
+    errors = summary["errors_by_type"]
     print(
-        f"[embed] {stats['files']} files, {stats['chunks']} chunks, {stats['items']} windows of "
-        f"{writer.dim} dims, {sum(error_types.values())} errors {dict(error_types)}; "
-        f"{summary['audio_hours']:.3f} audio h in {wall:.1f} s = {summary['x_real_time']:.0f}x "
-        f"real time -> {job.out}"
+        f"[embed] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "
+        f"{summary['windows_written']} windows of {summary['embedding_dim']} dims, "
+        f"{sum(errors.values())} errors {errors}; {summary['audio_hours']:.3f} audio h in "
+        f"{summary['wall_s']:.1f} s = {summary['x_real_time']:.0f}x real time -> {job.out}"
     )
-    return summary
 
 
 @command

@@ -157,22 +157,10 @@ def run(
     }
     manifest_uri = storage.join(out, "index.json")
     marker_uri = storage.join(out, "_building.json")
-    for uri in (manifest_uri, marker_uri):
-        if storage.exists(uri):
-            held = json.loads(storage.read_bytes(uri))
-            if {k: held.get(k) for k in ident} != ident:
-                if not overwrite:
-                    diff = {k: held.get(k) for k in ident if held.get(k) != ident[k]}
-                    raise InputError(
-                        f"--out {redact_uri(out)} holds an index of other windows or settings "
-                        f"({diff}); choose another --out, or --overwrite to replace it"
-                    )
-                for rel, _ in storage.list_all(out):
-                    if rel.startswith("shard-") or rel in ("index.json", "_building.json"):
-                        storage.remove(storage.join(out, rel))
-            elif uri == manifest_uri:
-                print(f"[index] {redact_uri(out)} already indexes run {run_id}: nothing to do")
-                return held
+    held = finished_index(out, ident, overwrite)
+    if held is not None:
+        print(f"[index] {redact_uri(out)} already indexes run {run_id}: nothing to do")
+        return held
     storage.write_bytes(marker_uri, json.dumps(ident).encode())
     shards = plan_shards(parts, shard_rows)
     todo = [
@@ -225,6 +213,31 @@ def run(
     storage.remove(marker_uri)
     print(f"[index] {manifest['rows']:,} windows indexed in {time.time() - t0:.0f} s")
     return manifest
+
+
+def finished_index(out: str, ident: dict, overwrite: bool) -> dict | None:
+    """The finished index of these windows and settings at ``out`` (None: none yet; a build
+    of them left half done resumes). An index or build of anything else stops the job, or with
+    ``overwrite`` is removed (its shards and manifests only)."""
+    for name in ("index.json", "_building.json"):
+        uri = storage.join(out, name)
+        if not storage.exists(uri):
+            continue
+        held = json.loads(storage.read_bytes(uri))
+        if {k: held.get(k) for k in ident} == ident:
+            if name == "index.json":
+                return held
+            continue
+        if not overwrite:
+            diff = {k: held.get(k) for k in ident if held.get(k) != ident[k]}
+            raise InputError(
+                f"--out {redact_uri(out)} holds an index of other windows or settings "
+                f"({diff}); choose another --out, or --overwrite to replace it"
+            )
+        for rel, _ in storage.list_all(out):
+            if rel.startswith("shard-") or rel in ("index.json", "_building.json"):
+                storage.remove(storage.join(out, rel))
+    return None
 
 
 @command

@@ -144,9 +144,16 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "x_real_time": audio_s / wall if wall else 0.0,
     }
     summary = redact_tree(summary)  # what is written and returned carries no credentials
-    storage.write_bytes(
-        storage.join(job.out, "run.json"), json.dumps(summary, indent=2, default=str).encode()
-    )
+    publish(job, tracker, summary)
+    return summary
+
+
+def publish(job: LabelJob, tracker, summary: dict) -> None:
+    """``<out>/run.json``, the run's combined CSV / Raven tables, the MLflow run's metrics and
+    artifact, and the closing lines."""
+    run_id = summary["run_id"]
+    text = json.dumps(summary, indent=2, default=str)
+    storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
     run_events = read_events(job.out, run_id) if {"csv", "raven"} & set(job.formats) else None
     if "csv" in job.formats:
         storage.write_bytes(
@@ -158,33 +165,23 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
             storage.join(job.out, "raven", f"{run_id}.selections.txt"),
             ann.to_raven(run_events, job.data.sample_rate_hz, combined=True).encode(),
         )
-    tracker.log_metrics(
-        {
-            k: summary[k]
-            for k in (
-                "files_processed",
-                "chunks_processed",
-                "events_written",
-                "audio_hours",
-                "wall_s",
-                "x_real_time",
-            )
-        },
-        0,
-    )
-    tracker.log_text(json.dumps(summary, indent=2, default=str), "run.json")
+    keys = ("files_processed", "chunks_processed", "events_written")
+    keys += ("audio_hours", "wall_s", "x_real_time")
+    tracker.log_metrics({k: summary[k] for k in keys}, 0)
+    tracker.log_text(text, "run.json")
     tracker.end()
-    if stats["files_to_retry"]:
+    if summary["files_to_retry"]:
         print(
-            f"[label] {stats['files_to_retry']} files hit transient read errors after "
+            f"[label] {summary['files_to_retry']} files hit transient read errors after "
             f"{job.data.read_retries} retries and are not marked done: resubmit to try them again"
         )
+    errors = summary["errors_by_type"]
     print(
-        f"[label] {stats['files']} files, {stats['chunks']} chunks, {stats['events']} events, "
-        f"{sum(error_types.values())} errors {dict(error_types)}; {audio_s / 3600:.3f} audio h in {wall:.1f} s "
+        f"[label] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "
+        f"{summary['events_written']} events, {sum(errors.values())} errors {errors}; "
+        f"{summary['audio_hours']:.3f} audio h in {summary['wall_s']:.1f} s "
         f"= {summary['x_real_time']:.0f}x real time -> {job.out}"
     )
-    return summary
 
 
 def _label_files(

@@ -47,7 +47,7 @@ def label_job(model: str, archive: str, out: str, *extra: str) -> LabelJob:
     )
 
 
-def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
+def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive, capsys):
     archive = "s3://a2v-test/label-archive"
     storage.upload_dir(synth_archive, archive)
     for name, (data, _) in bad_files().items():
@@ -64,6 +64,11 @@ def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive):
     run = summary["run_id"]
     events = label.read_events(out, run)
     assert len(events) > 0 and list(events.columns) == label.EVENT_COLUMNS  # the contract
+    # the closing line counts what was written (it said "0 events" whatever was written)
+    assert summary["events_written"] == len(events)
+    closing = f"[label] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "
+    closing += f"{len(events)} events, "
+    assert closing in capsys.readouterr().out
     # --embeddings: one mean embedding (model width) per decoded chunk, none for bad files
     emb = label.read_parts(out, "embeddings", run)
     width = load_classifier(storage.local_copy(finetuned))[0].model_cfg.width

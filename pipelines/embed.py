@@ -25,7 +25,6 @@ another run beside the first.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -45,6 +44,7 @@ from pipelines.labelling.archive_pass import (
     actor_pool,
     collect,
     commit_unsafe,
+    finish,
     plan,
     start,
 )
@@ -238,18 +238,9 @@ def read_as_model_reads(job: EmbedJob, meta: dict, config: dict) -> ModelConfig:
 
 
 def publish(job: EmbedJob, tracker, summary: dict) -> None:
-    """``<out>/run.json``, the MLflow run's metrics and artifact, and the closing lines."""
-    text = json.dumps(summary, indent=2, default=str)
-    storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
+    """The run's outputs besides the windows (``archive_pass.finish``) and its closing line."""
     keys = ("files_processed", "windows_written", "audio_hours", "x_real_time")
-    tracker.log_metrics({k: summary[k] for k in keys}, 0)
-    tracker.log_text(text, "run.json")
-    tracker.end()
-    if summary["files_to_retry"]:
-        print(
-            f"[embed] {summary['files_to_retry']} files hit transient read errors and are not "
-            "marked done: resubmit to try them again"
-        )
+    finish(job, "embed", tracker, summary, keys)
     errors = summary["errors_by_type"]
     print(
         f"[embed] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "

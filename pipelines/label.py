@@ -49,6 +49,7 @@ from pipelines.labelling.archive_pass import (
     actor_pool,
     collect,
     commit_unsafe,
+    finish,
     plan,
     start,
 )
@@ -152,8 +153,6 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     """``<out>/run.json``, the run's combined CSV / Raven tables, the MLflow run's metrics and
     artifact, and the closing lines."""
     run_id = summary["run_id"]
-    text = json.dumps(summary, indent=2, default=str)
-    storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
     run_events = read_events(job.out, run_id) if {"csv", "raven"} & set(job.formats) else None
     if "csv" in job.formats:
         storage.write_bytes(
@@ -166,15 +165,7 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
             ann.to_raven(run_events, job.data.sample_rate_hz, combined=True).encode(),
         )
     keys = ("files_processed", "chunks_processed", "events_written")
-    keys += ("audio_hours", "wall_s", "x_real_time")
-    tracker.log_metrics({k: summary[k] for k in keys}, 0)
-    tracker.log_text(text, "run.json")
-    tracker.end()
-    if summary["files_to_retry"]:
-        print(
-            f"[label] {summary['files_to_retry']} files hit transient read errors after "
-            f"{job.data.read_retries} retries and are not marked done: resubmit to try them again"
-        )
+    finish(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
     errors = summary["errors_by_type"]
     print(
         f"[label] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "

@@ -95,6 +95,23 @@ def start(
     return tracker, mlflow_run_id
 
 
+def finish(
+    job: ArchiveJob, name: str, tracker: Tracker, summary: dict, metrics: tuple[str, ...]
+) -> None:
+    """The run's ``<out>/run.json`` and MLflow metrics and artifact; the MLflow run ended; a
+    line when files are left to retry (``start``'s other end)."""
+    text = json.dumps(summary, indent=2, default=str)
+    storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
+    tracker.log_metrics({k: summary[k] for k in metrics}, 0)
+    tracker.log_text(text, "run.json")
+    tracker.end()
+    if summary["files_to_retry"]:
+        print(
+            f"[{name}] {summary['files_to_retry']} files hit transient read errors after "
+            f"{job.data.read_retries} retries and are not marked done: resubmit to try them again"
+        )
+
+
 class FileState:
     """What came back so far of one file's chunks."""
 

@@ -342,9 +342,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             feats = lambda c, e=enc, t=tap: encoder_features(job.model, e, c, t)  # noqa: E731
             row(f"step {step} {tap}", step, feats, {})
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).astype({"step": "Int64"})
     storage.write_bytes(storage.join(out, "probe.csv"), table.to_csv(index=False).encode())
-    md = table.to_markdown(index=False, floatfmt=".3f")
+    md = markdown(table)
     storage.write_bytes(storage.join(out, "probe.md"), (md + "\n").encode())
     print("\n== linear probe: frame macro AP on the held-out archive")
     print(md)
@@ -353,6 +353,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"{len(train.audio)} / {len(held.audio)} chunks, classes {train.classes}; {time.time() - t0:.0f} s"
     )
     return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table with three decimals, steps as whole numbers (a float column printed 300.000)."""
+    steps = table["step"].map(lambda s: "" if pd.isna(s) else str(int(s)))
+    return table.assign(step=steps).to_markdown(index=False, floatfmt=".3f")
 
 
 def real_clips(job: PretrainJob) -> Clips | None:

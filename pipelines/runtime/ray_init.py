@@ -23,7 +23,10 @@ def init_ray(address: str | None = None) -> None:
     if target:
         ray.init(address=target, log_to_driver=True)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        # With the dashboard comes the State API: Ray Train's placement-group cleaner asks it
+        # every second whether the run's controller lives, and without it logged a warning each
+        # time (thousands of lines in an hour's run). ~1 s more start-up; the URL is printed.
+        ray.init(address="local", include_dashboard=True, log_to_driver=True)
     # Our jobs print their own progress lines / bars; Ray Data's per-operator bars in every
     # worker drown them out.
     ray.data.DataContext.get_current().enable_progress_bars = False

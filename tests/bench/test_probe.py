@@ -44,6 +44,15 @@ def test_probe_pretrains_with_a_checkpoint_at_every_requested_step(tmp_path):
     assert job.run.checkpoint_every_steps == 100 and job.run.keep_checkpoints == 6
 
 
+def test_probe_table_prints_steps_as_whole_numbers():
+    table = pd.DataFrame(
+        {"features": ["log-mel", "step 300"], "step": [None, 300], "probe_macro_ap": [0.6841, 0.12]}
+    ).astype({"step": "Int64"})
+    rows = probe.markdown(table).splitlines()[2:]
+    assert [r.split("|")[2].strip() for r in rows] == ["", "300"]  # not nan / 300.000
+    assert "0.684" in rows[0] and "0.120" in rows[1]
+
+
 def test_logmel_probe_finds_a_tone():
     """A pure tone in half of the frames: a linear probe on log-mel separates it (AP ~ 1),
     and the frames that are zero padding never enter the features or the targets."""

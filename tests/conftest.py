@@ -111,14 +111,16 @@ def gcs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session(s3, gcs):
-    """One local Ray for the session (4 logical CPUs so Train workers and Ray Data both fit)."""
+    """One local Ray for the session (4 logical CPUs so Train workers and Ray Data both fit),
+    with the options init_ray starts one with (its workers ask their own State API)."""
     import ray
     import ray.data
 
+    from pipelines.runtime.ray_init import local_ray_options
+
     ray.init(
-        address="local",
+        **local_ray_options(),
         num_cpus=4,
-        include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import ray
 import ray.data
@@ -23,10 +24,28 @@ def init_ray(address: str | None = None) -> None:
     if target:
         ray.init(address=target, log_to_driver=True)
     else:
-        # With the dashboard comes the State API: Ray Train's placement-group cleaner asks it
-        # every second whether the run's controller lives, and without it logged a warning each
-        # time (thousands of lines in an hour's run). ~1 s more start-up; the URL is printed.
-        ray.init(address="local", include_dashboard=True, log_to_driver=True)
+        ray.init(**local_ray_options(), log_to_driver=True)
     # Our jobs print their own progress lines / bars; Ray Data's per-operator bars in every
     # worker drown them out.
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def local_ray_options() -> dict:
+    """``ray.init`` options for a fresh local Ray whose workers ask their own State API.
+
+    Ray Train's placement-group cleaner asks the State API every second whether the run's
+    controller lives, and a worker finds the State API by looking for Ray on the machine.
+    Without a dashboard there is none (a warning every second); with another Ray on the
+    machine (a second job, a test run) it asked that one, which does not know the controller,
+    and removed the training's placement group: the fit died. So: a dashboard on a port chosen
+    here, and RAY_API_SERVER_ADDRESS naming it in every worker (the job's runtime env)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {
+        "address": "local",
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": port,
+        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+    }

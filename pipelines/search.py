@@ -5,8 +5,7 @@
         --label rare --out s3://bucket/search/rare-1
 
 ``--index`` (an ``a2v index`` of the run) instead of ``--embeddings`` searches approximately
-(HNSW, every shard's top k merged) without loading the windows: for archives whose windows do
-not fit in memory.
+(HNSW, every shard's top k merged): queries in milliseconds at any archive size.
 
 Each ``--query FILE[:ONSET-OFFSET]`` (seconds; the whole file without) is embedded the way
 ``a2v embed`` embedded the archive: the file's 10 s chunks from its start, normalised as the
@@ -14,7 +13,8 @@ archive's were, through the same model (``--model`` must be the run's: its versi
 checked), and the query's frames averaged. Several queries combine by the **mean of their
 L2-normalised embeddings** (one prototype: Perch's agile-modeling default); hits are ranked by
 cosine similarity between the prototype and every window of the run. The search is exact
-(brute force over the run's windows, in memory: ~0.25 GB per million 64-dim windows).
+(brute force over the run's committed window parts, one part in memory at a time, keeping the
+best ``top_k``: memory does not grow with the archive, time does).
 
 Writes ``<out>/hits.parquet`` (rank, score, archive, file, offset_s, duration_s, channel,
 run_id) and ``<out>/hits.selections.txt``: a Raven Pro selection table (one row per hit,
@@ -31,6 +31,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -43,8 +45,8 @@ from a2v_core.encoder import flush_denormals
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import inputs, storage
-from pipelines.embed import read_windows
 from pipelines.index import pick_run
+from pipelines.labelling.label_outputs import committed_parts
 from pipelines.runtime.jobargs import add_dry_run, command, parser
 
 _SPAN = re.compile(r"^(?P<file>.+?)(?::(?P<on>\d+(?:\.\d*)?)-(?P<off>\d+(?:\.\d*)?))?$")
@@ -100,15 +102,45 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def search(windows: pd.DataFrame, queries: np.ndarray, top_k: int) -> pd.DataFrame:
-    """The ``top_k`` windows nearest (cosine) to the mean of the unit query vectors."""
-    proto = unit(unit(np.asarray(queries, np.float32)).mean(0))
-    scores = unit(np.stack(windows["embedding"]).astype(np.float32)) @ proto
-    k = min(top_k, len(scores))
-    best = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, int)
-    best = best[np.argsort(-scores[best], kind="stable")]
-    hits = windows.iloc[best].drop(columns=["embedding"]).reset_index(drop=True)
-    hits.insert(0, "score", scores[best].astype(float))
+def prototype(queries: np.ndarray) -> np.ndarray:
+    """The mean of the unit query vectors, as a unit vector."""
+    return unit(unit(np.asarray(queries, np.float32)).mean(0))
+
+
+def best_of(rows: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    """The ``top_k`` rows by score; ties in archive, file and offset order."""
+    key = ["score", "archive", "file", "offset_s"]
+    return rows.sort_values(key, ascending=[False, True, True, True], kind="stable").head(top_k)
+
+
+def search_parts(embeddings: str, run_id: str, queries: np.ndarray, top_k: int):
+    """The ``top_k`` windows of run ``run_id`` nearest (cosine) the queries' prototype, over
+    its committed window parts read one at a time (each file's newest rows only); returns
+    (hits, windows searched)."""
+    proto, best, n = prototype(queries), None, 0
+    for uri, files in committed_parts(embeddings, "windows", run_id):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        table = table.filter(pc.is_in(table["file"], pa.array(sorted(files), table["file"].type)))
+        if not table.num_rows:
+            continue
+        vectors = table["embedding"].combine_chunks().flatten().to_numpy()
+        scores = unit(vectors.reshape(table.num_rows, -1).astype(np.float32)) @ proto
+        k = min(top_k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        rows = table.drop_columns(["embedding"]).take(pa.array(top)).to_pandas()
+        rows = rows.assign(score=scores[top].astype(float))
+        best = best_of(rows if best is None else pd.concat([best, rows]), top_k)
+        n += table.num_rows
+    if best is None:
+        raise InputError(f"--embeddings {redact_uri(embeddings)}: run {run_id} holds no windows")
+    return ranked(best), n
+
+
+def ranked(hits: pd.DataFrame) -> pd.DataFrame:
+    """rank and score first, then the window's columns."""
+    hits = hits.reset_index(drop=True)
+    score = hits.pop("score")
+    hits.insert(0, "score", score)
     hits.insert(0, "rank", np.arange(1, len(hits) + 1))
     return hits
 
@@ -116,7 +148,7 @@ def search(windows: pd.DataFrame, queries: np.ndarray, top_k: int) -> pd.DataFra
 def search_index(index_uri: str, manifest: dict, queries: np.ndarray, top_k: int) -> pd.DataFrame:
     """The ``top_k`` windows nearest the query prototype, from an ``a2v index`` (every shard's
     top k, merged), with the same columns as ``search``."""
-    proto = unit(unit(np.asarray(queries, np.float32)).mean(0))
+    proto = prototype(queries)
     shards = [s for s in manifest["shards"] if s["rows"]]
     with contextlib.ExitStack() as stack:
         folders = [stack.enter_context(storage.fetched(shard_folder(index_uri, s))) for s in shards]
@@ -179,9 +211,7 @@ def run(
         hits = search_index(index, manifest, vectors, top_k)
         n_windows = manifest["rows"]
     else:
-        windows = read_windows(embeddings, run_id)
-        hits = search(windows, vectors, top_k)
-        n_windows = len(windows)
+        hits, n_windows = search_parts(embeddings, run_id, vectors, top_k)
     buf = io.BytesIO()
     hits.to_parquet(buf, index=False)
     storage.write_bytes(storage.join(out, "hits.parquet"), buf.getvalue())

@@ -166,11 +166,12 @@ def main() -> None:
     moto, _ = start_moto()
     import ray
 
+    from pipelines.runtime.ray_init import local_ray_options
+
     try:
         ray.init(
-            address="local",
+            **local_ray_options(),  # workers ask their own State API
             num_cpus=args.cpus,
-            include_dashboard=False,
             log_to_driver=False,
             logging_level="ERROR",
         )

@@ -63,10 +63,11 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
+    from pipelines.runtime.ray_init import local_ray_options
+
     ray.init(
-        address="local",
+        **local_ray_options(),  # workers ask their own State API
         num_cpus=args.cpus + 1,
-        include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
     )

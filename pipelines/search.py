@@ -147,7 +147,7 @@ def ranked(hits: pd.DataFrame) -> pd.DataFrame:
 
 def search_index(index_uri: str, manifest: dict, queries: np.ndarray, top_k: int) -> pd.DataFrame:
     """The ``top_k`` windows nearest the query prototype, from an ``a2v index`` (every shard's
-    top k, merged), with the same columns as ``search``."""
+    top k, merged), with the same columns as ``search_parts``."""
     proto = prototype(queries)
     shards = [s for s in manifest["shards"] if s["rows"]]
     with contextlib.ExitStack() as stack:

@@ -14,6 +14,7 @@ when trials pretrain) that ``a2v finetune --config`` / ``a2v pretrain --config``
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -73,6 +74,20 @@ def _parent_run(sweep: SweepConfig, resumed: bool) -> tuple[Tracker, str | None]
     return tracker, run_id
 
 
+class SweepMLflowCallback(MLflowLoggerCallback):
+    """Tune's MLflow callback without the tracking URI in its pickle: Tune writes its callbacks
+    into ``tuner.pkl`` in the sweep's folder, and a URI may carry a password. ``setup`` (on this
+    driver, for a fresh and for a resumed sweep) reads $MLFLOW_TRACKING_URI, which
+    ``build_tuner`` sets from the sweep's tracking config."""
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "tracking_uri": None}
+
+    def setup(self, *args, **kwargs):
+        self.tracking_uri = tracking_uri()
+        super().setup(*args, **kwargs)
+
+
 def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.tune.Tuner:
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(run_trial, sweep=sweep.model_dump(mode="json")),
@@ -80,6 +95,8 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
     )
     storage_path, storage_fs = storage.train_storage(sweep.storage_path)
     path = storage.join(storage_path, sweep.name)
+    if sweep.tracking.enabled:  # what SweepMLflowCallback.setup reads, resumed sweeps included
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(sweep.tracking.uri)
     if resume:
         if not ray.tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
             raise InputError(f"--resume: no sweep state to resume at {path}")
@@ -93,7 +110,7 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
     callbacks = []
     if sweep.tracking.enabled:
         callbacks.append(
-            MLflowLoggerCallback(
+            SweepMLflowCallback(
                 tracking_uri=tracking_uri(sweep.tracking.uri),
                 experiment_name=sweep.tracking.experiment,
                 tags={"mlflow.parentRunId": parent_id, "a2v.sweep": sweep.name},

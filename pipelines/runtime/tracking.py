@@ -45,7 +45,12 @@ class Tracker:
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri(uri))
+        resolved = tracking_uri(uri)
+        if redact_uri(resolved) != resolved:
+            # MLflow prints "View run <name> at: <tracking URI>/#/..." to stdout when a run
+            # ends, password included: job logs would hold it
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        mlflow.set_tracking_uri(resolved)
         mlflow.set_experiment(experiment)
 
     def start(

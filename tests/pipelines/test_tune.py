@@ -216,3 +216,18 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
     first_log = (tmp_path / "first.log").read_text()
     assert first_log.count("[pretrain] final checkpoint") == 1  # before the first trial
     assert "[pretrain] final checkpoint" not in res.stdout + res.stderr  # not again on resume
+
+
+def test_the_mlflow_callback_pickles_without_the_tracking_uri():
+    """Tune writes its callbacks into tuner.pkl in the sweep's folder (on S3 for a cluster
+    sweep): a password in the tracking URI must not go with it; setup reads the driver's
+    $MLFLOW_TRACKING_URI (build_tuner sets it), for a resumed sweep too."""
+    import cloudpickle
+
+    from tune.sweep import SweepMLflowCallback
+
+    uri = "http://a2v:planted-pw-7f3a0c@127.0.0.1:1"
+    blob = cloudpickle.dumps(SweepMLflowCallback(tracking_uri=uri, experiment_name="x"))
+    assert b"planted-pw" not in blob
+    restored = cloudpickle.loads(blob)
+    assert restored.tracking_uri is None and restored.experiment_name == "x"

@@ -30,6 +30,19 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
+PLANTED_AWS_SECRET = "planted-aws-91c2e4"  # the share-nothing nodes' AWS secret (moto takes any)
+
+
+def files_holding(root: Path, secrets: tuple[str, ...]) -> list[str]:
+    """'path: secret' for every file under ``root`` holding one of ``secrets``."""
+    hits = []
+    for f in root.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            hits += [f"{f}: {s}" for s in secrets if s.encode() in data]
+    return hits
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -264,6 +277,8 @@ def share_nothing(tmp_path_factory, s3):
         "RAY_HEAD_PORT": str(free_port()),
         "RAY_DASHBOARD_PORT": str(free_port()),
         "RAY_AUTH_MODE": "disabled",
+        # every node and job driver holds it; tests/e2e's last test searches the outputs for it
+        "AWS_SECRET_ACCESS_KEY": PLANTED_AWS_SECRET,
         # a killed node is declared dead after ~3 s instead of ~30 s
         "RAY_health_check_period_ms": "1000",
         "RAY_health_check_failure_threshold": "3",
@@ -342,33 +357,19 @@ def clean_dir(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def finetuned(ray_session, synth_archive, tmp_path_factory):
-    """A tiny classifier fine-tuned from scratch for 40 steps, for plumbing, not quality: it is
-    near chance (val macro AP ~0.01; frame probabilities ~0.03-0.09, and its tuned thresholds
-    reach 0.95), so a test that needs events labels with one low explicit threshold."""
-    from a2v_core.config import FinetuneJob
-    from a2v_core.config_loader import load_config
-    from pipelines import finetune
+FIXED_MODEL = ROOT / "tests/data/fixed/model"
 
-    d = tmp_path_factory.mktemp("ft")
-    job = load_config(
-        FinetuneJob,
-        Path(__file__).resolve().parents[1] / "configs/finetune/tiny.yaml",
-        [
-            f"data.archive={synth_archive}",
-            f"data.annotations={synth_archive}/annotations.csv",
-            f"run.storage_path={d}",
-            "run.name=ft-label",
-            "tracking.enabled=false",
-            "optim.max_steps=40",
-            "run.validate_every_steps=40",
-            "cluster.cpus_per_worker=0.5",
-            "loss.prior_prob=0.2",
-            "optim.freeze_frontend=true",
-        ],
-    )
-    return finetune.run(job)["checkpoint"]
+
+@pytest.fixture(scope="session")
+def finetuned(ray_session, tmp_path_factory) -> str:
+    """A copy of the committed fine-tuned tiny checkpoint (tests/data/fixed/model: 8 synthetic
+    classes, val macro AP 0.83, tuned per-class thresholds 0.2-0.7), so that no test writes into
+    the repo. Fine-tuning itself runs in the tests of tests/pipelines/test_training.py, the
+    share-nothing module and the sweeps; a test that labels needs a model, not a training run.
+    Label tests that want events on every file set one low explicit threshold."""
+    d = tmp_path_factory.mktemp("ft") / "model"
+    shutil.copytree(FIXED_MODEL, d)
+    return str(d)
 
 
 SERVICES = {"ray_session", "s3", "gcs", "mlflow_server", "share_nothing"}

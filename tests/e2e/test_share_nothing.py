@@ -7,6 +7,10 @@ One cluster serves the module: pretraining (a worker node is killed mid-run and 
 fresh, empty one), fine-tuning from the S3 checkpoint, a 2-trial sweep, labelling with actors
 on both nodes and evaluation. Labelling and evaluation must equal a local run of the same
 model over the same archive.
+
+Every job reaches MLflow through ``MLFLOW_TRACKING_URI`` with a password in it, and every node
+holds a planted AWS secret (conftest's share_nothing fixture): the module's last test searches
+every object the jobs wrote, the MLflow server's store and the jobs' logs for both.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from a2v_core.config import EvaluateJob, FinetuneJob
 from a2v_core.config_loader import load_config
 from pipelines import evaluate, label
 from pipelines.data import storage
-from tests.conftest import ROOT
+from tests.conftest import PLANTED_AWS_SECRET, ROOT, files_holding
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +39,21 @@ ARCHIVE = f"{S3}/archive"
 RUNS = f"{S3}/runs"
 PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 10, 3, 5
 THRESHOLD = 0.03  # 6 fine-tuning steps: probabilities stay low, and events are what we compare
+PASSWORD = "planted-pw-7f3a0c"
 
 
 @pytest.fixture(scope="module")
 def archive(s3, synth_archive) -> str:
     storage.upload_dir(synth_archive, ARCHIVE)
     return ARCHIVE
+
+
+@pytest.fixture(scope="module")
+def tracking_env(mlflow_server) -> dict[str, str]:
+    """A job's environment: the MLflow server through a URI with a password (the server has no
+    auth and ignores it), as users pass one."""
+    host = mlflow_server.split("://", 1)[1]
+    return {"MLFLOW_TRACKING_URI": f"http://a2v:{PASSWORD}@{host}"}
 
 
 def once(items: list) -> list:
@@ -79,13 +92,12 @@ def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
 
 
 @pytest.fixture(scope="module")
-def pretrained(share_nothing, mlflow_server, archive) -> dict:
+def pretrained(share_nothing, tracking_env, archive) -> dict:
     """Pretraining on 2 workers, one per worker node; after step KILL_AFTER_STEP worker node 1
     is killed (SIGKILL, as a preempted spot node) and a fresh node takes its place."""
     entry = pretrain_entry(
         RUNS,
         "sn-pretrain",
-        f"tracking.uri={mlflow_server}",
         f"optim.max_steps={PRETRAIN_STEPS}",
         "optim.warmup_steps=2",
         "cluster.num_workers=2",
@@ -101,7 +113,7 @@ def pretrained(share_nothing, mlflow_server, archive) -> dict:
     # RAY_DEDUP_LOGS=0: Ray's driver folds log lines that differ only in words with digits or
     # hex ("[pretrain] rank 0/2 on node 5fe5...", "... rank 1/2 on node 50ec...") into one line
     # "[repeated 2x across cluster]" when they arrive within seconds: the placement below reads them
-    job = share_nothing.submit(["env", "RAY_DEDUP_LOGS=0", *entry])
+    job = share_nothing.submit(["env", "RAY_DEDUP_LOGS=0", *entry], env_vars=tracking_env)
     client = share_nothing.client()
     deadline = time.time() + 600
     while not job_steps(logs := client.get_job_logs(job)) or job_steps(logs)[-1] < KILL_AFTER_STEP:
@@ -174,7 +186,7 @@ def test_pretrain_survives_a_replaced_node(pretrained, mlflow_server):
 
 
 @pytest.fixture(scope="module")
-def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
+def finetuned(share_nothing, tracking_env, pretrained, archive) -> str:
     t0 = time.time()
     logs = share_nothing.run(
         [
@@ -193,8 +205,6 @@ def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
             RUNS,
             "--name",
             "sn-finetune",
-            "--set",
-            f"tracking.uri={mlflow_server}",
             "--set",
             "optim.max_steps=6",
             "--set",
@@ -217,7 +227,8 @@ def finetuned(share_nothing, mlflow_server, pretrained, archive) -> str:
             "loss.prior_prob=0.2",
             "--set",
             "optim.freeze_frontend=true",
-        ]
+        ],
+        env_vars=tracking_env,
     )
     assert "[finetune] best valid" in logs
     print(f"\n[share-nothing] finetune: {time.time() - t0:.0f} s")
@@ -253,18 +264,18 @@ def local_label_job(cls, model: str, out: str, *extra: str):
     )
 
 
-def spread_entry(module: str, model: str, out: str, mlflow_server: str, *extra: str) -> list[str]:
+def spread_entry(module: str, model: str, out: str, *extra: str) -> list[str]:
     """A label / evaluate command with 2 predictor actors spread over the worker nodes."""
     return [
         *("python", "-m", module, "--model", model, "--archive", ARCHIVE, "--out", out),
-        *("--threshold", str(THRESHOLD), "--set", f"tracking.uri={mlflow_server}"),
+        *("--threshold", str(THRESHOLD)),
         *("--set", "cluster.num_actors=2", "--set", "cluster.cpus_per_worker=1"),
         *("--set", "cluster.placement_strategy=SPREAD", *extra),
     ]
 
 
 def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
-    share_nothing, mlflow_server, finetuned, ray_session
+    share_nothing, tracking_env, finetuned, ray_session
 ):
     """The defect this module was written for: the driver copied an s3:// model into its own
     temp dir and handed that path to the predictor actors, which run on other nodes. The local
@@ -277,7 +288,7 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     local_events = label.read_events(f"{S3}/eval-local/labels", mine["label_run"])
     t0 = time.time()
     out = f"{S3}/labels"
-    share_nothing.run(spread_entry("pipelines.label", finetuned, out, mlflow_server))
+    share_nothing.run(spread_entry("pipelines.label", finetuned, out), env_vars=tracking_env)
     t_label = time.time() - t0
     summary = json.loads(storage.read_bytes(f"{out}/run.json"))
     assert len(summary["chunks_by_node"]) == 2, summary["chunks_by_node"]
@@ -294,9 +305,8 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
 
     t0 = time.time()
     share_nothing.run(
-        spread_entry(
-            "pipelines.evaluate", finetuned, f"{S3}/eval", mlflow_server, "--annotations", ann_uri
-        )
+        spread_entry("pipelines.evaluate", finetuned, f"{S3}/eval", "--annotations", ann_uri),
+        env_vars=tracking_env,
     )
     t_eval = time.time() - t0
     remote = json.loads(storage.read_bytes(f"{S3}/eval/metrics.json"))
@@ -306,7 +316,7 @@ def test_label_and_evaluate_on_both_nodes_equal_a_local_run(
     print(f"\n[share-nothing] label: {t_label:.0f} s, evaluate: {t_eval:.0f} s")
 
 
-def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archive):
+def test_tune_sweep_of_two_trials(share_nothing, tracking_env, mlflow_server, finetuned, archive):
     """A 2-trial ASHA sweep: the trial with lr ~ 0 stops at the first rung; MLflow holds the
     parent and one child per trial with its validation curve; the best config is a plain
     fine-tuning config naming the better lr."""
@@ -348,8 +358,9 @@ def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archi
             "--set",
             "max_concurrent_trials=1",  # the lr ~ 0 trial meets the good one's first rung
             "--set",
-            f"tracking={{uri: '{mlflow_server}', experiment: a2v/sn-sweep}}",
-        ]
+            "tracking={experiment: a2v/sn-sweep}",
+        ],
+        env_vars=tracking_env,
     )
     results = pd.read_csv(io.BytesIO(storage.read_bytes(f"{S3}/tune/sn-sweep/results.csv")))
     assert len(results) == 2 and (results["status"] == "TERMINATED").all(), logs[-4000:]
@@ -371,3 +382,31 @@ def test_tune_sweep_of_two_trials(share_nothing, mlflow_server, finetuned, archi
     arts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
     assert {"best_finetune.yaml", "results.csv", "sweep.png"} <= arts
     print(f"\n[share-nothing] tune (2 trials, ASHA): {time.time() - t0:.0f} s")
+
+
+def test_no_secret_is_written(share_nothing, mlflow_server, tmp_path_factory, s3):
+    """After the module's jobs (pretraining with a node replaced, fine-tuning, labelling,
+    evaluation, the sweep): neither planted secret is in any object under the module's S3
+    prefix, in the MLflow server's store (database and artifacts) or in a job's logs."""
+    secrets = (PASSWORD, PLANTED_AWS_SECRET)
+    mlflow.set_tracking_uri(mlflow_server)
+    jobs = {
+        r.data.tags.get("a2v.job")
+        for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+    }
+    # the jobs did log through the URI with the password
+    assert jobs >= {"pretrain", "finetune", "label", "evaluate"}, jobs
+    fs = s3["fs"]
+    keys = fs.find(S3.removeprefix("s3://"))
+    assert len(keys) > 20 and any(k.endswith("/model.pt") for k in keys)
+    hits = [f"{k}: {x}" for k in keys for x in secrets if x.encode() in fs.cat_file(k)]
+    stores = list(tmp_path_factory.getbasetemp().glob("mlflow-server[0-9]*"))
+    assert len(stores) == 1
+    hits += files_holding(stores[0], secrets)
+    client = share_nothing.client()
+    for job in client.list_jobs():
+        logs = client.get_job_logs(job.submission_id)
+        hits += [f"logs of {job.entrypoint[:60]}: {x}" for x in secrets if x in logs]
+    assert hits == []
+    # the redacted URI is still there, as a record of where the run was tracked
+    assert "http://***@" in storage.read_bytes(f"{RUNS}/sn-pretrain/config.yaml").decode()

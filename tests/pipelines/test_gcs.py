@@ -1,5 +1,6 @@
 """gs:// against a real GCS emulator (gcp-storage-emulator over HTTP, read through gcsfs and
-pyarrow's GCS filesystem): storage calls, Ray Train checkpoints, labelling an archive."""
+pyarrow's GCS filesystem): storage calls and labelling an archive here; Ray Train checkpoints on
+gs:// and resuming from them in test_training.py (the driver-restart test)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from a2v_core.checkpoint import load_checkpoint
-from a2v_core.config import PretrainJob
-from a2v_core.config_loader import load_config
-from pipelines import label, pretrain
+from pipelines import label
 from pipelines.data import storage
 from tests.pipelines.test_label import label_job
 
@@ -53,10 +51,10 @@ def test_gs_storage_round_trip(gcs, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrain_checkpoints_and_label_on_gs(gcs, finetuned, synth_archive, tmp_path):
-    """An archive on gs:// is pretrained on (checkpoints and the final export on gs://, a
-    resubmission resumes from them) and labelled with a gs:// model into gs://, with the same
-    events as labelling a local copy."""
+def test_label_on_gs(gcs, finetuned, synth_archive, tmp_path):
+    """An archive on gs:// is labelled with a gs:// model into gs://, with the same events as
+    labelling a local copy. (Ray Train checkpoints on gs:// and resuming from them:
+    tests/pipelines/test_training.py::test_driver_restart_continues_from_checkpoint_on_gs.)"""
     bucket = gcs["bucket"]
     archive = f"gs://{bucket}/archive"
     local = tmp_path / "archive"
@@ -65,31 +63,6 @@ def test_pretrain_checkpoints_and_label_on_gs(gcs, finetuned, synth_archive, tmp
         (local / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(synth_archive / rel, local / rel)
     storage.upload_dir(local, archive)
-
-    def pre(steps: int) -> dict:
-        job = load_config(
-            PretrainJob,
-            ROOT / "configs/pretrain/tiny.yaml",
-            [
-                f"data.archive={archive}",
-                f"run.storage_path=gs://{bucket}/runs",
-                "run.name=pre-gs",
-                "tracking.enabled=false",
-                "cluster.cpus_per_worker=0.5",
-                f"optim.max_steps={steps}",
-                "run.checkpoint_every_steps=2",
-            ],
-        )
-        return pretrain.run(job)
-
-    first = pre(2)
-    assert first["checkpoint"] == f"gs://{bucket}/runs/pre-gs/final"
-    ray_ckpts = [r for r, _ in storage.list_all(f"gs://{bucket}/runs/pre-gs") if "checkpoint_" in r]
-    assert ray_ckpts, "no Ray Train checkpoint landed on gs://"
-    pre(4)  # the same run name and config: resumes at step 2 from gs://
-    with storage.fetched(first["checkpoint"]) as d:
-        _, _, meta = load_checkpoint(d)
-    assert meta["step"] == 4 and meta["kind"] == "pretrain"
 
     model = f"gs://{bucket}/model"
     storage.upload_dir(finetuned, model)

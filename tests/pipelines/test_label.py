@@ -38,8 +38,7 @@ def label_job(model: str, archive: str, out: str, *extra: str) -> LabelJob:
             "tracking.enabled=false",
             "cluster.cpus_per_worker=0.5",
             "formats=[parquet,raven,audacity,csv]",
-            # 40 steps from scratch leave frame probabilities at ~0.03-0.09 (median ~0.045; the
-            # checkpoint's tuned thresholds are up to 0.95): one low threshold keeps events certain
+            # one low threshold (the checkpoint's tuned ones are 0.2-0.7) keeps events certain
             f"events.threshold={THRESHOLD}",
             "events.thresholds_from_model=false",
             *extra,

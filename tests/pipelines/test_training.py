@@ -78,16 +78,26 @@ def test_collapse_stops_pretraining_and_marks_the_run_failed(ray_session, tmp_pa
     assert run.info.status == "FAILED" and "collapse" in run.data.tags["a2v.error"]
 
 
-def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_path):
+def loss_steps(uri: str) -> list[int]:
+    """The steps of the loss history of the one MLflow run in ``uri``."""
+    mlflow.set_tracking_uri(uri)
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+
+
+def test_driver_restart_continues_from_checkpoint_on_gs(ray_env, gcs, synth_archive, tmp_path):
+    """A pretraining driver killed (SIGKILL) after its first checkpoint landed on gs://; the
+    same command again resumes from gs:// (the GCS emulator through pyarrow's GcsFileSystem, as
+    Ray Train writes there) and ends at the requested step with the optimizer's state intact."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    runs = tmp_path / "runs"
+    runs = f"gs://{gcs['bucket']}/runs"
     args = [
         "--config",
         "configs/pretrain/tiny.yaml",
         "--archive",
         str(synth_archive),
         "--storage-path",
-        str(runs),
+        runs,
         "--name",
         "restart",
         "--set",
@@ -96,6 +106,8 @@ def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_pa
         "optim.max_steps=400",
         "--set",
         "run.checkpoint_every_steps=2",
+        "--set",
+        "run.log_every_steps=1",
     ]
     log = open(tmp_path / "driver.log", "wb")
     env = {k: v for k, v in ray_env.items() if k != "RAY_TRAIN_ENABLE_PRINT_PATCH"}
@@ -107,29 +119,44 @@ def test_driver_restart_continues_from_checkpoint(ray_env, synth_archive, tmp_pa
         stderr=subprocess.STDOUT,
         env=env,
     )
+
+    def ray_checkpoints() -> list[str]:
+        if not storage.exists(f"{runs}/restart"):
+            return []
+        return [r for r, _ in storage.list_all(f"{runs}/restart") if "checkpoint_" in r]
+
     deadline = time.time() + 240
-    while time.time() < deadline and not list((runs / "restart").glob("checkpoint_*/model.pt")):
+    while time.time() < deadline and not any(r.endswith("model.pt") for r in ray_checkpoints()):
         time.sleep(1)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     log.close()
-    assert list((runs / "restart").glob("checkpoint_*/model.pt")), "no checkpoint before the kill"
+    assert any(r.endswith("model.pt") for r in ray_checkpoints()), "no checkpoint before the kill"
     # a line the worker printed reached the driver's log once (Train V2's print patch: twice)
     text = (tmp_path / "driver.log").read_text(errors="replace")
     assert text.count("[pretrain] rank 0/1 on node") == 1, text[-3000:]
+    logged_before = loss_steps(uri)
     job = pre_job(
         str(synth_archive),
-        str(runs),
+        runs,
         "restart",
         uri,
         "optim.max_steps=8",
         "run.checkpoint_every_steps=2",
+        "run.log_every_steps=1",
     )
     res = pretrain.run(job)
-    states, _, meta = load_checkpoint(res["checkpoint"])
-    assert meta["step"] == 8
+    assert res["checkpoint"] == f"{runs}/restart/final"
+    with storage.fetched(res["checkpoint"]) as d:
+        states, _, meta = load_checkpoint(d)
+    assert meta["step"] == 8 and meta["kind"] == "pretrain"
     assert {int(s["step"]) for s in states["optimizer"]["state"].values()} == {8}
+    # it resumed (a fresh start would log the killed driver's steps again): one MLflow run, its
+    # loss logged once per step, the killed driver's steps included
+    steps = loss_steps(uri)
+    assert len(steps) == len(set(steps)) and set(range(1, 9)) <= set(steps), steps
+    assert len(logged_before) >= 2 and set(logged_before) <= set(steps), logged_before
 
 
 def test_finetune_from_pretrained_at_10_percent_labels(

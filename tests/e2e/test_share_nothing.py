@@ -66,10 +66,15 @@ def job_steps(logs: str) -> list[int]:
     return once([int(s) for s in re.findall(r"\[pretrain\] step (\d+)/", logs)])
 
 
+def set_args(*sets: str) -> list[str]:
+    """``--set KEY=VALUE`` for each of ``sets``."""
+    return [arg for s in sets for arg in ("--set", s)]
+
+
 def pretrain_entry(storage_path: str, name: str, *sets: str) -> list[str]:
     entry = ["python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml"]
     entry += ["--archive", ARCHIVE, "--storage-path", storage_path, "--name", name]
-    return entry + [arg for s in sets for arg in ("--set", s)]
+    return entry + set_args(*sets)
 
 
 def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
@@ -190,43 +195,23 @@ def finetuned(share_nothing, tracking_env, pretrained, archive) -> str:
     t0 = time.time()
     logs = share_nothing.run(
         [
-            "python",
-            "-m",
-            "pipelines.finetune",
-            "--config",
-            "configs/finetune/tiny.yaml",
-            "--pretrained",
-            pretrained["uri"],
-            "--archive",
-            archive,
-            "--annotations",
-            f"{archive}/annotations.csv",
-            "--storage-path",
-            RUNS,
-            "--name",
-            "sn-finetune",
-            "--set",
-            "optim.max_steps=6",
-            "--set",
-            "optim.warmup_steps=2",
-            "--set",
-            "optim.freeze_steps=2",
-            "--set",
-            "run.validate_every_steps=6",
-            "--set",
-            "run.checkpoint_every_steps=6",
-            "--set",
-            "cluster.num_workers=2",
-            "--set",
-            "cluster.cpus_per_worker=1",
-            "--set",
-            "cluster.torch_threads=1",
-            "--set",
-            "cluster.placement_strategy=SPREAD",
-            "--set",
-            "loss.prior_prob=0.2",
-            "--set",
-            "optim.freeze_frontend=true",
+            *("python", "-m", "pipelines.finetune", "--config", "configs/finetune/tiny.yaml"),
+            *("--pretrained", pretrained["uri"], "--archive", archive),
+            *("--annotations", f"{archive}/annotations.csv"),
+            *("--storage-path", RUNS, "--name", "sn-finetune"),
+            *set_args(
+                "optim.max_steps=6",
+                "optim.warmup_steps=2",
+                "optim.freeze_steps=2",
+                "run.validate_every_steps=6",
+                "run.checkpoint_every_steps=6",
+                "cluster.num_workers=2",
+                "cluster.cpus_per_worker=1",
+                "cluster.torch_threads=1",
+                "cluster.placement_strategy=SPREAD",
+                "loss.prior_prob=0.2",
+                "optim.freeze_frontend=true",
+            ),
         ],
         env_vars=tracking_env,
     )
@@ -334,31 +319,19 @@ def test_tune_sweep_of_two_trials(share_nothing, tracking_env, mlflow_server, fi
     ]
     logs = share_nothing.run(
         [
-            "python",
-            "-m",
-            "pipelines.tune",
-            "--config",
-            "configs/tune/masking_focal.yaml",
-            "--set",
-            "name=sn-sweep",
-            "--set",
-            f"storage_path={S3}/tune",
-            "--set",
-            "pretrain=null",
-            "--set",
-            f"finetune.set=[{', '.join(ft_set)}]",
-            "--set",
-            f"finetune.pretrained={RUNS}/sn-pretrain/final",
-            "--set",
-            "space={finetune.optim.lr: {type: grid, values: [0.003, 1.0e-9]}}",
-            "--set",
-            "num_samples=1",
-            "--set",
-            "scheduler={type: asha, grace_period: 1, reduction_factor: 2}",
-            "--set",
-            "max_concurrent_trials=1",  # the lr ~ 0 trial meets the good one's first rung
-            "--set",
-            "tracking={experiment: a2v/sn-sweep}",
+            *("python", "-m", "pipelines.tune", "--config", "configs/tune/masking_focal.yaml"),
+            *set_args(
+                "name=sn-sweep",
+                f"storage_path={S3}/tune",
+                "pretrain=null",
+                f"finetune.set=[{', '.join(ft_set)}]",
+                f"finetune.pretrained={RUNS}/sn-pretrain/final",
+                "space={finetune.optim.lr: {type: grid, values: [0.003, 1.0e-9]}}",
+                "num_samples=1",
+                "scheduler={type: asha, grace_period: 1, reduction_factor: 2}",
+                "max_concurrent_trials=1",  # the lr ~ 0 trial meets the good one's first rung
+                "tracking={experiment: a2v/sn-sweep}",
+            ),
         ],
         env_vars=tracking_env,
     )

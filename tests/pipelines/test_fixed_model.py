@@ -24,7 +24,7 @@ SPINETAIL = SHARED / "data/real/spinetail/spinetail.wav"
 COLUMNS = ["file", "onset_s", "offset_s", "label", "score"]
 
 
-def label_fixed(archive: Path, out: Path, *extra: str) -> tuple[dict, pd.DataFrame]:
+def label_fixed(archive: Path, out: Path) -> tuple[dict, pd.DataFrame]:
     """``a2v label --model tests/data/fixed/model`` with the fixture's per-class thresholds."""
     thresholds = json.loads((FIXED / "thresholds.json").read_text())
     job = load_config(
@@ -39,7 +39,6 @@ def label_fixed(archive: Path, out: Path, *extra: str) -> tuple[dict, pd.DataFra
             "events.thresholds_from_model=false",  # those of thresholds.json, far from every frame
             f"events.class_thresholds={json.dumps(thresholds)}",
             "formats=[parquet]",
-            *extra,
         ],
     )
     summary = label.run(job)

@@ -95,8 +95,9 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
     )
     storage_path, storage_fs = storage.train_storage(sweep.storage_path)
     path = storage.join(storage_path, sweep.name)
+    uri = tracking_uri(sweep.tracking.uri)
     if sweep.tracking.enabled:  # what SweepMLflowCallback.setup reads, resumed sweeps included
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(sweep.tracking.uri)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
     if resume:
         if not ray.tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
             raise InputError(f"--resume: no sweep state to resume at {path}")
@@ -111,7 +112,7 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
     if sweep.tracking.enabled:
         callbacks.append(
             SweepMLflowCallback(
-                tracking_uri=tracking_uri(sweep.tracking.uri),
+                tracking_uri=uri,
                 experiment_name=sweep.tracking.experiment,
                 tags={"mlflow.parentRunId": parent_id, "a2v.sweep": sweep.name},
             )

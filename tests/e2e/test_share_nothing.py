@@ -254,8 +254,9 @@ def spread_entry(module: str, model: str, out: str, *extra: str) -> list[str]:
     return [
         *("python", "-m", module, "--model", model, "--archive", ARCHIVE, "--out", out),
         *("--threshold", str(THRESHOLD)),
-        *("--set", "cluster.num_actors=2", "--set", "cluster.cpus_per_worker=1"),
-        *("--set", "cluster.placement_strategy=SPREAD", *extra),
+        *set_args("cluster.num_actors=2", "cluster.cpus_per_worker=1"),
+        *set_args("cluster.placement_strategy=SPREAD"),
+        *extra,
     ]
 
 

@@ -87,8 +87,8 @@ def loss_steps(uri: str) -> list[int]:
 
 def test_driver_restart_continues_from_checkpoint_on_gs(ray_env, gcs, synth_archive, tmp_path):
     """A pretraining driver killed (SIGKILL) after its first checkpoint landed on gs://; the
-    same command again resumes from gs:// (the GCS emulator through pyarrow's GcsFileSystem, as
-    Ray Train writes there) and ends at the requested step with the optimizer's state intact."""
+    same run submitted again (max_steps 8) resumes from gs:// (the GCS emulator through pyarrow's
+    GcsFileSystem, as Ray Train writes there) and ends at step 8 with the optimizer's state intact."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     runs = f"gs://{gcs['bucket']}/runs"
     args = [
@@ -120,19 +120,21 @@ def test_driver_restart_continues_from_checkpoint_on_gs(ray_env, gcs, synth_arch
         env=env,
     )
 
-    def ray_checkpoints() -> list[str]:
-        if not storage.exists(f"{runs}/restart"):
-            return []
-        return [r for r, _ in storage.list_all(f"{runs}/restart") if "checkpoint_" in r]
+    def checkpoints_on_gs() -> bool:
+        """Whether a Ray Train checkpoint with its model landed under the run."""
+        return storage.exists(f"{runs}/restart") and any(
+            "checkpoint_" in r and r.endswith("model.pt")
+            for r, _ in storage.list_all(f"{runs}/restart")
+        )
 
     deadline = time.time() + 240
-    while time.time() < deadline and not any(r.endswith("model.pt") for r in ray_checkpoints()):
+    while time.time() < deadline and not checkpoints_on_gs():
         time.sleep(1)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     log.close()
-    assert any(r.endswith("model.pt") for r in ray_checkpoints()), "no checkpoint before the kill"
+    assert checkpoints_on_gs(), "no checkpoint before the kill"
     # a line the worker printed reached the driver's log once (Train V2's print patch: twice)
     text = (tmp_path / "driver.log").read_text(errors="replace")
     assert text.count("[pretrain] rank 0/1 on node") == 1, text[-3000:]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["file", "onset_s", "offset_s", "label"]
-OPTIONAL = ["low_freq_hz", "high_freq_hz", "focal", "score", "channel"]
+OPTIONAL = ["low_freq_hz", "high_freq_hz", "focal", "score", "channel", "source_rate_hz"]
 RAVEN_LABEL_COLUMNS = ("Annotation", "Species", "Label", "label", "Class", "Tags")
 
 
@@ -132,17 +132,25 @@ def read_raven(
 
 
 def to_raven(
-    table: pd.DataFrame, sample_rate_hz: float | None = None, combined: bool = False
+    table: pd.DataFrame,
+    sample_rate_hz: float | None = None,
+    combined: bool = False,
+    low_hz: float = 0.0,
 ) -> str:
     """Raven Pro selection table text for one recording (Begin File + File Offset set, so it
     opens both as a selection table and as a sound selection table). ``combined``: one table
     over many recordings, sorted by file, with a ``Begin Path`` column (the path relative to
-    the archive); times stay relative to each file."""
+    the archive); times stay relative to each file. Rows without their own frequency bounds
+    get the band heard: ``low_hz`` to the lower of the Nyquist of ``sample_rate_hz`` (the
+    model's) and of the row's ``source_rate_hz`` (the recording's own), when known."""
     order = ["file", "onset_s", "label"] if combined else ["onset_s", "label"]
     t = validate(table).sort_values(order).reset_index(drop=True)
-    nyquist = (sample_rate_hz or 8000) / 2
-    low = t["low_freq_hz"] if "low_freq_hz" in t.columns else pd.Series(0.0, index=t.index)
-    high = t["high_freq_hz"] if "high_freq_hz" in t.columns else pd.Series(nyquist, index=t.index)
+    nyquist = pd.Series((sample_rate_hz or 8000) / 2, index=t.index, dtype=float)
+    if "source_rate_hz" in t.columns:
+        source = pd.to_numeric(t["source_rate_hz"], errors="coerce")
+        nyquist = nyquist.where(~(source > 0), np.minimum(nyquist, source / 2))
+    low = t["low_freq_hz"] if "low_freq_hz" in t.columns else pd.Series(low_hz, index=t.index)
+    high = t["high_freq_hz"] if "high_freq_hz" in t.columns else nyquist
     out = pd.DataFrame(
         {
             "Selection": np.arange(1, len(t) + 1),
@@ -151,7 +159,7 @@ def to_raven(
             "Channel": t["channel"].fillna(1).astype(int) if "channel" in t.columns else 1,
             "Begin Time (s)": t["onset_s"].round(4),
             "End Time (s)": t["offset_s"].round(4),
-            "Low Freq (Hz)": low.fillna(0.0).round(1),
+            "Low Freq (Hz)": low.fillna(low_hz).round(1),
             "High Freq (Hz)": high.fillna(nyquist).round(1),
             "Annotation": t["label"],
             "Begin File": t["file"].map(lambda f: Path(str(f)).name),

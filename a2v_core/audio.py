@@ -64,6 +64,7 @@ class Chunk:
     error_type: str = ""  # with ``chunk_errors``: this window failed (the rest of the file did not)
     error_message: str = ""
     channel: int = 0  # the file's channel this chunk was taken from (0-based)
+    source_rate_hz: int = 0  # the file's own rate (the chunk is at the model's)
 
 
 def open_sound(fileobj: BinaryIO) -> sf.SoundFile:
@@ -184,7 +185,7 @@ def read_window(
     elif not direct:
         audio[:valid] = x[:valid]
     audio[valid:] = 0.0
-    return Chunk(offset_s=offset_s, audio=audio, valid_samples=valid, channel=picked)
+    return Chunk(offset_s, audio, valid, channel=picked, source_rate_hz=sr_in)
 
 
 def iter_chunks(
@@ -224,6 +225,7 @@ def iter_chunks(
                 audio = buf if buf is not None else np.zeros(int(clip_s * sample_rate_hz), "f4")
                 audio[:] = 0.0
                 chunk = Chunk(offset, audio, 0, 0, exc.error_type, exc.message)
+                chunk.source_rate_hz = snd.samplerate
             except sf.LibsndfileError as exc:
                 raise DecodeError("truncated", f"decode failed at {offset:.2f} s ({exc})") from exc
             chunk.n_chunks = len(offsets)

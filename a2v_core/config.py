@@ -90,9 +90,33 @@ class TrainJob(Job):
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_follows_model(cls, data: Any) -> Any:
+        """``data.sample_rate_hz`` follows ``model.sample_rate_hz`` (either may be given; both,
+        differing, is an error), and 1 kHz frames default to 2 s clips (2 000 frames, as 10 s
+        at 200 Hz), so that the two can never disagree."""
+        if not isinstance(data, dict):
+            return data
+        model, group = data.get("model"), data.get("data")
+        model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
+        group = group.model_dump() if isinstance(group, BaseModel) else dict(group or {})
+        m_rate, d_rate = model.get("sample_rate_hz"), group.get("sample_rate_hz")
+        if m_rate is not None and d_rate is not None and m_rate != d_rate:
+            raise ValueError(
+                f"data.sample_rate_hz ({d_rate}) differs from model.sample_rate_hz ({m_rate}); "
+                "set model.sample_rate_hz (or --sample-rate-hz) alone: the data follows the model"
+            )
+        rate = m_rate if m_rate is not None else d_rate
+        if rate is not None:
+            model["sample_rate_hz"] = group["sample_rate_hz"] = rate
+        if model.get("frame_rate_hz") == 1000 and "clip_s" not in group:
+            group["clip_s"] = 2.0
+        return {**data, "model": model, "data": group}
+
     @model_validator(mode="after")
     def _rates_match(self) -> TrainJob:
-        if self.data.sample_rate_hz != self.model.sample_rate_hz:
+        if self.data.sample_rate_hz != self.model.sample_rate_hz:  # set apart after validation
             raise ValueError("data.sample_rate_hz must equal model.sample_rate_hz")
         return self
 
@@ -118,6 +142,17 @@ class FinetuneJob(TrainJob):
         "other one). micro-F1 at events.threshold is the original's; macro AP needs no "
         "threshold, which suits short runs whose per-class thresholds are tuned afterwards",
     )
+
+    @model_validator(mode="after")
+    def _events_follow_frames(self) -> FinetuneJob:
+        """Threshold tuning scores the events labelling will write: at 1 kHz frames the event
+        defaults keep their number of frames (``EventConfig.at_frame_rate``)."""
+        if self.model.frame_rate_hz != 200:
+            scaled = self.events.at_frame_rate(self.model.frame_rate_hz)
+            for key in ("pool_s", "min_event_s"):
+                if getattr(self.events, key) != getattr(scaled, key):
+                    setattr(self.events, key, getattr(scaled, key))
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from a2v_core.presets import MODEL_PRESETS, ConvLayer
+from a2v_core.rates import FRAME_RATES_HZ, front_end, hearing_line, rate_preset
 
 
 class Group(BaseModel):
@@ -18,14 +19,30 @@ class Group(BaseModel):
 
 
 class ModelConfig(Group):
-    """Architecture. ``preset`` fills every field that the YAML does not set; the sizes are
-    required fields without literal defaults, so ``a2v_core.presets`` is their one source."""
+    """Architecture. ``preset`` (size) fills every field that the YAML does not set, and the rate
+    preset of ``sample_rate_hz`` (``a2v_core.rates``) fills the front end (Sinc taps and stride,
+    first filter, conv strides); the sizes are required fields without literal defaults, so
+    ``a2v_core.presets`` and ``a2v_core.rates`` are their one source."""
 
     preset: Literal["tiny", "base", "large"] = "tiny"
-    sample_rate_hz: int = Field(8000, gt=0, description="model input rate")
+    sample_rate_hz: int = Field(
+        8000,
+        gt=0,
+        description="model input rate, one of the rate presets (8000, 16000, 24000, 32000, "
+        "48000, 96000, 192000, 250000, 256000, 384000); every file is resampled to it on read",
+    )
+    frame_rate_hz: Literal[200, 1000] = Field(
+        200, description="frames per second: 200 (5 ms, the original) or 1000 (ultrasonic presets)"
+    )
     sinc_filters: int = Field(ge=1)
     sinc_taps: int = Field(ge=3, description="odd kernel length of the Sinc filters")
-    sinc_min_low_hz: float = Field(50.0, ge=0)
+    sinc_stride: int = Field(
+        1, ge=1, description="Sinc outputs kept every this many samples (the rate preset's)"
+    )
+    sinc_min_low_hz: float = Field(50.0, ge=0, description="lowest low edge a filter can learn")
+    sinc_init_low_hz: float | None = Field(
+        None, ge=0, description="the first filter's low edge at init (None: 2 x sinc_min_low_hz)"
+    )
     conv_layers: list[ConvLayer]
     width: int = Field(ge=8)
     heads: int = Field(ge=1)
@@ -59,11 +76,26 @@ class ModelConfig(Group):
         if isinstance(data, dict):
             preset = data.get("preset", "tiny")
             if preset in MODEL_PRESETS:
-                data = {**MODEL_PRESETS[preset], **data}
+                size = MODEL_PRESETS[preset]
+                rate = data.get("sample_rate_hz", 8000)
+                frames = data.get("frame_rate_hz", 200)
+                if isinstance(rate, int) and frames in FRAME_RATES_HZ:
+                    # ValueError naming the nearest preset for a rate without one
+                    size = {**size, **front_end(size["conv_layers"], rate, frames)}
+                data = {**size, **data}
         return data
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
+        rate_preset(self.sample_rate_hz)  # a rate set by assignment is checked too
+        frames = self.sample_rate_hz / self.hop_samples
+        if frames != self.frame_rate_hz:
+            raise ValueError(
+                f"model.conv_layers and model.sinc_stride ({self.sinc_stride}) give {frames:g} "
+                f"frames/s at {self.sample_rate_hz} Hz, not model.frame_rate_hz "
+                f"{self.frame_rate_hz}; leave them unset for the rate preset's: "
+                f"{front_end(MODEL_PRESETS[self.preset]['conv_layers'], self.sample_rate_hz, self.frame_rate_hz)}"
+            )
         if self.sinc_taps % 2 == 0:
             raise ValueError(f"model.sinc_taps must be odd, got {self.sinc_taps}")
         if self.width % self.heads:
@@ -83,15 +115,36 @@ class ModelConfig(Group):
 
     @property
     def hop_samples(self) -> int:
-        return math.prod(s for _, _, s in self.conv_layers)
+        return self.sinc_stride * math.prod(s for _, _, s in self.conv_layers)
 
     @property
-    def frame_rate_hz(self) -> float:
-        return self.sample_rate_hz / self.hop_samples
+    def band_hz(self) -> tuple[float, float]:
+        """What the model hears at init: the first filter's low edge to Nyquist."""
+        low = (
+            self.sinc_init_low_hz if self.sinc_init_low_hz is not None else 2 * self.sinc_min_low_hz
+        )
+        return low, self.sample_rate_hz / 2
+
+    def hearing(self, job: str) -> str:
+        """The job's first log line: the model's rate, band and frames."""
+        return hearing_line(job, self.sample_rate_hz, self.frame_rate_hz, self.band_hz[0])
+
+    @property
+    def frontend_macs_per_s(self) -> float:
+        """Multiply-adds of the Sinc layer and conv stack per second of audio (the part of the
+        model whose cost grows with the rate; the transformer's is per frame)."""
+        rate = self.sample_rate_hz / self.sinc_stride  # Sinc outputs per second
+        macs = rate * self.sinc_filters * self.sinc_taps
+        channels = self.sinc_filters
+        for out_channels, kernel, stride in self.conv_layers:
+            rate /= stride
+            macs += rate * out_channels * channels * kernel
+            channels = out_channels
+        return macs
 
     @property
     def receptive_field_samples(self) -> int:
-        rf, jump = self.sinc_taps, 1
+        rf, jump = self.sinc_taps, self.sinc_stride
         for _, kernel, stride in self.conv_layers:
             rf += (kernel - 1) * jump
             jump *= stride
@@ -294,8 +347,12 @@ class EventConfig(Group):
         description="use the per-class thresholds tuned on validation and saved in the checkpoint "
         "(explicit class_thresholds still win; --threshold turns this off)",
     )
-    pool_s: float = Field(0.1, ge=0)
-    min_event_s: float = Field(0.05, ge=0)
+    pool_s: float = Field(
+        0.1, ge=0, description="moving-average window; unset: 20 frames (0.1 s at 200 Hz)"
+    )
+    min_event_s: float = Field(
+        0.05, ge=0, description="shortest event kept; unset: 10 frames (0.05 s at 200 Hz)"
+    )
     top_class_only: bool = False
     tune_iou: float = Field(
         0.5,
@@ -313,3 +370,14 @@ class EventConfig(Group):
         "call; missing it at IoU 0.5 tuned the class to 0.95 and silenced a class with frame "
         "AP 0.84)",
     )
+
+    def at_frame_rate(self, frame_rate_hz: float) -> EventConfig:
+        """This config for a model of ``frame_rate_hz``: ``pool_s`` and ``min_event_s``, where
+        not set, keep their number of frames (20 and 10: 0.02 s and 0.01 s at 1 kHz frames)."""
+        scale = 200.0 / frame_rate_hz
+        update = {
+            key: default * scale
+            for key, default in (("pool_s", 0.1), ("min_event_s", 0.05))
+            if key not in self.model_fields_set
+        }
+        return self.model_copy(update=update)

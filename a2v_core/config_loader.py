@@ -50,7 +50,10 @@ def _format_error(job: type[BaseModel], err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(job, [str(p) for p in e["loc"][:-1]])
             msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
-        lines.append(f"  {loc or '<config>'}: {msg} (got {e.get('input')!r})")
+        got = e.get("input")
+        # a check over a whole group or job has the whole tree as its input: not printed
+        shown = "" if isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
+        lines.append(f"  {loc or '<config>'}: {msg}{shown}")
     return "invalid config:\n" + "\n".join(lines)
 
 

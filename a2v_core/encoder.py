@@ -1,8 +1,8 @@
 """animal2vec encoder: Sinc + conv feature stack -> projection -> conv positions + ALiBi ->
 post-LN transformer blocks that also return their pre-residual FFN output.
 
-The local encoder (Sinc, convs, projection) maps 8 kHz audio to 200 Hz frames (40-sample
-hop). The context part can run on a subset of frames (the student's unmasked tokens): ALiBi
+The local encoder (Sinc, convs, projection) maps audio to 200 Hz frames (40-sample hop at
+8 kHz; other rates: the rate preset's Sinc stride and conv strides, ``a2v_core.rates``). The context part can run on a subset of frames (the student's unmasked tokens): ALiBi
 is built from the kept frames' true positions, so distances stay correct when tokens drop.
 Axes: B batch, S samples, T frames, T' kept frames, D width, H heads.
 """
@@ -64,6 +64,8 @@ class LocalEncoder(nn.Module):
             cfg.sample_rate_hz,
             cfg.sinc_min_low_hz,
             cfg.sinc_min_band_hz,
+            cfg.sinc_stride,
+            cfg.sinc_init_low_hz,
         )
         self.convs = ConvFeatureStack(cfg.sinc_filters, cfg.conv_layers)
         self.proj_norm = nn.LayerNorm(self.convs.out_channels)

@@ -2,8 +2,10 @@
 
 Each filter k is a windowed difference of two sincs with learnable low edge and band
 (mel-initialised, SpeechBrain/SincNet style, spec section 2). Filters are rebuilt from the
-two parameters on every forward pass and run in fp32 with reflect "same" padding, so the
-output has exactly as many samples as the input.
+two parameters on every forward pass and run in fp32 with reflect "same" padding; with
+``stride`` 1 the output has exactly as many samples as the input, with stride D it keeps
+every D-th of them (input sample n*D at output n: the rate presets above 8 kHz,
+``a2v_core.rates``).
 Axes: B batch, S samples, F filters.
 """
 
@@ -36,17 +38,23 @@ class SincConv(nn.Module):
         sample_rate_hz: int,
         min_low_hz: float,
         min_band_hz: float,
+        stride: int = 1,
+        init_low_hz: float | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"Sinc kernel_size must be odd, got {kernel_size}")
-        self.n_filters, self.kernel_size = n_filters, kernel_size
+        self.n_filters, self.kernel_size, self.stride = n_filters, kernel_size, stride
         self.sample_rate_hz = float(sample_rate_hz)
         self.min_low_hz, self.min_band_hz = float(min_low_hz), float(min_band_hz)
         top_hz = self.sample_rate_hz / 2 - (self.min_low_hz + self.min_band_hz)
-        mel = torch.linspace(hz_to_mel(self.min_low_hz), hz_to_mel(top_hz), n_filters + 1)
+        # None: SpeechBrain's init (mel from min_low, stored as an offset above min_low, so the
+        # first filter starts at 2 x min_low); else the first low edge is init_low_hz itself
+        start_hz = self.min_low_hz if init_low_hz is None else float(init_low_hz)
+        mel = torch.linspace(hz_to_mel(start_hz), hz_to_mel(top_hz), n_filters + 1)
         hz = mel_to_hz(mel)
-        self.low_hz_ = nn.Parameter(hz[:-1].unsqueeze(1))  # (F, 1)
+        low = hz[:-1] if init_low_hz is None else hz[:-1] - self.min_low_hz
+        self.low_hz_ = nn.Parameter(low.unsqueeze(1))  # (F, 1)
         self.band_hz_ = nn.Parameter(torch.diff(hz).unsqueeze(1))  # (F, 1)
         half = kernel_size // 2
         # Half Hamming window on the SpeechBrain grid (slightly non-integer, kept on purpose).
@@ -82,11 +90,11 @@ class SincConv(nn.Module):
         return kernel / (2 * band[:, None])
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, S) or (B, 1, S) -> (B, F, S)."""
+        """(B, S) or (B, 1, S) -> (B, F, ceil(S / stride))."""
         x = audio if audio.dim() == 3 else audio.unsqueeze(1)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = F.pad(x.float(), (self.kernel_size // 2, self.kernel_size // 2), mode="reflect")
-            return F.conv1d(x, self.kernels().unsqueeze(1).float())
+            return F.conv1d(x, self.kernels().unsqueeze(1).float(), stride=self.stride)
 
 
 class PSwish(nn.Module):
@@ -122,11 +130,15 @@ class SincFrontEnd(nn.Module):
         sample_rate_hz: int,
         min_low_hz: float,
         min_band_hz: float,
+        stride: int = 1,
+        init_low_hz: float | None = None,
     ) -> None:
         super().__init__()
-        self.sinc = SincConv(n_filters, kernel_size, sample_rate_hz, min_low_hz, min_band_hz)
+        self.sinc = SincConv(
+            n_filters, kernel_size, sample_rate_hz, min_low_hz, min_band_hz, stride, init_low_hz
+        )
         self.norm = ChannelLayerNorm(n_filters)
         self.act = PSwish(n_filters)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, F, S)
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, F, S / stride)
         return self.act(self.norm(self.sinc(audio)))

@@ -70,6 +70,7 @@ WINDOW_COLUMNS = [
     "offset_s",
     "duration_s",
     "channel",
+    "source_rate_hz",
     "embedding",
     "model_version",
     "run_id",
@@ -96,6 +97,7 @@ def windows_table(rows: list[dict], dim: int) -> pa.Table:
     flat = pa.array(vectors.astype(np.float32).reshape(-1))
     columns = {k: pa.array([r[k] for r in rows]) for k in WINDOW_COLUMNS if k != "embedding"}
     columns["channel"] = pa.array([r["channel"] for r in rows], pa.int32())
+    columns["source_rate_hz"] = pa.array([r["source_rate_hz"] for r in rows], pa.int32())
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim)
     return pa.table({k: columns[k] for k in WINDOW_COLUMNS})
 
@@ -130,6 +132,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         if storage.is_file(job.data.archive):
             job.data.archive = storage.parent(job.data.archive)
     model_cfg = read_as_model_reads(job, meta, config)
+    print(model_cfg.hearing("embed"))
     init_ray(job.cluster.address)
     require_shared({"model": job.model, "data.archive": job.data.archive})
     fp = fingerprint(job, version)
@@ -157,6 +160,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
                     "offset_s": float(row.offset_s) + k * job.window_s,
                     "duration_s": float(d),
                     "channel": int(row.channel) + 1,
+                    "source_rate_hz": int(row.source_rate_hz),
                     "embedding": v[None, :],
                     "model_version": version,
                     "run_id": run_id,

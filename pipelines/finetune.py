@@ -18,6 +18,7 @@ at 0.175 and macro AP; the best model by ``select_metric`` is exported to
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tempfile
 import time
@@ -31,7 +32,9 @@ import torch
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
+from a2v_core.errors import InputError
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
+from a2v_core.redact import redact_uri
 from a2v_core.training import TrainState, finetune_step
 from pipelines.data import storage
 from pipelines.data.finetune_data import batch_targets, is_reviewed, prepare, split_dataset
@@ -208,8 +211,32 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
     return storage.join(run_dir, "best"), meta
 
 
+def check_pretrained_rate(job: FinetuneJob) -> None:
+    """A pretrained encoder is fine-tuned at the rate and frame rate it was pretrained at: an
+    ``error:`` line before Ray starts, instead of a shape mismatch inside a worker."""
+    if not job.pretrained:
+        return
+    try:
+        meta = json.loads(storage.read_bytes(storage.join(job.pretrained, "meta.json")))
+    except (FileNotFoundError, OSError, ValueError):
+        return  # not a checkpoint: the worker's load says so
+    rate, frames = meta.get("sample_rate_hz"), meta.get("frame_rate_hz", 200)
+    if rate is not None and (int(rate), int(frames)) != (
+        job.model.sample_rate_hz,
+        job.model.frame_rate_hz,
+    ):
+        raise InputError(
+            f"--pretrained {redact_uri(job.pretrained)} was pretrained at {int(rate)} Hz and "
+            f"{int(frames)} frames/s; this fine-tuning is at {job.model.sample_rate_hz} Hz and "
+            f"{job.model.frame_rate_hz} frames/s: fine-tune at its rate (--sample-rate-hz "
+            f"{int(rate)}{'' if int(frames) == 200 else ' --set model.frame_rate_hz=' + str(int(frames))})"
+        )
+
+
 def run(job: FinetuneJob) -> dict:
+    print(job.model.hearing("finetune"))
     pin_paths(job)
+    check_pretrained_rate(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
     prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts
@@ -281,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         "label_fraction",
         "address",
         "num_workers",
+        "sample_rate_hz",
     ]
     ap = job_parser("a2v finetune", __doc__, shorthands)
     ap.add_argument(

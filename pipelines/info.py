@@ -1,7 +1,8 @@
 """``a2v info --config FILE [--job pretrain|finetune] [--json]``: what a user planning a run needs to know.
 
-Parameter counts (encoder, student incl. decoder, EMA teacher), frame rate, receptive
-field, frames per clip, the masked fraction of the configured masking (simulated) and
+Input rate and the band the model hears, the front end (Sinc taps and stride, conv strides)
+and its cost per second of audio relative to the 8 kHz preset, parameter counts (encoder,
+student incl. decoder, EMA teacher), frame rate, receptive field, frames per clip, the masked fraction of the configured masking (simulated) and
 audio seconds per optimizer step (per worker x workers x accumulation).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from a2v_core.config import JOBS, EmaConfig, MaskingConfig, TrainJob
+from a2v_core.config import JOBS, EmaConfig, MaskingConfig, ModelConfig, TrainJob
 from a2v_core.config_loader import load_config
 from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
@@ -26,8 +27,15 @@ def summarize(job: TrainJob) -> dict:
     model = Data2VecPretrainer(job.model, masking, getattr(job, "ema", EmaConfig()))
     frames = int(round(job.data.clip_s * job.model.frame_rate_hz))
     teacher = count_params(model.teacher)
+    at_8k = ModelConfig(preset=job.model.preset)
     return {
         "preset": job.model.preset,
+        "sample_rate_hz": job.model.sample_rate_hz,
+        "band_hz": list(job.model.band_hz),
+        "sinc_taps": job.model.sinc_taps,
+        "sinc_stride": job.model.sinc_stride,
+        "conv_strides": [s for _, _, s in job.model.conv_layers],
+        "frontend_cost_vs_8khz": job.model.frontend_macs_per_s / at_8k.frontend_macs_per_s,
         "params_encoder": count_params(model.encoder),
         "params_student": count_params(model) - teacher,
         "params_teacher": teacher,
@@ -51,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["pretrain", "finetune"],
         help="the job the config is for (default: its folder, configs/<job>/...)",
     )
+    ap.add_argument(
+        "--sample-rate-hz",
+        type=int,
+        default=None,
+        help="= --set model.sample_rate_hz=...: the rate preset (8000 ... 384000)",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -59,12 +73,23 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(
             f"--config {args.config}: not under configs/<job>/; say --job pretrain|finetune"
         )
-    job = load_config(JOBS[kind], args.config, args.overrides)  # ConfigError: one line, exit 2
+    rate = [f"model.sample_rate_hz={args.sample_rate_hz}"] if args.sample_rate_hz else []
+    job = load_config(JOBS[kind], args.config, rate + args.overrides)  # ConfigError: exit 2
     info = summarize(job)
     if args.json:
         print(json.dumps(info, indent=2))
         return
+    low, high = info["band_hz"]
     print(f"preset            {info['preset']}")
+    print(
+        f"input rate        {info['sample_rate_hz']} Hz; hears {low:g}-{high:g} Hz (files at other "
+        "rates are resampled to it)"
+    )
+    print(
+        f"front end         Sinc {info['sinc_taps']} taps, stride {info['sinc_stride']}; conv "
+        f"strides {'*'.join(map(str, info['conv_strides']))}; cost {info['frontend_cost_vs_8khz']:.2f}x "
+        "the 8 kHz preset's per second of audio"
+    )
     print(f"params encoder    {info['params_encoder'] / 1e6:.2f} M")
     print(f"params student    {info['params_student'] / 1e6:.2f} M (encoder + decoder)")
     print(f"params teacher    {info['params_teacher'] / 1e6:.2f} M (EMA, no CNN / decoder)")
@@ -72,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms"
     )
     print(f"frames per clip   {info['frames_per_clip']}")
+    frame_ms = 1000 / info["frame_rate_hz"]
+    if frame_ms not in (5.0, 1.0):
+        print(f"warning: {frame_ms:g} ms frames; the presets give 5 ms (or 1 ms, ultrasonic)")
     print(f"masked fraction   {info['masked_fraction']:.3f} (simulated)")
     print(f"audio per step    {info['audio_s_per_step']:g} s")
 

@@ -40,6 +40,7 @@ from collections import Counter
 from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.errors import InputError
+from a2v_core.rates import hearing_line
 from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
@@ -50,6 +51,7 @@ from pipelines.labelling.archive_pass import (
     collect,
     commit_unsafe,
     finish,
+    hours_by_source_rate,
     plan,
     start,
 )
@@ -85,6 +87,8 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     pin_paths(job)
     # every input check runs before Ray starts and before --overwrite removes anything
     meta, version = inputs.finetuned_model(job.model)
+    print(hearing_line("label", meta["sample_rate_hz"], meta["frame_rate_hz"], meta["band_hz"][0]))
+    job.events = job.events.at_frame_rate(float(meta["frame_rate_hz"]))
     unknown = sorted(set(job.classes or []) - set(meta["classes"]))
     if unknown:
         raise InputError(f"--classes {unknown}: not classes of this model {meta['classes']}")
@@ -103,7 +107,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     p = plan(job, listed, run_id, fp)
     keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
     tracker, mlflow_run_id = start(job, "label", version, run_id, p, len(listed))
-    writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz)
+    writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz, meta["band_hz"][0])
     commit_unsafe(writer, p)
     stats = Counter()
     error_types = Counter({"unsafe_path": len(unsafe)} if unsafe else {})
@@ -124,7 +128,8 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "model_version": version,
         "thresholds": {"default": job.events.threshold, **effective_thresholds(job, meta)},
         "model_meta": {
-            k: meta.get(k) for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz")
+            k: meta.get(k)
+            for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz", "band_hz")
         },
         "run_id": run_id,
         "fingerprint": fp,
@@ -141,6 +146,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "chunks_by_node": dict(chunks_by_node),
         "errors_total_in_out": int(len(total_errors)),
         "audio_hours": audio_s / 3600,
+        "audio_hours_by_source_rate_hz": hours_by_source_rate(stats),
         "wall_s": wall,
         "x_real_time": audio_s / wall if wall else 0.0,
     }
@@ -162,7 +168,12 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     if "raven" in job.formats:  # one table over the archive, as BirdNET-Analyzer's combined one
         storage.write_bytes(
             storage.join(job.out, "raven", f"{run_id}.selections.txt"),
-            ann.to_raven(run_events, job.data.sample_rate_hz, combined=True).encode(),
+            ann.to_raven(
+                run_events,
+                job.data.sample_rate_hz,
+                combined=True,
+                low_hz=(summary["model_meta"].get("band_hz") or [0.0])[0],
+            ).encode(),
         )
     keys = ("files_processed", "chunks_processed", "events_written")
     finish(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
@@ -207,7 +218,14 @@ def _label_files(
     def commit(path: str, st: FileState) -> int:
         r = st.rows
         table = writer.add_file(
-            path, keys[path], r["runs"], st.errors, r["embeddings"], r["frames"], st.channels
+            path,
+            keys[path],
+            r["runs"],
+            st.errors,
+            r["embeddings"],
+            r["frames"],
+            st.channels,
+            st.source_rate_hz,
         )
         return len(table)
 

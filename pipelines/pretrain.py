@@ -135,6 +135,7 @@ def build_trainer(
 
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
+    print(job.model.hearing("pretrain"))
     pin_paths(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
@@ -170,7 +171,15 @@ def run(job: PretrainJob) -> dict:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    shorthands = ["archive", "name", "storage_path", "max_steps", "address", "num_workers"]
+    shorthands = [
+        "archive",
+        "name",
+        "storage_path",
+        "max_steps",
+        "address",
+        "num_workers",
+        "sample_rate_hz",
+    ]
     args = job_parser("a2v pretrain", __doc__, shorthands).parse_args(argv)
     run(resolve(PretrainJob, args, shorthands))
 

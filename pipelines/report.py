@@ -105,7 +105,13 @@ def run(
     clip_events = clip_events[(clip_events["offset_s"] > 0) & (clip_events["onset_s"] < clip_s)]
 
     initial = SincConv(
-        cfg.sinc_filters, cfg.sinc_taps, sr, cfg.sinc_min_low_hz, cfg.sinc_min_band_hz
+        cfg.sinc_filters,
+        cfg.sinc_taps,
+        sr,
+        cfg.sinc_min_low_hz,
+        cfg.sinc_min_band_hz,
+        cfg.sinc_stride,
+        cfg.sinc_init_low_hz,
     )
     trained = model.encoder.local.sinc.sinc
     freqs, mag0 = filter_responses(initial)

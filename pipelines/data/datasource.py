@@ -9,7 +9,8 @@ audio, ``duration_s`` 0) instead of failing the job; ``good_chunks`` / ``error_r
 separate them.
 
 Row contract (DESIGN.md): chunk_id (sha1 of path + offset), path (relative to the archive),
-offset_s, duration_s (valid audio), sample_rate_hz, audio (float32, clip samples), plus
+offset_s, duration_s (valid audio), sample_rate_hz (the model's), source_rate_hz (the file's
+own), audio (float32, clip samples), plus
 n_chunks (chunks in the whole file), error_type, error_message.
 """
 
@@ -204,6 +205,7 @@ def read_unit(
                         "audio": chunk.audio,
                         "n_chunks": chunk.n_chunks,
                         "channel": chunk.channel,
+                        "source_rate_hz": chunk.source_rate_hz,
                         "error_type": chunk.error_type,
                         "error_message": chunk.error_message[:500],
                     }
@@ -238,6 +240,7 @@ def _error_row(
         "audio": audio,
         "n_chunks": 0,
         "channel": 0,
+        "source_rate_hz": 0,
         "error_type": error_type,
         "error_message": message[:500],
     }

@@ -14,6 +14,7 @@ import pandas as pd
 
 from a2v_core import annotations as ann
 from a2v_core.checkpoint import classifier_of, embedder_of, load_checkpoint
+from a2v_core.config import ModelConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
@@ -44,9 +45,11 @@ def model_version_of(local_ckpt: str) -> str:
 
 
 def finetuned_model(uri: str | None) -> tuple[dict, str]:
-    """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load."""
-    meta, _, version = checkpoint_at(uri, ("finetune",))
-    return meta, version
+    """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load; meta gains
+    ``band_hz``, the band its model hears (the Sinc filters' low edge at init to Nyquist)."""
+    meta, config, version = checkpoint_at(uri, ("finetune",))
+    band = ModelConfig.model_validate(config.get("model", {})).band_hz
+    return {**meta, "band_hz": list(band)}, version
 
 
 def encoder_model(uri: str | None) -> tuple[dict, dict, str]:

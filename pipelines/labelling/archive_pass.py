@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from a2v_core.config import ArchiveJob
 from a2v_core.config_loader import flatten
+from a2v_core.rates import upsampling_warning
 from pipelines.data import storage
 from pipelines.labelling.label_outputs import (
     PartWriter,
@@ -121,6 +122,7 @@ class FileState:
         self.errors: list[dict] = []
         self.rows: dict[str, list] = defaultdict(list)  # per output kind, job-specific
         self.channels: dict[float, int] = {}  # chunk offset -> channel read there
+        self.source_rate_hz = 0  # the file's own rate (0 until a chunk decoded)
         self.audio_s = 0.0
 
 
@@ -162,6 +164,7 @@ def collect(
     items it wrote (``stats["items"]``). A file with a transient read error is not committed:
     the next resubmission tries it again."""
     state: dict[str, FileState] = defaultdict(FileState)
+    warned = False  # the upsampling warning is printed once
     bar = tqdm(total=n_files, unit="file", desc=name, disable=None)
     progress = ProgressLog(name, n_files, job.run.progress_every_s)
 
@@ -174,6 +177,8 @@ def collect(
             return
         stats["items"] += commit(path, st)
         stats["audio_s"] += st.audio_s
+        if st.source_rate_hz:
+            stats[("audio_s_at", st.source_rate_hz)] += st.audio_s
         bar.set_postfix(audio_h=f"{stats['audio_s'] / 3600:.2f}")
 
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
@@ -199,12 +204,28 @@ def collect(
                 continue
             st.audio_s += float(row.duration_s)
             st.channels[float(row.offset_s)] = int(row.channel)
+            st.source_rate_hz = int(row.source_rate_hz)
             take(st, row)
             if st.seen == st.n_chunks:
                 finish(row.path)
         if len(writer.files) >= job.flush_every_files:
             writer.flush()
+            warned = warned or warn_upsampling(job, stats)
     for path in list(state):  # files with decode errors (and the chunks they did give)
         finish(path)
     writer.flush()
+    warned or warn_upsampling(job, stats)
     bar.close()
+
+
+def hours_by_source_rate(stats: Counter) -> dict[int, float]:
+    """Audio hours committed so far per recording rate (the files' own, before resampling)."""
+    return {k[1]: v / 3600 for k, v in sorted(stats.items(), key=str) if isinstance(k, tuple)}
+
+
+def warn_upsampling(job: ArchiveJob, stats: Counter) -> bool:
+    """Print ``a2v manifest``'s upsampling warning for the hours read so far; True if printed."""
+    message = upsampling_warning(hours_by_source_rate(stats), job.data.sample_rate_hz)
+    if message:
+        print(message, flush=True)
+    return message is not None

@@ -12,7 +12,16 @@ from a2v_core.config import EmbedJob
 from a2v_core.embeddings import window_means
 from pipelines.labelling.predictor import ModelActor
 
-PASSED = ("path", "offset_s", "duration_s", "n_chunks", "channel", "error_type", "error_message")
+PASSED = (
+    "path",
+    "offset_s",
+    "duration_s",
+    "n_chunks",
+    "channel",
+    "source_rate_hz",
+    "error_type",
+    "error_message",
+)
 
 
 class Embedder(ModelActor):

@@ -43,6 +43,7 @@ EVENT_COLUMNS = [
     "model_version",
     "run_id",
     "channel",  # the recording's channel analysed, 1-based (data.channel: first or loudest)
+    "source_rate_hz",  # the recording's own rate (the model heard it at run.json's rate)
 ]
 ERROR_COLUMNS = ["file", "stage", "error_type", "message"]
 KINDS = ("events", "errors", "embeddings", "frames", "windows")
@@ -146,9 +147,10 @@ class OutputWriter(PartWriter):
         model_version: str,
         run_id: str,
         sample_rate_hz: float,
+        low_hz: float = 0.0,
     ) -> None:
         super().__init__(job.out, model_version, run_id, always=("events",))
-        self.job, self.sr = job, sample_rate_hz
+        self.job, self.sr, self.low_hz = job, sample_rate_hz, low_hz
         self.archive = redact_uri(job.data.archive.rstrip("/"))
 
     def add_file(
@@ -160,6 +162,7 @@ class OutputWriter(PartWriter):
         embeddings: list[dict],
         frames: list[dict] | None = None,
         channels: dict[float, int] | None = None,
+        source_rate_hz: int = 0,
     ) -> pd.DataFrame:
         """One finished file (``key``: its size and version). Its per-file tables keep the
         recording's extension (``rec.wav.selections.txt``): rec.wav and rec.flac never meet."""
@@ -171,6 +174,7 @@ class OutputWriter(PartWriter):
         if self.job.classes:
             table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
         table["channel"] = channel_at(table["onset_s"], channels or {})
+        table["source_rate_hz"] = source_rate_hz or None
         table["archive"], table["model_version"], table["run_id"] = (
             self.archive,
             self.v,
@@ -180,7 +184,7 @@ class OutputWriter(PartWriter):
             if "raven" in self.job.formats:
                 storage.write_bytes(
                     self.path("raven", self.run_id, f"{file}.selections.txt"),
-                    ann.to_raven(table, self.sr).encode(),
+                    ann.to_raven(table, self.sr, low_hz=self.low_hz).encode(),
                 )
             if "audacity" in self.job.formats:
                 storage.write_bytes(

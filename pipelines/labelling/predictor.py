@@ -133,6 +133,7 @@ class Predictor(ModelActor):
                 "duration_s",
                 "n_chunks",
                 "channel",
+                "source_rate_hz",
                 "error_type",
                 "error_message",
             )

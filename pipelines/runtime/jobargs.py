@@ -27,6 +27,7 @@ SHORTHANDS = {
     "label_fraction": "data.label_fraction",
     "address": "cluster.address",
     "num_workers": "cluster.num_workers",
+    "sample_rate_hz": "model.sample_rate_hz",
 }
 
 

@@ -1,9 +1,12 @@
-"""Synthetic MeerKAT-like collar recordings with exact ground truth (demo and tests).
+"""Synthetic recordings with exact ground truth (demo and tests), at any preset rate.
 
-About-a-minute 8 kHz mono files of background noise (coloured, slowly varying level) with
-sparse calls (a few % of the time) from 8 classes of distinct shapes: short harmonic notes,
-harmonic close/lead calls, FM sweeps, a noisy alarm burst, a pulse train and a pure-tone
-synchronisation beep. Classes are imbalanced and SNRs vary. Fully determined by the seed.
+About-a-minute mono files of background noise (coloured, slowly varying level) with sparse
+calls (a few % of the time). Below 32 kHz: MeerKAT-like collar recordings, 8 classes of
+distinct shapes under 3 kHz (short harmonic notes, harmonic close/lead calls, FM sweeps, a
+noisy alarm burst, a pulse train, a pure-tone synchronisation beep). 32-96 kHz: bird-like
+calls whose energy lies between 5 and 15 kHz, which an 8 kHz model cannot hear. 192 kHz and
+up: bat-like FM sweeps of 2-10 ms between 20 and 100 kHz. Classes are imbalanced and SNRs
+vary. Fully determined by the seed.
 """
 
 from __future__ import annotations
@@ -108,6 +111,87 @@ CALL_CLASSES: tuple[CallClass, ...] = (
 CLASSES: list[str] = [c.label for c in CALL_CLASSES]
 
 
+def whistle(rng, sr, dur):  # wh: 6-9 kHz tone with a slow vibrato
+    n = int(dur * sr)
+    t = np.arange(n) / sr
+    f = rng.uniform(6000, 9000) + 400 * np.sin(2 * np.pi * rng.uniform(8, 15) * t)
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n)
+
+
+def trill(rng, sr, dur):  # tr: 5-8 kHz tone pips at 15-25 pips/s
+    n = int(dur * sr)
+    x, period, pip = np.zeros(n), int(sr / rng.uniform(15, 25)), int(0.02 * sr)
+    f = rng.uniform(5000, 8000)
+    for s in range(0, n - pip, period):
+        x[s : s + pip] = np.sin(2 * np.pi * f * np.arange(pip) / sr) * np.hanning(pip)
+    return x
+
+
+def downsweep(rng, sr, dur):  # ds: 14 -> 6 kHz
+    n = int(dur * sr)
+    f = np.linspace(rng.uniform(12000, 14000), rng.uniform(5500, 7000), n)
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n)
+
+
+def buzz(rng, sr, dur):  # bz: noise band 9-14 kHz
+    n = int(dur * sr)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spec[(freqs < 9000) | (freqs > 14000)] = 0
+    x = np.fft.irfft(spec, n)
+    return x / (np.abs(x).max() + 1e-9) * _envelope(n, 0.05)
+
+
+def chip(rng, sr, dur):  # ch: harmonic note, f0 5-6 kHz (harmonics 10-12 kHz)
+    return _harmonic(rng, sr, dur, (5000, 6000), 0.05, 2)
+
+
+#: bird-like classes for 32-96 kHz archives: all their energy lies in 5-15 kHz
+BIRD_CLASSES: tuple[CallClass, ...] = (
+    CallClass("wh", whistle, 0.10, 0.30, 0.35),
+    CallClass("ch", chip, 0.02, 0.05, 0.25),
+    CallClass("tr", trill, 0.20, 0.40, 0.15),
+    CallClass("ds", downsweep, 0.05, 0.15, 0.15),
+    CallClass("bz", buzz, 0.15, 0.30, 0.10),
+)
+
+
+def steep_fm(rng, sr, dur):  # fm: 100 -> 30 kHz, Myotis-like
+    n = int(dur * sr)
+    f = np.linspace(rng.uniform(85000, 100000), rng.uniform(25000, 35000), n)
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, 0.1)
+
+
+def shallow_fm(rng, sr, dur):  # qcf: 55 -> 40 kHz, Pipistrellus-like hockey stick
+    n = int(dur * sr)
+    end = rng.uniform(38000, 45000)
+    f = end + (rng.uniform(55000, 65000) - end) * np.exp(-np.arange(n) / (0.2 * n))
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, 0.1)
+
+
+def low_fm(rng, sr, dur):  # lfm: 30 -> 20 kHz, Nyctalus-like
+    n = int(dur * sr)
+    f = np.linspace(rng.uniform(28000, 32000), rng.uniform(19000, 22000), n)
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, 0.1)
+
+
+#: bat-like classes for archives at 192 kHz and up: FM sweeps of 2-10 ms in 20-100 kHz
+BAT_CLASSES: tuple[CallClass, ...] = (
+    CallClass("fm", steep_fm, 0.002, 0.004, 0.45),
+    CallClass("qcf", shallow_fm, 0.005, 0.010, 0.35),
+    CallClass("lfm", low_fm, 0.006, 0.010, 0.20),
+)
+
+
+def call_classes(sample_rate_hz: int) -> tuple[CallClass, ...]:
+    """The classes a synthetic archive at ``sample_rate_hz`` holds (where only it hears them)."""
+    if sample_rate_hz >= 192_000:
+        return BAT_CLASSES
+    if sample_rate_hz >= 32_000:
+        return BIRD_CLASSES
+    return CALL_CLASSES
+
+
 def background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Pinkish noise with a slowly drifting level."""
     white = rng.standard_normal(n)
@@ -126,26 +210,31 @@ def synth_recording(
     rng: np.random.Generator,
     duration_s: float = 60.0,
     sample_rate_hz: int = 8000,
-    calls_per_s: float = 0.25,
+    calls_per_s: float | None = None,
     snr_db: tuple[float, float] = (3.0, 20.0),
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """One recording (float32, peak <= 0.9) and its events (file column left empty)."""
+    """One recording (float32, peak <= 0.9) and its events (file column left empty).
+    ``calls_per_s``: 0.25 by default, 2 for bat-like calls (a few ms each)."""
     n = int(duration_s * sample_rate_hz)
     noise_std = 0.02
     x = background(rng, n, sample_rate_hz) * noise_std
-    weights = np.array([c.weight for c in CALL_CLASSES])
+    classes = call_classes(sample_rate_hz)
+    if calls_per_s is None:
+        calls_per_s = 2.0 if classes is BAT_CLASSES else 0.25
+    weights = np.array([c.weight for c in classes])
     n_calls = rng.poisson(calls_per_s * duration_s)
     rows = []
     occupied = np.zeros(n, dtype=bool)
+    gap = int(0.05 * sample_rate_hz)  # keep 50 ms between calls
     for _ in range(n_calls):
-        cls = CALL_CLASSES[rng.choice(len(CALL_CLASSES), p=weights / weights.sum())]
+        cls = classes[rng.choice(len(classes), p=weights / weights.sum())]
         dur = rng.uniform(cls.min_s, cls.max_s)
         onset = rng.uniform(0.05, duration_s - dur - 0.05)
         s0, s1 = (
             int(onset * sample_rate_hz),
             int(onset * sample_rate_hz) + int(dur * sample_rate_hz),
         )
-        if occupied[max(0, s0 - 400) : s1 + 400].any():  # keep 50 ms between calls
+        if occupied[max(0, s0 - gap) : s1 + gap].any():
             continue
         occupied[s0:s1] = True
         call = cls.synth(rng, sample_rate_hz, dur)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
 from a2v_core.errors import InputError
+from a2v_core.rates import recommend_preset_hz, upsampling_warning
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 from pipelines.labelling.progress import ProgressLog
@@ -138,6 +139,22 @@ def _looks_like_audio_attempt(path: str) -> bool:
     return path.rsplit(".", 1)[-1].lower() not in ("csv", "txt", "json", "parquet", "yaml", "md")
 
 
+def rate_summary(ok: pd.DataFrame) -> dict:
+    """The rates found (files and hours per rate), the recommended preset (the lowest whose
+    band covers 80 % of the hours) and the upsampling warning at that preset (or None)."""
+    by_rate = ok.groupby("sample_rate_hz")["duration_s"].agg(["count", "sum"])
+    hours = {int(r): float(s) / 3600 for r, s in by_rate["sum"].items()}
+    preset = recommend_preset_hz(hours)
+    return {
+        "rates": {
+            str(int(r)): {"files": int(row["count"]), "hours": float(row["sum"]) / 3600}
+            for r, row in by_rate.iterrows()
+        },
+        "recommended_sample_rate_hz": preset,
+        "warning": upsampling_warning(hours, preset),
+    }
+
+
 def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
     ok = manifest[manifest["error_type"] == ""]
     return {
@@ -147,6 +164,7 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
         "audio_hours": float(ok["duration_s"].sum() / 3600),
         "errors_by_type": dict(Counter(manifest.loc[manifest["error_type"] != "", "error_type"])),
         "sample_rates_hz": sorted(int(s) for s in ok["sample_rate_hz"].unique()),
+        **rate_summary(ok),
     }
 
 
@@ -183,6 +201,14 @@ def main(argv: list[str] | None = None) -> None:
     storage.write_bytes(args.out, buf.getvalue())
     summary = summarize(manifest, args.verify)
     print(json.dumps(summary, indent=2))
+    for rate, r in summary["rates"].items():
+        print(f"  {int(rate):>7} Hz: {r['files']} files, {r['hours']:.3f} h")
+    print(
+        f"recommended preset: --sample-rate-hz {summary['recommended_sample_rate_hz']} (the "
+        "lowest whose band covers 80 % of the hours; other files are resampled to it)"
+    )
+    if summary["warning"]:
+        print(summary["warning"])
     print(
         f"manifest: {summary['files']} files, {summary['audio_hours']:.3f} audio hours, "
         f"errors {summary['errors_by_type']} -> {args.out}"

@@ -358,6 +358,49 @@ def test_tune_sweep_of_two_trials(share_nothing, tracking_env, mlflow_server, fi
     print(f"\n[share-nothing] tune (2 trials, ASHA): {time.time() - t0:.0f} s")
 
 
+def test_a_48khz_model_labels_a_48khz_archive(share_nothing, tracking_env, tmp_path_factory):
+    """A bird team's archive at its own rate: a 48 kHz model (the tiny preset at init, made
+    here: the rate path is what is tested) labels a 48 kHz archive on the cluster's nodes."""
+    from a2v_core.checkpoint import save_checkpoint
+    from a2v_core.config_loader import to_yaml
+    from a2v_core.finetune import FrameClassifier
+    from pipelines.synth import write_archive
+
+    d = tmp_path_factory.mktemp("sn48k")
+    write_archive(str(d / "archive"), 40 / 3600, seed=48, sample_rate_hz=48000, file_s=20.0)
+    job = load_config(
+        FinetuneJob, ROOT / "configs/finetune/tiny.yaml", ["model.sample_rate_hz=48000"]
+    )
+    classes = sorted(pd.read_csv(d / "archive/annotations.csv")["label"].unique())
+    meta = {"kind": "finetune", "classes": classes, "sample_rate_hz": 48000}
+    model = FrameClassifier(job.model, n_classes=len(classes))
+    save_checkpoint(
+        d / "model", {"model": model.state_dict()}, to_yaml(job), {**meta, "frame_rate_hz": 200}
+    )
+    archive, model_uri, out = f"{S3}/archive48k", f"{S3}/model48k", f"{S3}/labels48k"
+    storage.upload_dir(d / "archive", archive)
+    storage.upload_dir(d / "model", model_uri)
+    logs = share_nothing.run(
+        [
+            *("python", "-m", "pipelines.label", "--model", model_uri, "--archive", archive),
+            *("--out", out, "--threshold", "0.3", "--set", "cluster.cpus_per_worker=1"),
+        ],
+        env_vars=tracking_env,
+    )
+    assert "[label] model rate 48000 Hz: hears 100-24000 Hz" in logs
+    summary = json.loads(storage.read_bytes(f"{out}/run.json"))
+    assert summary["model_meta"]["sample_rate_hz"] == 48000 and summary["files_processed"] == 2
+    assert summary["audio_hours_by_source_rate_hz"] == {"48000": pytest.approx(40 / 3600)}
+    events = label.read_events(out, summary["run_id"])
+    assert len(events) and (events["source_rate_hz"] == 48000).all()
+    assert (events["onset_s"] >= 0).all() and (events["offset_s"] <= 20.0 + 1e-6).all()
+    raven = pd.read_csv(
+        io.BytesIO(storage.read_bytes(f"{out}/raven/{summary['run_id']}.selections.txt")), sep="\t"
+    )
+    assert len(raven) == len(events)
+    assert (raven["Low Freq (Hz)"] == 100.0).all() and (raven["High Freq (Hz)"] == 24000.0).all()
+
+
 def test_no_secret_is_written(share_nothing, mlflow_server, tmp_path_factory, s3):
     """After the module's jobs (pretraining with a node replaced, fine-tuning, labelling,
     evaluation, the sweep): neither planted secret is in any object under the module's S3

@@ -65,6 +65,30 @@ def test_info_json_keys_and_values():
     assert large["audio_s_per_step"] == 1000
 
 
+def test_info_says_what_a_rate_preset_hears_and_costs():
+    info = json.loads(
+        run(
+            "info", "--config", "configs/pretrain/tiny.yaml", "--sample-rate-hz", "48000", "--json"
+        ).stdout
+    )
+    assert info["sample_rate_hz"] == 48000 and info["band_hz"] == [100.0, 24000.0]
+    assert info["frame_rate_hz"] == 200 and info["frames_per_clip"] == 2000
+    assert (info["sinc_taps"], info["sinc_stride"], info["conv_strides"]) == (155, 6, [5, 2, 2, 2])
+    assert 1 < info["frontend_cost_vs_8khz"] < 2 and info["receptive_field_ms"] > 5
+    text = run("info", "--config", "configs/pretrain/tiny.yaml", "--sample-rate-hz", "250000")
+    assert "hears 10000-125000 Hz" in text.stdout and "receptive field" in text.stdout
+
+
+def test_a_rate_without_a_preset_is_one_error_line_before_any_work():
+    for args in (["--sample-rate-hz", "44100"], ["--set", "model.sample_rate_hz=44100"]):
+        out = run("pretrain", "--config", "configs/pretrain/tiny.yaml", *args)
+        assert out.returncode == 2, out.stderr
+        lines = [x for x in out.stderr.splitlines() if x.strip()]
+        assert lines[0] == "error: invalid config:" and len(lines) == 2, lines
+        assert "model.sample_rate_hz 44100" in lines[1] and "nearest preset is 48000" in lines[1]
+        assert "Started a local Ray" not in out.stdout + out.stderr
+
+
 def test_bad_config_exits_2_naming_the_key():
     out = run("pretrain", "--config", "configs/pretrain/tiny.yaml", "--set", "optim.lr=-3")
     assert out.returncode == 2 and "optim.lr" in out.stderr

@@ -116,6 +116,26 @@ def test_manifest_reports_every_file(ray_session, bad_archive, synth_archive, ca
     assert summarize(verified, verify=True)["checks"] == "header+decode"
 
 
+def test_manifest_reports_rates_recommends_a_preset_and_warns_on_upsampling(
+    ray_session, tmp_path, capsys
+):
+    from pipelines.manifest import main
+
+    for rate in (8000, 44100, 48000):
+        sf.write(tmp_path / f"rec_{rate}.wav", np.zeros(rate * 5, np.float32), rate)
+    main(["--archive", str(tmp_path), "--out", str(tmp_path / "manifest.parquet")])
+    out = capsys.readouterr().out
+    s = summarize(build_manifest(str(tmp_path)))
+    assert s["rates"] == {
+        str(r): {"files": 1, "hours": pytest.approx(5 / 3600)} for r in (8000, 44100, 48000)
+    }
+    assert s["recommended_sample_rate_hz"] == 48000
+    assert "33 %" in s["warning"] and "(files at 8000 Hz)" in s["warning"]
+    assert "--sample-rate-hz 48000" in out and s["warning"] in out
+    for rate in (8000, 44100, 48000):
+        assert f"{rate} Hz: 1 files" in out
+
+
 def test_no_audio_files_is_a_loud_error(ray_session, tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="no audio files"):

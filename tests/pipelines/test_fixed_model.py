@@ -63,3 +63,8 @@ def test_a_fixed_checkpoint_labels_a_fixed_archive_into_the_same_events(ray_sess
     keys = ["file", "onset_s", "offset_s", "label"]
     pd.testing.assert_frame_equal(got[keys], expected[keys], check_exact=False, atol=1e-9)
     assert (got["score"] - expected["score"]).abs().max() < 1e-4
+    # every event says at which rate its recording was made (the model heard 8 kHz)
+    full = label.read_events(str(tmp_path / "out"), summary["run_id"])
+    rates = full.groupby("file")["source_rate_hz"].unique().map(list).to_dict()
+    assert rates == {"site_a/rec_00000.flac": [8000], "spinetail/spinetail.wav": [44100]}
+    assert set(summary["audio_hours_by_source_rate_hz"]) == {8000, 44100}

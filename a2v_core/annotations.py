@@ -260,8 +260,11 @@ def frame_targets(
         start = math.floor(row.onset_s * sample_rate_hz + 1e-6) - chunk_start
         end = math.ceil(row.offset_s * sample_rate_hz - 1e-6) - chunk_start
         on = (frame_pos >= start) & (frame_pos < end)
-        if not on.any():
-            continue
+        if not on.any():  # shorter than a frame (a 2 ms bat call at 5 ms frames): its middle's
+            middle = (start + end) // 2  # frame, so that no call inside the chunk is lost
+            if not (0 <= middle < n_frames * hop_samples):
+                continue
+            on[middle // hop_samples] = True
         known |= on
         if row.label in index:
             y[on, index[row.label]] = 1.0

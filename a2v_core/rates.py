@@ -111,7 +111,8 @@ def conv_layers(
 ) -> list[tuple[int, int, int]]:
     """A size preset's conv stack (written for 8 kHz: channels, kernel, stride) at another rate:
     its strided layers take the rate preset's strides in order (kernel 2 x stride for the first,
-    as the original's 10/5, stride + 1 after it, so no layer skips input); its stride-1 layers
+    as the original's 10/5, 2 x ceil(stride / 2) + 1 after it: 3 for 2, as the original's, so
+    no layer skips input and a layer gives exactly length / stride frames); its stride-1 layers
     stay as they are. A rate preset with fewer strides than the size preset has strided layers
     leaves the rest at stride 1."""
     strides = list(rate_preset(rate_hz).strides(frame_rate_hz))
@@ -125,7 +126,9 @@ def conv_layers(
     out = list(size_layers)
     for n, (i, stride) in enumerate(zip(strided, strides, strict=True)):
         channels = size_layers[i][0]
-        kernel = 2 * stride if n == 0 else (stride + 1 if stride > 1 else 3)
+        # padding ceil(stride / 2) (ConvFeatureStack) gives exactly length / stride frames for
+        # 2 * ceil(stride / 2) < kernel <= 2 * ceil(stride / 2) + stride
+        kernel = 2 * stride if n == 0 else (2 * math.ceil(stride / 2) + 1 if stride > 1 else 3)
         out[i] = (channels, kernel, stride)
     return out
 

@@ -145,8 +145,8 @@ class FinetuneJob(TrainJob):
 
     @model_validator(mode="after")
     def _events_follow_frames(self) -> FinetuneJob:
-        """Threshold tuning scores the events labelling will write: at 1 kHz frames the event
-        defaults keep their number of frames (``EventConfig.at_frame_rate``)."""
+        """Threshold tuning scores the events labelling will write: at 1 kHz frames with that
+        frame rate's event defaults (``EventConfig.at_frame_rate``)."""
         if self.model.frame_rate_hz != 200:
             scaled = self.events.at_frame_rate(self.model.frame_rate_hz)
             for key in ("pool_s", "min_event_s"):

@@ -348,10 +348,10 @@ class EventConfig(Group):
         "(explicit class_thresholds still win; --threshold turns this off)",
     )
     pool_s: float = Field(
-        0.1, ge=0, description="moving-average window; unset: 20 frames (0.1 s at 200 Hz)"
+        0.1, ge=0, description="moving-average window (unset at 1 kHz frames: 0.005)"
     )
     min_event_s: float = Field(
-        0.05, ge=0, description="shortest event kept; unset: 10 frames (0.05 s at 200 Hz)"
+        0.05, ge=0, description="shortest event kept (unset at 1 kHz frames: 0.002)"
     )
     top_class_only: bool = False
     tune_iou: float = Field(
@@ -373,11 +373,17 @@ class EventConfig(Group):
 
     def at_frame_rate(self, frame_rate_hz: float) -> EventConfig:
         """This config for a model of ``frame_rate_hz``: ``pool_s`` and ``min_event_s``, where
-        not set, keep their number of frames (20 and 10: 0.02 s and 0.01 s at 1 kHz frames)."""
-        scale = 200.0 / frame_rate_hz
+        not set, take that frame rate's defaults (``EVENT_DEFAULTS_S``)."""
+        defaults = EVENT_DEFAULTS_S[int(frame_rate_hz)]
         update = {
-            key: default * scale
-            for key, default in (("pool_s", 0.1), ("min_event_s", 0.05))
+            key: value
+            for key, value in zip(("pool_s", "min_event_s"), defaults, strict=True)
             if key not in self.model_fields_set
         }
         return self.model_copy(update=update)
+
+
+#: (pool_s, min_event_s) per frame rate: 0.1 s and 0.05 s at 200 Hz (the original, for calls
+#: of 30 ms and more); 5 ms and 2 ms at 1 kHz, for bat calls of 1-20 ms (20 frames of pooling
+#: would average a 2 ms call down to a tenth of its probability, 10 frames drop it)
+EVENT_DEFAULTS_S: dict[int, tuple[float, float]] = {200: (0.1, 0.05), 1000: (0.005, 0.002)}

@@ -148,11 +148,11 @@ def chip(rng, sr, dur):  # ch: harmonic note, f0 5-6 kHz (harmonics 10-12 kHz)
 
 #: bird-like classes for 32-96 kHz archives: all their energy lies in 5-15 kHz
 BIRD_CLASSES: tuple[CallClass, ...] = (
-    CallClass("wh", whistle, 0.10, 0.30, 0.35),
-    CallClass("ch", chip, 0.02, 0.05, 0.25),
-    CallClass("tr", trill, 0.20, 0.40, 0.15),
-    CallClass("ds", downsweep, 0.05, 0.15, 0.15),
-    CallClass("bz", buzz, 0.15, 0.30, 0.10),
+    CallClass("wh", whistle, 0.10, 0.30, 0.25),
+    CallClass("ch", chip, 0.02, 0.05, 0.20),
+    CallClass("tr", trill, 0.20, 0.40, 0.20),
+    CallClass("ds", downsweep, 0.05, 0.15, 0.20),
+    CallClass("bz", buzz, 0.15, 0.30, 0.15),
 )
 
 
@@ -214,13 +214,13 @@ def synth_recording(
     snr_db: tuple[float, float] = (3.0, 20.0),
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """One recording (float32, peak <= 0.9) and its events (file column left empty).
-    ``calls_per_s``: 0.25 by default, 2 for bat-like calls (a few ms each)."""
+    ``calls_per_s``: 0.25 by default, 0.5 for bird-like calls, 2 for bat-like ones."""
     n = int(duration_s * sample_rate_hz)
     noise_std = 0.02
     x = background(rng, n, sample_rate_hz) * noise_std
     classes = call_classes(sample_rate_hz)
-    if calls_per_s is None:
-        calls_per_s = 2.0 if classes is BAT_CLASSES else 0.25
+    if calls_per_s is None:  # birds sing more often than meerkats call; bats call in trains
+        calls_per_s = {BAT_CLASSES: 2.0, BIRD_CLASSES: 0.5}.get(classes, 0.25)
     weights = np.array([c.weight for c in classes])
     n_calls = rng.poisson(calls_per_s * duration_s)
     rows = []

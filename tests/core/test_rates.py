@@ -111,11 +111,9 @@ def test_the_data_rate_follows_the_model_and_cannot_disagree():
 def test_one_khz_frames_default_to_2_s_clips_and_scale_the_event_defaults():
     job = build_config(FinetuneJob, {}, ["model.sample_rate_hz=250000", "model.frame_rate_hz=1000"])
     assert job.data.clip_s == 2.0
-    assert job.events.pool_s == pytest.approx(0.02) and job.events.min_event_s == pytest.approx(
-        0.01
-    )
+    assert (job.events.pool_s, job.events.min_event_s) == (0.005, 0.002)  # 2 ms calls survive
     ev = EventConfig(pool_s=0.3).at_frame_rate(1000)
-    assert ev.pool_s == 0.3 and ev.min_event_s == pytest.approx(0.01)  # set keys stay
+    assert ev.pool_s == 0.3 and ev.min_event_s == 0.002  # set keys stay
     assert EventConfig().at_frame_rate(200) == EventConfig()
 
 

@@ -94,7 +94,8 @@ def run(job: EvaluateJob) -> dict:
     label_out = storage.join(job.out, "labels")
     fields = set(LabelJob.model_fields)
     ljob = LabelJob.model_validate(
-        {k: v for k, v in job.model_dump(mode="json").items() if k in fields}
+        # exclude_unset: a key left unset stays unset (events.pool_s then follows the frame rate)
+        {k: v for k, v in job.model_dump(mode="json", exclude_unset=True).items() if k in fields}
         | {"out": label_out, "frame_probs": True}
     )
     summary = label.run(ljob, listed)  # the archive is listed once

@@ -86,13 +86,13 @@ def test_an_ultrasonic_model_finds_bat_calls_and_labels_a_real_250khz_recording(
         tmp_path,
         "bat",
         250_000,
-        150,
+        100,
         "model.frame_rate_hz=1000",
         "run.seed=1",
         train=train,
         test=test,
     )
-    assert bat["ap"] >= 0.6 and bat["f1"] >= 0.5, bat
+    assert bat["ap"] >= 0.6 and bat["f1"] >= 0.5, bat  # 150 steps: 0.91 and 0.93
     # a real recording at 250 kHz, labelled at its own rate by the 250 kHz model
     archive = tmp_path / "deermouse"
     archive.mkdir()

@@ -203,6 +203,7 @@ def run(
     with storage.fetched(model_uri) as local:
         model = embedder_of(*load_checkpoint(local))
     model_cfg = model.model_cfg
+    print(model_cfg.hearing("search"))
     channel = fp.get("channel", "first")
     vectors = np.stack(
         [query_embedding(model, model_cfg, fp["clip_s"], channel, q) for q in queries]

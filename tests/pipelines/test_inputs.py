@@ -240,3 +240,17 @@ def test_a_reviewed_search_table_fine_tunes_on_its_spans_only(tmp_path, synth_ar
         prepare(job(only_negatives))
     with pytest.raises(InputError, match="'negative' is data.negative_label"):
         prepare(job(raven, "data.classes=[synch,negative]"))
+
+
+def test_a_pretrained_encoder_is_fine_tuned_at_its_own_rate(tmp_path):
+    from pipelines.finetune import check_pretrained_rate
+
+    pre = checkpoint(tmp_path / "pre", "pretrain")  # an 8 kHz encoder
+    job = load_config(
+        FinetuneJob,
+        ROOT / "configs/finetune/tiny.yaml",
+        [f"pretrained={pre}", "model.sample_rate_hz=48000"],
+    )
+    with pytest.raises(InputError, match="pretrained at 8000 Hz .*--sample-rate-hz 8000"):
+        check_pretrained_rate(job)
+    check_pretrained_rate(load_config(FinetuneJob, None, [f"pretrained={pre}"]))

@@ -96,12 +96,15 @@ class TrainJob(Job):
         """``data.sample_rate_hz`` follows ``model.sample_rate_hz`` (either may be given; both,
         differing, is an error), and 1 kHz frames default to 2 s clips (2 000 frames, as 10 s
         at 200 Hz), so that the two can never disagree."""
-        if not isinstance(data, dict):
-            return data
-        model, group = data.get("model"), data.get("data")
-        model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
-        group = group.model_dump() if isinstance(group, BaseModel) else dict(group or {})
-        m_rate, d_rate = model.get("sample_rate_hz"), group.get("sample_rate_hz")
+        if not isinstance(data, dict) or isinstance(data.get("data"), BaseModel):
+            return data  # validated groups (an assignment): _rates_match holds them to one rate
+        model, group = data.get("model"), dict(data.get("data") or {})
+        if isinstance(model, BaseModel):  # a job built in code around a ModelConfig
+            m_rate, m_frames = model.sample_rate_hz, model.frame_rate_hz
+        else:
+            model = dict(model or {})
+            m_rate, m_frames = model.get("sample_rate_hz"), model.get("frame_rate_hz")
+        d_rate = group.get("sample_rate_hz")
         if m_rate is not None and d_rate is not None and m_rate != d_rate:
             raise ValueError(
                 f"data.sample_rate_hz ({d_rate}) differs from model.sample_rate_hz ({m_rate}); "
@@ -109,8 +112,10 @@ class TrainJob(Job):
             )
         rate = m_rate if m_rate is not None else d_rate
         if rate is not None:
-            model["sample_rate_hz"] = group["sample_rate_hz"] = rate
-        if model.get("frame_rate_hz") == 1000 and "clip_s" not in group:
+            group["sample_rate_hz"] = rate
+            if isinstance(model, dict):
+                model["sample_rate_hz"] = rate
+        if m_frames == 1000 and "clip_s" not in group:
             group["clip_s"] = 2.0
         return {**data, "model": model, "data": group}
 

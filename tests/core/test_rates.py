@@ -173,3 +173,14 @@ def test_a_call_shorter_than_a_frame_still_marks_its_frame():
     y = frame_targets(calls, ["fm"], 0.0, 100, 250_000, 1250)  # 5 ms frames
     assert np.flatnonzero(y[:, 0]).tolist() == [20, 60]
     assert frame_targets(calls, ["fm"], 1.0, 100, 250_000, 1250).sum() == 0  # not in this chunk
+
+
+def test_a_job_built_in_code_or_assigned_to_keeps_one_rate():
+    job = build_config(FinetuneJob, {}, ["model.sample_rate_hz=48000"])
+    job.pretrained = "/somewhere/final"  # the job validates the assignment: groups stay models
+    job.run.name = "renamed"
+    assert isinstance(job.model, ModelConfig) and job.data.sample_rate_hz == 48000
+    built = FinetuneJob(model=ModelConfig(sample_rate_hz=32000))
+    assert built.data.sample_rate_hz == 32000
+    with pytest.raises(ValueError, match="data follows the model"):
+        FinetuneJob(model=ModelConfig(sample_rate_hz=32000), data={"sample_rate_hz": 8000})

@@ -41,7 +41,17 @@ from pipelines.runtime.jobargs import add_dry_run, command, parser
 from pipelines.runtime.ray_init import init_ray
 
 KEY_BITS = 40  # a shard's keys: shard number x 2^40 + row (a trillion rows per shard)
-ROW_COLUMNS = ["archive", "file", "offset_s", "duration_s", "channel"]
+ROW_COLUMNS = ["archive", "file", "offset_s", "duration_s", "channel", "source_rate_hz"]
+
+
+def window_rows(uri: str, files: set[str]) -> pd.DataFrame:
+    """A part's committed windows (ROW_COLUMNS and the embedding); parts embedded before the
+    files' own rate was kept read as ``source_rate_hz`` 0 (unknown)."""
+    try:
+        return read_committed(uri, files, ROW_COLUMNS + ["embedding"])
+    except (KeyError, ValueError):  # pyarrow: no such column in an older part
+        older = [c for c in ROW_COLUMNS if c != "source_rate_hz"] + ["embedding"]
+        return read_committed(uri, files, older).assign(source_rate_hz=0)
 
 
 def pick_run(embeddings: str, run_id: str | None) -> str:
@@ -96,7 +106,7 @@ def build_shard(
 ) -> dict:
     """Read the shard's windows, build and upload its index, rows and commit marker."""
     t0 = time.time()
-    frames = [read_committed(uri, set(files), ROW_COLUMNS + ["embedding"]) for uri, files in parts]
+    frames = [window_rows(uri, set(files)) for uri, files in parts]
     rows = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     keys = (number << KEY_BITS) + np.arange(len(rows), dtype=np.int64)
     folder = storage.join(out, shard_name(number))

@@ -1,6 +1,7 @@
 """Exact search by example over an embedding run's parts, one part in memory at a time."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from a2v_core.config import EmbedJob
@@ -17,6 +18,7 @@ def windows(file: str, vectors: np.ndarray) -> list[dict]:
             "offset_s": float(i),
             "duration_s": 1.0,
             "channel": 0,
+            "source_rate_hz": 8000,
             "embedding": v[None],
             "model_version": "v1",
             "run_id": "r1",
@@ -62,3 +64,16 @@ def test_search_reads_parts_one_by_one_and_finds_the_newest_windows_best(tmp_pat
 
     with pytest.raises(InputError, match="holds no windows"):
         search.search_parts(str(tmp_path), "other-run", query[None], 5)
+
+
+def test_windows_embedded_before_the_source_rate_was_kept_still_index(tmp_path):
+    from pipelines.index import ROW_COLUMNS, window_rows
+
+    rows = pd.DataFrame(windows("a.wav", np.eye(2, dtype=np.float32))).drop(
+        columns="source_rate_hz"
+    )
+    rows["embedding"] = [v[0] for v in rows["embedding"]]
+    rows.to_parquet(tmp_path / "part-0.parquet")
+    got = window_rows(str(tmp_path / "part-0.parquet"), {"a.wav"})
+    assert set(got.columns) == set(ROW_COLUMNS + ["embedding"])
+    assert (got["source_rate_hz"] == 0).all() and len(got) == 2

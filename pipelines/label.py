@@ -13,7 +13,8 @@ settings, formats, embeddings, chunk length; see ``label_outputs``); ``<run>`` i
 ``<archive folder name>-<10 hex>``:
 
     <out>/events/run=<run>/part-*.parquet          events: archive, file, onset_s, offset_s,
-                                                   label, score, model_version, run_id
+                                                   label, score, model_version, run_id,
+                                                   channel, source_rate_hz (the file's rate)
     <out>/raven/<run>/<file>.selections.txt        per-recording Raven Pro tables (rec.wav.*)
     <out>/raven/<run>.selections.txt               one table over the archive (Begin Path)
     <out>/audacity/<run>/<file>.txt                on request (--formats)

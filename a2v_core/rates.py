@@ -151,7 +151,7 @@ def recommend_preset_hz(hours_by_rate: dict[int, float], cover: float = 0.8) -> 
     hour-weighted ``cover`` quantile of the files' rates, rounded up to a preset."""
     total = sum(hours_by_rate.values())
     if total <= 0:
-        return 8_000
+        return min(RATE_PRESETS)
     acc = 0.0
     for rate in sorted(hours_by_rate):
         acc += hours_by_rate[rate]

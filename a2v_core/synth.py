@@ -52,10 +52,22 @@ def lead_call(rng, sr, dur):  # ld: 200-400 ms, downward FM
     return _harmonic(rng, sr, dur, (700, 900), -0.3, 3)
 
 
-def move_call(rng, sr, dur):  # mo: fast upsweep
+def _sweep(
+    rng: np.random.Generator,
+    sr: int,
+    dur: float,
+    start_hz: tuple[float, float],
+    end_hz: tuple[float, float],
+    attack: float = 0.15,
+) -> np.ndarray:
+    """A linear FM sweep from a frequency drawn in ``start_hz`` to one drawn in ``end_hz``."""
     n = int(dur * sr)
-    f = np.linspace(rng.uniform(800, 1000), rng.uniform(2400, 2800), n)
-    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n)
+    f = np.linspace(rng.uniform(*start_hz), rng.uniform(*end_hz), n)
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, attack)
+
+
+def move_call(rng, sr, dur):  # mo: fast upsweep
+    return _sweep(rng, sr, dur, (800, 1000), (2400, 2800))
 
 
 def alarm_call(rng, sr, dur):  # al: band-limited noisy burst 1.5-3 kHz
@@ -128,9 +140,7 @@ def trill(rng, sr, dur):  # tr: 5-8 kHz tone pips at 15-25 pips/s
 
 
 def downsweep(rng, sr, dur):  # ds: 14 -> 6 kHz
-    n = int(dur * sr)
-    f = np.linspace(rng.uniform(12000, 14000), rng.uniform(5500, 7000), n)
-    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n)
+    return _sweep(rng, sr, dur, (12000, 14000), (5500, 7000))
 
 
 def buzz(rng, sr, dur):  # bz: noise band 9-14 kHz
@@ -157,9 +167,7 @@ BIRD_CLASSES: tuple[CallClass, ...] = (
 
 
 def steep_fm(rng, sr, dur):  # fm: 100 -> 30 kHz, Myotis-like
-    n = int(dur * sr)
-    f = np.linspace(rng.uniform(85000, 100000), rng.uniform(25000, 35000), n)
-    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, 0.1)
+    return _sweep(rng, sr, dur, (85000, 100000), (25000, 35000), 0.1)
 
 
 def shallow_fm(rng, sr, dur):  # qcf: 55 -> 40 kHz, Pipistrellus-like hockey stick
@@ -170,9 +178,7 @@ def shallow_fm(rng, sr, dur):  # qcf: 55 -> 40 kHz, Pipistrellus-like hockey sti
 
 
 def low_fm(rng, sr, dur):  # lfm: 30 -> 20 kHz, Nyctalus-like
-    n = int(dur * sr)
-    f = np.linspace(rng.uniform(28000, 32000), rng.uniform(19000, 22000), n)
-    return np.sin(2 * np.pi * np.cumsum(f) / sr) * _envelope(n, 0.1)
+    return _sweep(rng, sr, dur, (28000, 32000), (19000, 22000), 0.1)
 
 
 #: bat-like classes for archives at 192 kHz and up: FM sweeps of 2-10 ms in 20-100 kHz

@@ -71,65 +71,84 @@ def synth_split(out: Path, rate: int, hours: float) -> tuple[Path, Path]:
     return train, test
 
 
-def quality(args: argparse.Namespace) -> pd.DataFrame:
+def fit_and_score(
+    out: Path, name: str, rate: int, steps: int, train: Path, test: Path, sets: list[str]
+) -> dict:
+    """Fine-tune tiny from scratch at ``rate`` on ``train`` (``--set`` ``sets`` last) and score
+    it with ``a2v evaluate`` on ``test``; a finished stage is not run again. Returns the best
+    checkpoint, frame macro AP and event F1 (IoU > 0)."""
     from pipelines import evaluate, finetune
 
+    best = out / "runs" / name / "best"
+    tracking = [s for s in sets if s.startswith("tracking.")]
+    if not (best / "model.pt").exists():
+        finetune.run(
+            load_config(
+                FinetuneJob,
+                ROOT / "configs/finetune/tiny.yaml",
+                [
+                    f"model.sample_rate_hz={rate}",
+                    f"data.archive={train}",
+                    f"data.annotations={train / 'annotations.csv'}",
+                    f"optim.max_steps={steps}",
+                    f"run.validate_every_steps={max(1, steps // 6)}",
+                    f"run.checkpoint_every_steps={max(1, steps // 3)}",
+                    f"run.storage_path={out / 'runs'}",
+                    f"run.name={name}",
+                    *sets,
+                ],
+            )
+        )
+    metrics = out / "eval" / name / "metrics.json"
+    if not metrics.exists():
+        evaluate.run(
+            load_config(
+                EvaluateJob,
+                ROOT / "configs/label/default.yaml",
+                [
+                    f"model={best}",
+                    f"data.archive={test}",
+                    f"data.annotations={test / 'annotations.csv'}",
+                    f"out={out / 'eval' / name}",
+                    f"run.name=eval-{name}",
+                    "overwrite=true",
+                    *(s for s in tracking if not s.startswith("tracking.registered_model")),
+                ],
+            )
+        )
+    m = json.loads(metrics.read_text())
+    return {"model": str(best), "ap": m["frame"]["macro_ap"], "f1": m["events"]["iou_0"]["f1"]}
+
+
+def quality(args: argparse.Namespace) -> pd.DataFrame:
     out = Path(args.out).resolve()
     train, test = (
         synth_split(out, args.synth_rate, args.hours) if args.synth_rate else gy6or6_split(out)
     )
-    uri = f"sqlite:///{out / 'mlflow.db'}"
+    tracking = [
+        f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
+        "tracking.registered_model=animal2vec-rates",
+    ]
     rows = []
     for rate in (int(r) for r in args.rates.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
-            name = f"rate{rate}-s{seed}"
-            best = out / "runs" / name / "best"
             t0 = time.time()
-            if not (best / "model.pt").exists():
-                job = load_config(
-                    FinetuneJob,
-                    ROOT / "configs/finetune/tiny.yaml",
-                    [
-                        f"model.sample_rate_hz={rate}",
-                        f"data.archive={train}",
-                        f"data.annotations={train / 'annotations.csv'}",
-                        f"run.seed={seed}",
-                        f"data.split_seed={1612 + seed}",
-                        f"optim.max_steps={args.steps}",
-                        f"run.validate_every_steps={max(1, args.steps // 6)}",
-                        f"run.checkpoint_every_steps={max(1, args.steps // 3)}",
-                        f"run.storage_path={out / 'runs'}",
-                        f"run.name={name}",
-                        f"tracking.uri={uri}",
-                        "tracking.registered_model=animal2vec-rates",
-                        *args.overrides,
-                    ],
-                )
-                finetune.run(job)
-            metrics = out / "eval" / name / "metrics.json"
-            if not metrics.exists():
-                evaluate.run(
-                    load_config(
-                        EvaluateJob,
-                        ROOT / "configs/label/default.yaml",
-                        [
-                            f"model={best}",
-                            f"data.archive={test}",
-                            f"data.annotations={test / 'annotations.csv'}",
-                            f"out={out / 'eval' / name}",
-                            f"run.name=eval-{name}",
-                            f"tracking.uri={uri}",
-                            "overwrite=true",
-                        ],
-                    )
-                )
-            m = json.loads(metrics.read_text())
+            seeded = [f"run.seed={seed}", f"data.split_seed={1612 + seed}"]
+            m = fit_and_score(
+                out,
+                f"rate{rate}-s{seed}",
+                rate,
+                args.steps,
+                train,
+                test,
+                [*seeded, *tracking, *args.overrides],
+            )
             rows.append(
                 {
                     "rate_hz": rate,
                     "seed": seed,
-                    "frame_macro_ap": m["frame"]["macro_ap"],
-                    "event_f1": m["events"]["iou_0"]["f1"],
+                    "frame_macro_ap": m["ap"],
+                    "event_f1": m["f1"],
                     "wall_s": round(time.time() - t0),
                 }
             )

@@ -10,18 +10,7 @@ import torch
 from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import EmbedJob
 from a2v_core.embeddings import window_means
-from pipelines.labelling.predictor import ModelActor
-
-PASSED = (
-    "path",
-    "offset_s",
-    "duration_s",
-    "n_chunks",
-    "channel",
-    "source_rate_hz",
-    "error_type",
-    "error_message",
-)
+from pipelines.labelling.predictor import PASSED, ModelActor
 
 
 class Embedder(ModelActor):

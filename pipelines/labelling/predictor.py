@@ -43,6 +43,19 @@ def heap_trimmer():
     return fn
 
 
+#: chunk-row columns an actor hands back as they came (label and embed alike)
+PASSED = (
+    "path",
+    "offset_s",
+    "duration_s",
+    "n_chunks",
+    "channel",
+    "source_rate_hz",
+    "error_type",
+    "error_message",
+)
+
+
 class ModelActor(ABC):
     """A Ray Data actor that loads a checkpoint once, on its own node (``load``), and runs
     ``infer`` on each batch of chunk rows, handing freed heap back after each."""
@@ -125,19 +138,7 @@ class Predictor(ModelActor):
                     emb[i] = feats[j, :n_valid].mean(0).astype(np.float32)
                 if self.job.frame_probs:
                     frames[i] = probs[j, :n_valid].astype(np.float16).tobytes()
-        out = {
-            k: batch[k]
-            for k in (
-                "path",
-                "offset_s",
-                "duration_s",
-                "n_chunks",
-                "channel",
-                "source_rate_hz",
-                "error_type",
-                "error_message",
-            )
-        }
+        out = {k: batch[k] for k in PASSED}
         out["runs"] = runs_json
         out["node_id"] = np.array([self.node_id] * n, dtype=object)  # where it ran (run.json)
         if self.job.frame_probs:

@@ -31,14 +31,21 @@ from a2v_core.config_loader import load_config
 from pipelines import evaluate, label
 from pipelines.data import storage
 from tests.conftest import PLANTED_AWS_SECRET, ROOT, files_holding
+from tests.e2e.cluster_jobs import (
+    ARCHIVE,
+    RUNS,
+    S3,
+    job_steps,
+    local_label_job,
+    once,
+    pretrain_entry,
+    set_args,
+    spread_entry,
+)
 
 pytestmark = pytest.mark.slow
 
-S3 = "s3://a2v-test/sn"
-ARCHIVE = f"{S3}/archive"
-RUNS = f"{S3}/runs"
 PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 10, 3, 5
-THRESHOLD = 0.03  # 6 fine-tuning steps: probabilities stay low, and events are what we compare
 PASSWORD = "planted-pw-7f3a0c"
 
 
@@ -54,27 +61,6 @@ def tracking_env(mlflow_server) -> dict[str, str]:
     auth and ignores it), as users pass one."""
     host = mlflow_server.split("://", 1)[1]
     return {"MLFLOW_TRACKING_URI": f"http://a2v:{PASSWORD}@{host}"}
-
-
-def once(items: list) -> list:
-    """Ray Train forwards each worker print twice (its print patch and the worker's stdout):
-    drop an item equal to the one before it."""
-    return [x for i, x in enumerate(items) if i == 0 or x != items[i - 1]]
-
-
-def job_steps(logs: str) -> list[int]:
-    return once([int(s) for s in re.findall(r"\[pretrain\] step (\d+)/", logs)])
-
-
-def set_args(*sets: str) -> list[str]:
-    """``--set KEY=VALUE`` for each of ``sets``."""
-    return [arg for s in sets for arg in ("--set", s)]
-
-
-def pretrain_entry(storage_path: str, name: str, *sets: str) -> list[str]:
-    entry = ["python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml"]
-    entry += ["--archive", ARCHIVE, "--storage-path", storage_path, "--name", name]
-    return entry + set_args(*sets)
 
 
 def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
@@ -231,33 +217,6 @@ def test_finetune_from_an_s3_checkpoint(finetuned, mlflow_server):
     )
     assert run.data.tags["checkpoint_uri"] == finetuned
     assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_macro_ap")
-
-
-def local_label_job(cls, model: str, out: str, *extra: str):
-    return load_config(
-        cls,
-        ROOT / "configs/label/default.yaml",
-        [
-            f"model={model}",
-            f"data.archive={ARCHIVE}",
-            f"out={out}",
-            "tracking.enabled=false",
-            f"events.threshold={THRESHOLD}",  # = --threshold THRESHOLD
-            "events.thresholds_from_model=false",
-            *extra,
-        ],
-    )
-
-
-def spread_entry(module: str, model: str, out: str, *extra: str) -> list[str]:
-    """A label / evaluate command with 2 predictor actors spread over the worker nodes."""
-    return [
-        *("python", "-m", module, "--model", model, "--archive", ARCHIVE, "--out", out),
-        *("--threshold", str(THRESHOLD)),
-        *set_args("cluster.num_actors=2", "cluster.cpus_per_worker=1"),
-        *set_args("cluster.placement_strategy=SPREAD"),
-        *extra,
-    ]
 
 
 def test_label_and_evaluate_on_both_nodes_equal_a_local_run(

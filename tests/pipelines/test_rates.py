@@ -5,16 +5,16 @@ rate. Each model is fine-tuned from scratch on a synthetic archive of its rate (
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from a2v_core.config import EvaluateJob, FinetuneJob, LabelJob
+from a2v_core.config import LabelJob
 from a2v_core.config_loader import load_config
-from pipelines import evaluate, finetune, label
+from bench import rates
+from pipelines import label
 from pipelines.synth import write_archive
 from tests.conftest import ROOT, SHARED
 
@@ -26,43 +26,23 @@ DEERMOUSE = SHARED / "data/real/deermouse_jourjine2023/deermouse-go.wav"
 def fit_and_score(
     d: Path, name: str, rate: int, steps: int, *extra: str, train: Path, test: Path
 ) -> dict:
-    """Fine-tune tiny from scratch at ``rate`` on ``train``; ``a2v evaluate`` on ``test``."""
-    job = load_config(
-        FinetuneJob,
-        ROOT / "configs/finetune/tiny.yaml",
+    """bench/rates.py's fit and evaluation, validated and checkpointed once, no tracking."""
+    m = rates.fit_and_score(
+        d,
+        name,
+        rate,
+        steps,
+        train,
+        test,
         [
-            f"model.sample_rate_hz={rate}",
-            f"data.archive={train}",
-            f"data.annotations={train / 'annotations.csv'}",
-            f"optim.max_steps={steps}",
             f"run.validate_every_steps={steps}",
             f"run.checkpoint_every_steps={steps}",
-            f"run.storage_path={d / 'runs'}",
-            f"run.name={name}",
             "tracking.enabled=false",
             *extra,
         ],
     )
-    best = finetune.run(job)["checkpoint"]
-    evaluate.run(
-        load_config(
-            EvaluateJob,
-            ROOT / "configs/label/default.yaml",
-            [
-                f"model={best}",
-                f"data.archive={test}",
-                f"data.annotations={test / 'annotations.csv'}",
-                f"out={d / 'eval' / name}",
-                "tracking.enabled=false",
-            ],
-        )
-    )
-    m = json.loads((d / "eval" / name / "metrics.json").read_text())
-    print(
-        f"\n[rates] {name}: frame macro AP {m['frame']['macro_ap']:.3f}, event F1 "
-        f"{m['events']['iou_0']['f1']:.3f}"
-    )
-    return {"model": best, "ap": m["frame"]["macro_ap"], "f1": m["events"]["iou_0"]["f1"]}
+    print(f"\n[rates] {name}: frame macro AP {m['ap']:.3f}, event F1 {m['f1']:.3f}")
+    return m
 
 
 def test_a_48khz_model_hears_calls_an_8khz_model_cannot(ray_session, tmp_path):

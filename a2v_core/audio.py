@@ -67,23 +67,47 @@ class Chunk:
     source_rate_hz: int = 0  # the file's own rate (the chunk is at the model's)
 
 
-def open_sound(fileobj: BinaryIO) -> sf.SoundFile:
-    """Open a file object with libsndfile, mapping failures to typed DecodeErrors."""
+class Expanded:
+    """A SoundFile read at its true rate: a time-expansion detector slows ultrasound down by
+    ``factor`` before a recorder samples it, so the file's stated rate times the factor is the
+    rate of the sound as it happened (a 10x file at 44.1 kHz holds 441 kHz audio, and each file
+    second is 0.1 s of real time). Everything else is the SoundFile's."""
+
+    def __init__(self, snd: sf.SoundFile, factor: int) -> None:
+        self._snd, self.samplerate = snd, snd.samplerate * factor
+
+    def __getattr__(self, name: str):
+        return getattr(self._snd, name)
+
+    def __enter__(self) -> Expanded:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._snd.close()
+
+
+def open_sound(fileobj: BinaryIO, time_expansion: int = 1) -> sf.SoundFile:
+    """Open a file object with libsndfile, mapping failures to typed DecodeErrors. With
+    ``time_expansion`` k > 1 the file reads as k times its stated rate (see ``Expanded``)."""
+    if time_expansion < 1 or int(time_expansion) != time_expansion:
+        raise ValueError(f"time_expansion must be a whole number >= 1, got {time_expansion}")
     start = fileobj.tell() if hasattr(fileobj, "tell") else 0
     head = fileobj.read(12)
     if not head:
         raise DecodeError("empty_file", "file has 0 bytes")
     fileobj.seek(start)
     try:
-        return sf.SoundFile(fileobj)
+        snd = sf.SoundFile(fileobj)
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
         if head.startswith(_MAGIC):
             raise DecodeError("truncated", f"audio header present but unreadable ({exc})") from exc
         raise DecodeError("not_audio", f"not a recognised audio stream ({exc})") from exc
+    return Expanded(snd, int(time_expansion)) if time_expansion > 1 else snd
 
 
-def probe(fileobj: BinaryIO) -> AudioInfo:
-    with open_sound(fileobj) as snd:
+def probe(fileobj: BinaryIO, time_expansion: int = 1) -> AudioInfo:
+    """Frames, rate (the true rate: stated rate x ``time_expansion``), channels and format."""
+    with open_sound(fileobj, time_expansion) as snd:
         return AudioInfo(snd.frames, snd.samplerate, snd.channels, snd.format, snd.subtype)
 
 
@@ -93,11 +117,6 @@ def channel_index(block: np.ndarray, channel: str) -> int:
     if block.shape[1] == 1 or channel == "first":
         return 0
     return int(np.abs(block).sum(0).argmax())
-
-
-def select_channel(block: np.ndarray, channel: str) -> np.ndarray:
-    """(S, channels) -> (S,): the first channel, or the loudest (largest summed |x|)."""
-    return block[:, channel_index(block, channel)]
 
 
 def normalise(x: np.ndarray, eps: float = 1e-5, out: np.ndarray | None = None) -> np.ndarray:
@@ -201,12 +220,15 @@ def iter_chunks(
     stop_s: float | None = None,
     out: Callable[[], np.ndarray] | None = None,
     chunk_errors: bool = False,
+    time_expansion: int = 1,
 ) -> Iterator[Chunk]:
     """Stream the chunks of one file (or of its [start_s, stop_s) range). Raises DecodeError.
     ``out``, when given, is called once per chunk for the array to decode it into. With
     ``chunk_errors``, a window with NaN/inf samples is yielded as a zero Chunk carrying its
-    ``error_type`` and the file goes on (one bad stretch does not cost the whole file)."""
-    with open_sound(fileobj) as snd:
+    ``error_type`` and the file goes on (one bad stretch does not cost the whole file). With
+    ``time_expansion`` k, the file is read at k times its stated rate: offsets, durations and
+    ``source_rate_hz`` are those of the sound as it happened."""
+    with open_sound(fileobj, time_expansion) as snd:
         duration_s = snd.frames / snd.samplerate
         if snd.frames == 0:
             raise DecodeError("empty_audio", "the stream holds 0 samples")

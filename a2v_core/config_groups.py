@@ -125,9 +125,12 @@ class ModelConfig(Group):
         )
         return low, self.sample_rate_hz / 2
 
-    def hearing(self, job: str) -> str:
-        """The job's first log line: the model's rate, band and frames."""
-        return hearing_line(job, self.sample_rate_hz, self.frame_rate_hz, self.band_hz[0])
+    def hearing(self, job: str, time_expansion: int = 1) -> str:
+        """The job's first log line: the model's rate, band and frames (and the data's time
+        expansion, when the files come from a time-expansion detector)."""
+        return hearing_line(
+            job, self.sample_rate_hz, self.frame_rate_hz, self.band_hz[0], time_expansion
+        )
 
     @property
     def frontend_macs_per_s(self) -> float:
@@ -234,6 +237,14 @@ class DataConfig(Group):
         default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"]
     )
     channel: Literal["first", "loudest"] = "first"
+    time_expansion: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="recordings from a time-expansion bat detector: the file's stated rate x "
+        "this is the true rate (a 10x file at 44.1 kHz holds 441 kHz sound); times in chunks, "
+        "events and embeddings are real time (file seconds / this)",
+    )
     min_duration_s: float = Field(0.1, ge=0)
     split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
     read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")

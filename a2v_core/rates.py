@@ -187,10 +187,22 @@ def upsampling_warning(hours_by_rate: dict[int, float], model_rate_hz: int) -> s
     )
 
 
-def hearing_line(job: str, sample_rate_hz: float, frame_rate_hz: float, low_hz: float = 0.0) -> str:
+def hearing_line(
+    job: str,
+    sample_rate_hz: float,
+    frame_rate_hz: float,
+    low_hz: float = 0.0,
+    time_expansion: int = 1,
+) -> str:
     """Every job's first log line: what the model hears and how other rates are treated."""
-    return (
+    line = (
         f"[{job}] model rate {int(sample_rate_hz)} Hz: hears {low_hz:g}-{sample_rate_hz / 2:g} Hz, "
         f"{frame_rate_hz:g} frames/s ({1000 / frame_rate_hz:g} ms); files at other rates are "
         f"resampled to {int(sample_rate_hz)} Hz on read (soxr HQ)"
     )
+    if time_expansion > 1:
+        line += (
+            f"; files are time-expanded {time_expansion}x: read at {time_expansion}x their stated "
+            f"rate, and every time written is real time (file seconds / {time_expansion})"
+        )
+    return line

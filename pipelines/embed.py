@@ -88,6 +88,7 @@ def fingerprint(job: EmbedJob, model_version: str) -> dict:
         "sample_rate_hz": job.data.sample_rate_hz,
         "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
         **({"channel": job.data.channel} if job.data.channel != "first" else {}),
+        **({"time_expansion": job.data.time_expansion} if job.data.time_expansion > 1 else {}),
     }
 
 
@@ -132,7 +133,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         if storage.is_file(job.data.archive):
             job.data.archive = storage.parent(job.data.archive)
     model_cfg = read_as_model_reads(job, meta, config)
-    print(model_cfg.hearing("embed"))
+    print(model_cfg.hearing("embed", job.data.time_expansion))
     init_ray(job.cluster.address)
     require_shared({"model": job.model, "data.archive": job.data.archive})
     fp = fingerprint(job, version)

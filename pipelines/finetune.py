@@ -234,7 +234,7 @@ def check_pretrained_rate(job: FinetuneJob) -> None:
 
 
 def run(job: FinetuneJob) -> dict:
-    print(job.model.hearing("finetune"))
+    print(job.model.hearing("finetune", job.data.time_expansion))
     pin_paths(job)
     check_pretrained_rate(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)

@@ -88,7 +88,15 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     pin_paths(job)
     # every input check runs before Ray starts and before --overwrite removes anything
     meta, version = inputs.finetuned_model(job.model)
-    print(hearing_line("label", meta["sample_rate_hz"], meta["frame_rate_hz"], meta["band_hz"][0]))
+    print(
+        hearing_line(
+            "label",
+            meta["sample_rate_hz"],
+            meta["frame_rate_hz"],
+            meta["band_hz"][0],
+            job.data.time_expansion,
+        )
+    )
     job.events = job.events.at_frame_rate(float(meta["frame_rate_hz"]))
     unknown = sorted(set(job.classes or []) - set(meta["classes"]))
     if unknown:

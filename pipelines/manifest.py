@@ -41,11 +41,15 @@ COLUMNS = [
 ]
 
 
-def decode_error(archive: str, rel: str, size: int, sample_rate_hz: int) -> tuple[str, str]:
+def decode_error(
+    archive: str, rel: str, size: int, sample_rate_hz: int, time_expansion: int = 1
+) -> tuple[str, str]:
     """(error_type, message) of the first chunk labelling would fail on, or ("", "")."""
     from pipelines.data.datasource import WorkUnit, read_unit
 
-    cfg = DataConfig(archive=archive, sample_rate_hz=sample_rate_hz)  # native rate: no resampling
+    cfg = DataConfig(  # the file's own (true) rate: no resampling
+        archive=archive, sample_rate_hz=sample_rate_hz, time_expansion=time_expansion
+    )
     fs, root = storage.filesystem(archive)
     buf = np.empty(cfg.clip_samples, np.float32)  # one buffer: the audio is not kept
     for row in read_unit(cfg, fs, root, WorkUnit(rel, size, file_bytes=size), lambda: buf):
@@ -68,14 +72,16 @@ def manifest_row(path: str, size: int, error_type: str = "", message: str = "") 
     }
 
 
-def probe_files(archive: str, files: list[tuple[str, int]], verify: bool = False) -> list[dict]:
+def probe_files(
+    archive: str, files: list[tuple[str, int]], verify: bool = False, time_expansion: int = 1
+) -> list[dict]:
     fs, root = storage.filesystem(archive)
     rows = []
     for rel, size in files:
         row = manifest_row(rel, size)
         try:
             with storage.open_member(fs, root, rel, size) as f:
-                info = probe(f)
+                info = probe(f, time_expansion)
             row.update(
                 duration_s=info.duration_s,
                 sample_rate_hz=info.sample_rate_hz,
@@ -85,7 +91,9 @@ def probe_files(archive: str, files: list[tuple[str, int]], verify: bool = False
             if info.frames == 0:
                 row.update(error_type="empty_audio", error_message="0 samples")
             elif verify:
-                error_type, message = decode_error(archive, rel, size, info.sample_rate_hz)
+                error_type, message = decode_error(
+                    archive, rel, size, info.sample_rate_hz, time_expansion
+                )
                 row.update(error_type=error_type, error_message=message)
         except DecodeError as exc:
             row.update(error_type=exc.error_type, error_message=exc.message)
@@ -102,10 +110,12 @@ def build_manifest(
     verify: bool = False,
     progress_every_s: float = 30.0,
     max_files: int | None = None,
+    time_expansion: int = 1,
 ) -> pd.DataFrame:
     """Probe every file (Ray tasks of ``files_per_task`` files) into a DataFrame; ``verify``:
     decode every file too. Without a terminal, a progress line every ``progress_every_s``.
-    ``max_files``: only the first that many audio files (a dry run)."""
+    ``max_files``: only the first that many audio files (a dry run). ``time_expansion``: the
+    files come from a time-expansion detector; rates and durations are the true ones."""
     exts = extensions or DataConfig().extensions
     all_listed = storage.list_all(archive)
     files = [f for f in all_listed if f[0].rsplit(".", 1)[-1].lower() in exts]
@@ -113,7 +123,7 @@ def build_manifest(
     files, unsupported = files[:max_files], unsupported[:max_files]
     remote = ray.remote(probe_files)
     groups = [files[i : i + files_per_task] for i in range(0, len(files), files_per_task)]
-    pending = [remote.remote(archive, g, verify) for g in groups]
+    pending = [remote.remote(archive, g, verify, time_expansion) for g in groups]
     rows: list[dict] = []
     progress = ProgressLog("manifest", len(files), progress_every_s)
     audio_s, errors = 0.0, Counter()
@@ -185,8 +195,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="decode every file as labelling does (finds truncated or NaN audio; slower)",
     )
+    ap.add_argument(
+        "--time-expansion",
+        type=int,
+        default=1,
+        help="recordings from a time-expansion detector, slowed down this many times: report "
+        "the true rates and durations (as data.time_expansion does for every job)",
+    )
     add_dry_run(ap, "the first file")
     args = ap.parse_args(argv)
+    if args.time_expansion < 1:
+        raise InputError(f"--time-expansion {args.time_expansion}: must be a whole number >= 1")
     if not storage.exists(args.archive):  # before Ray starts
         raise InputError(f"--archive {redact_uri(args.archive)}: not found")
     init_ray(args.address)
@@ -195,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         verify=args.verify,
         progress_every_s=args.progress_every_s,
         max_files=1 if args.dry_run else None,
+        time_expansion=args.time_expansion,
     )
     buf = io.BytesIO()
     manifest.to_parquet(buf, index=False)

@@ -135,7 +135,7 @@ def build_trainer(
 
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
-    print(job.model.hearing("pretrain"))
+    print(job.model.hearing("pretrain", job.data.time_expansion))
     pin_paths(job)
     run_dir = storage.join(job.run.storage_path, job.run.name)
     check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing

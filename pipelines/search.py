@@ -64,16 +64,19 @@ def parse_query(text: str) -> tuple[str, float | None, float | None]:
 
 
 @torch.no_grad()
-def query_embedding(model, model_cfg: ModelConfig, clip_s: float, channel: str, text: str):
+def query_embedding(
+    model, model_cfg: ModelConfig, clip_s: float, channel: str, text: str, time_expansion: int = 1
+):
     """The mean frame feature of one query span, computed chunk by chunk as ``a2v embed``
-    computes the archive's."""
+    computes the archive's (and read with the archive's time expansion: the query's times are
+    real time too)."""
     uri, onset, offset = parse_query(text)
     fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         raise InputError(f"--query {redact_uri(uri)}: not found")
     sr, rate = model_cfg.sample_rate_hz, model_cfg.frame_rate_hz
     try:
-        with fs.open(path, "rb") as f, open_sound(f) as snd:
+        with fs.open(path, "rb") as f, open_sound(f, time_expansion) as snd:
             duration = snd.frames / snd.samplerate
             onset, offset = onset or 0.0, min(offset or duration, duration)
             if onset >= duration:
@@ -203,10 +206,13 @@ def run(
     with storage.fetched(model_uri) as local:
         model = embedder_of(*load_checkpoint(local))
     model_cfg = model.model_cfg
-    print(model_cfg.hearing("search"))
+    print(model_cfg.hearing("search", fp.get("time_expansion", 1)))
     channel = fp.get("channel", "first")
     vectors = np.stack(
-        [query_embedding(model, model_cfg, fp["clip_s"], channel, q) for q in queries]
+        [
+            query_embedding(model, model_cfg, fp["clip_s"], channel, q, fp.get("time_expansion", 1))
+            for q in queries
+        ]
     )
     if index:
         hits = search_index(index, manifest, vectors, top_k)

@@ -60,7 +60,7 @@ def plan_units(cfg: DataConfig, files: list[tuple[str, int]]) -> list[WorkUnit]:
             continue
         try:
             with storage.open_member(fs, root, rel, size) as f:
-                info = probe(f)
+                info = probe(f, cfg.time_expansion)
         except (DecodeError, OSError):
             units.append(WorkUnit(rel, size, file_bytes=size))  # the read task reports it
             continue
@@ -196,6 +196,7 @@ def read_unit(
                     stop_s=unit.stop_s,
                     out=out,
                     chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
+                    time_expansion=cfg.time_expansion,
                 ):
                     yield {
                         **base,

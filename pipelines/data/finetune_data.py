@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from a2v_core import annotations as ann
-from a2v_core.audio import chunk_offsets
+from a2v_core.audio import DecodeError, chunk_offsets, probe
 from a2v_core.config import FinetuneJob
 from a2v_core.errors import InputError
 from a2v_core.splits import clip_presence, make_splits
@@ -68,15 +67,13 @@ def clip_table(job: FinetuneJob, files: list[str]) -> pd.DataFrame:
     for rel in files:
         try:
             with storage.open_member(fs, root, rel) as f:
-                info = sf.info(f)
-        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                info = probe(f, job.data.time_expansion)
+        except (DecodeError, OSError) as err:
             raise InputError(
                 f"--annotations names {rel}, which does not decode ({type(err).__name__}: "
                 f"{err}); repair or remove the file, or drop its rows from the annotations"
             ) from None
-        for off in chunk_offsets(
-            info.frames / info.samplerate, job.data.clip_s, job.data.overlap_s
-        ):
+        for off in chunk_offsets(info.duration_s, job.data.clip_s, job.data.overlap_s):
             rows.append({"path": rel, "offset_s": off, "chunk_id": chunk_id(rel, off)})
     return pd.DataFrame(rows)
 

@@ -69,6 +69,7 @@ def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float])
         "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
         # only when not the default, so that the runs labelled before it was keyed keep their id
         **({"channel": job.data.channel} if job.data.channel != "first" else {}),
+        **({"time_expansion": job.data.time_expansion} if job.data.time_expansion > 1 else {}),
     }
 
 

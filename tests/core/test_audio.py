@@ -119,3 +119,24 @@ def test_chunks_say_which_channel_they_were_read_from(tmp_path):
     assert picked == [1, 1]
     with open(path, "rb") as f:
         assert [c.channel for c in iter_chunks(f, 10.0, sr, channel="first")] == [0, 0]
+
+
+def test_a_time_expanded_file_is_read_at_its_true_rate_and_in_real_time():
+    """A 10x time-expansion detector plays 2 s of 250 kHz sound out over 20 s; the recorder
+    stores it at 25 kHz. Read with time_expansion=10 the file is the 250 kHz sound again:
+    samples unchanged (no resampling), 1 s chunks of real time, the true rate in each chunk."""
+    rng = np.random.default_rng(3)
+    true_rate, factor = 250_000, 10
+    x = (rng.standard_normal(2 * true_rate) * 0.1).astype(np.float32)
+    data = wav_bytes(x, true_rate // factor, subtype="FLOAT")
+    info = probe(io.BytesIO(data), time_expansion=factor)
+    assert info.sample_rate_hz == true_rate and info.duration_s == pytest.approx(2.0)
+    assert probe(io.BytesIO(data)).duration_s == pytest.approx(20.0)  # the file as stated
+    chunks = list(iter_chunks(io.BytesIO(data), 1.0, true_rate, normalize=False, time_expansion=10))
+    assert [c.offset_s for c in chunks] == [0.0, 1.0]
+    assert {c.source_rate_hz for c in chunks} == {true_rate}
+    np.testing.assert_array_equal(np.concatenate([c.audio for c in chunks]), x)
+    # without the factor the same file is 20 s at 25 kHz: 20 chunks, all upsampled
+    assert len(list(iter_chunks(io.BytesIO(data), 1.0, true_rate, normalize=False))) == 20
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        probe(io.BytesIO(data), time_expansion=0)

@@ -184,3 +184,10 @@ def test_a_job_built_in_code_or_assigned_to_keeps_one_rate():
     assert built.data.sample_rate_hz == 32000
     with pytest.raises(ValueError, match="data follows the model"):
         FinetuneJob(model=ModelConfig(sample_rate_hz=32000), data={"sample_rate_hz": 8000})
+
+
+def test_time_expansion_is_named_in_the_first_log_line():
+    cfg = ModelConfig(sample_rate_hz=250_000)
+    assert "time-expanded" not in cfg.hearing("label")
+    line = cfg.hearing("label", 10)
+    assert "time-expanded 10x" in line and "real time (file seconds / 10)" in line

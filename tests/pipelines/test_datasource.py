@@ -243,3 +243,55 @@ def test_a_truncated_file_is_not_retried(tmp_path):
     waits = []
     rows = list(read_unit(cfg, fs, root, WorkUnit("t.flac", len(data)), sleep=waits.append))
     assert rows[-1]["error_type"] == expected == "truncated" and waits == []
+
+
+def test_time_expansion_gives_true_rates_and_real_time_in_chunks_and_the_manifest(
+    ray_session, tmp_path, capsys
+):
+    """``data.time_expansion`` for chunks and ``a2v manifest --time-expansion`` for the rates:
+    a 10x file stated at 25 kHz is 250 kHz sound, 0.1 s of real time per file second."""
+    from pipelines.manifest import main
+
+    archive = tmp_path / "te"
+    archive.mkdir()
+    sf.write(archive / "bat.wav", np.zeros(25_000 * 30, np.float32), 25_000)  # 3 s real time
+    rows = good_chunks(
+        read_chunks(
+            DataConfig(archive=str(archive), sample_rate_hz=250_000, clip_s=1.0, time_expansion=10)
+        )
+    ).take_all()
+    assert sorted(r["offset_s"] for r in rows) == [0.0, 1.0, 2.0]
+    assert {r["source_rate_hz"] for r in rows} == {250_000}
+    s = summarize(build_manifest(str(archive), time_expansion=10))
+    assert s["rates"] == {"250000": {"files": 1, "hours": pytest.approx(3 / 3600)}}
+    assert s["recommended_sample_rate_hz"] == 250_000
+    main(
+        ["--archive", str(archive), "--out", str(tmp_path / "m.parquet"), "--time-expansion", "10"]
+    )
+    assert "250000 Hz: 1 files" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "--archive",
+                str(archive),
+                "--out",
+                str(tmp_path / "m.parquet"),
+                "--time-expansion",
+                "0",
+            ]
+        )
+    assert exit_.value.code == 2
+
+
+def test_time_expansion_keys_label_and_embed_runs():
+    """A rerun with another factor changes every time written: it is another run."""
+    from a2v_core.config import EmbedJob, LabelJob
+    from pipelines.embed import fingerprint as embed_fingerprint
+    from pipelines.labelling.label_outputs import fingerprint
+
+    plain, expanded = LabelJob(), LabelJob(data=DataConfig(time_expansion=10))
+    assert fingerprint(plain, "v", {}) != fingerprint(expanded, "v", {})
+    assert "time_expansion" not in fingerprint(plain, "v", {})  # old run ids are kept
+    assert embed_fingerprint(EmbedJob(), "v") != embed_fingerprint(
+        EmbedJob(data=DataConfig(time_expansion=10)), "v"
+    )

@@ -139,12 +139,19 @@ class FinetuneJob(TrainJob):
     dry_run_files: ClassVar[int] = 2  # a training and a validation split
     finetune_masking: FinetuneMaskingConfig = Field(default_factory=FinetuneMaskingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    events: EventConfig = Field(default_factory=lambda: EventConfig(threshold=0.175))
+    events: EventConfig = Field(default_factory=EventConfig)
+    frame_threshold: float = Field(
+        0.175,
+        gt=0,
+        lt=1,
+        description="validation frame precision/recall/micro-F1 threshold (0.175: the original's "
+        "model selection); events use events.threshold and the per-class thresholds tuned here",
+    )
     pretrained: str | None = None
     select_metric: Literal["val_micro_f1", "val_macro_ap"] = Field(
         "val_micro_f1",
         description="validation metric that picks the exported best checkpoint (ties: the "
-        "other one). micro-F1 at events.threshold is the original's; macro AP needs no "
+        "other one). micro-F1 at frame_threshold is the original's; macro AP needs no "
         "threshold, which suits short runs whose per-class thresholds are tuned afterwards",
     )
 

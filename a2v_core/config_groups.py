@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from a2v_core.events import EventRule
 from a2v_core.presets import MODEL_PRESETS, ConvLayer
 from a2v_core.rates import FRAME_RATES_HZ, front_end, hearing_line, rate_preset
 
@@ -351,8 +352,16 @@ class TrackingConfig(Group):
 class EventConfig(Group):
     """Frame probabilities -> events (spec section 8)."""
 
-    threshold: float = Field(0.15, gt=0, lt=1)
-    class_thresholds: dict[str, float] = Field(default_factory=dict)
+    threshold: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="event threshold on the pooled frame probabilities, for every class without "
+        "a tuned or explicit one (fine-tuning: what a class with too few validation events keeps)",
+    )
+    class_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="explicit per-class event thresholds (win over all)"
+    )
     thresholds_from_model: bool = Field(
         True,
         description="use the per-class thresholds tuned on validation and saved in the checkpoint "
@@ -392,6 +401,17 @@ class EventConfig(Group):
             if key not in self.model_fields_set
         }
         return self.model_copy(update=update)
+
+    def rule(self, class_thresholds: dict[str, float] | None = None) -> EventRule:
+        """The events these settings make (``a2v_core.events``), with ``class_thresholds``
+        (e.g. a model's tuned ones) under this config's explicit ``class_thresholds``."""
+        return EventRule(
+            threshold=self.threshold,
+            class_thresholds={**(class_thresholds or {}), **self.class_thresholds},
+            pool_s=self.pool_s,
+            min_event_s=self.min_event_s,
+            top_class_only=self.top_class_only,
+        )
 
 
 #: (pool_s, min_event_s) per frame rate: 0.1 s and 0.05 s at 200 Hz (the original, for calls

@@ -1,19 +1,25 @@
-"""Frame probabilities -> call events (spec section 8).
+"""Frame probabilities -> call events (spec section 8): the one definition of an event.
 
-Per class: a centred 0.1 s moving average (the original's average pool shifted by half a
-window), a threshold (global or per class), maximal runs of frames -> intervals. Chunks are
-processed independently and their runs carry (probability sum, frame count) so that runs
-touching at a chunk boundary merge into one event with the exact mean probability; the
-minimum-length filter and the optional top-class policy run after that merge.
+Per class: a centred moving average over ``pool_s`` (the original's average pool shifted by
+half a window), a threshold (per class, else the default), maximal runs of frames ->
+intervals. Chunks are processed independently and their runs carry (raw probability sum,
+frame count), so that runs touching at a chunk boundary merge into one event whose score is
+the exact mean raw probability; the minimum-length filter and the optional top-class policy
+run after that merge. ``EventRule`` holds those settings; labelling (per chunk in the
+predictor, per file in the writer), evaluation and the per-class threshold tuning of
+fine-tuning (``tune_thresholds``) all make events through it.
 Axes: T frames, C classes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 RUN_COLUMNS = ["file", "onset_s", "offset_s", "label", "prob_sum", "n_frames"]
+EVENT_COLUMNS = ["file", "onset_s", "offset_s", "label", "score"]
 
 
 def moving_average(probs: np.ndarray, window: int) -> np.ndarray:
@@ -34,22 +40,19 @@ def runs(active: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def chunk_runs(
+def run_rows(
     probs: np.ndarray,
+    smooth: np.ndarray,
     classes: list[str],
+    thresholds: list[float],
     file: str,
     offset_s: float,
     frame_rate_hz: float,
-    threshold: float = 0.15,
-    class_thresholds: dict[str, float] | None = None,
-    pool_s: float = 0.1,
-) -> pd.DataFrame:
-    """Runs of one chunk (probs (T, C) over its valid frames only), in file time."""
-    smooth = moving_average(probs, int(round(pool_s * frame_rate_hz)))
+) -> list[tuple]:
+    """RUN_COLUMNS rows: runs of ``smooth[:, c] > thresholds[c]``, scored on raw ``probs``."""
     rows = []
     for c, label in enumerate(classes):
-        thr = (class_thresholds or {}).get(label, threshold)
-        for start, end in runs(smooth[:, c] > thr):
+        for start, end in runs(smooth[:, c] > thresholds[c]):
             rows.append(
                 (
                     file,
@@ -60,7 +63,61 @@ def chunk_runs(
                     end - start,
                 )
             )
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return rows
+
+
+def pooled(
+    probs: np.ndarray, frame_rate_hz: float, pool_s: float, known: np.ndarray | None = None
+) -> np.ndarray:
+    """The probabilities runs are cut from: the ``pool_s`` moving average, 0 where ``known``
+    (frames someone reviewed, (T,) bool) is False: what no one reviewed proposes no event."""
+    smooth = moving_average(probs, int(round(pool_s * frame_rate_hz)))
+    return smooth if known is None else smooth * known[:, None]
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """How frame probabilities become events. ``class_thresholds`` win over ``threshold``."""
+
+    threshold: float = 0.15
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    pool_s: float = 0.1
+    min_event_s: float = 0.05
+    top_class_only: bool = False
+
+    def thresholds(self, classes: list[str]) -> list[float]:
+        return [float(self.class_thresholds.get(c, self.threshold)) for c in classes]
+
+    def runs(
+        self,
+        probs: np.ndarray,
+        classes: list[str],
+        file: str,
+        offset_s: float,
+        frame_rate_hz: float,
+        known: np.ndarray | None = None,
+    ) -> pd.DataFrame:
+        """Runs of one chunk (probs (T, C) over its valid frames only), in file time."""
+        smooth = pooled(probs, frame_rate_hz, self.pool_s, known)
+        rows = run_rows(
+            probs, smooth, classes, self.thresholds(classes), file, offset_s, frame_rate_hz
+        )
+        return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+    def merge(self, runs_table: pd.DataFrame) -> pd.DataFrame:
+        """Runs of any chunks -> events (``merge_runs`` with this rule's length filter and
+        top-class policy)."""
+        return merge_runs(runs_table, self.min_event_s, self.top_class_only)
+
+    def events(
+        self,
+        chunks: list[tuple[str, float, np.ndarray]],
+        classes: list[str],
+        frame_rate_hz: float,
+    ) -> pd.DataFrame:
+        """Events of (file, offset_s, probs (T, C)) chunks: what ``a2v label`` writes."""
+        parts = [self.runs(p, classes, f, o, frame_rate_hz) for f, o, p in chunks]
+        return self.merge(pd.concat(parts) if parts else pd.DataFrame(columns=RUN_COLUMNS))
 
 
 def merge_runs(
@@ -74,7 +131,7 @@ def merge_runs(
     Returns columns file, onset_s, offset_s, label, score sorted by file and onset.
     """
     if runs_table.empty:
-        return pd.DataFrame(columns=["file", "onset_s", "offset_s", "label", "score"])
+        return pd.DataFrame(columns=EVENT_COLUMNS)
     merged = []
     for (file, label), group in runs_table.sort_values("onset_s").groupby(
         ["file", "label"], sort=False
@@ -88,7 +145,7 @@ def merge_runs(
                     merged.append((file, cur[0], cur[1], label, cur[2] / cur[3]))
                 cur = [r.onset_s, r.offset_s, r.prob_sum, r.n_frames]
         merged.append((file, cur[0], cur[1], label, cur[2] / cur[3]))
-    events = pd.DataFrame(merged, columns=["file", "onset_s", "offset_s", "label", "score"])
+    events = pd.DataFrame(merged, columns=EVENT_COLUMNS)
     events = events[(events["offset_s"] - events["onset_s"]) >= min_event_s - tolerance_s]
     if top_class_only:
         events = keep_top_class(events)
@@ -105,18 +162,3 @@ def keep_top_class(events: pd.DataFrame) -> pd.DataFrame:
                 chosen.append((r.onset_s, r.offset_s))
                 kept.append(r.Index)
     return events.loc[sorted(kept)]
-
-
-def events_from_probs(
-    probs: np.ndarray,
-    classes: list[str],
-    frame_rate_hz: float,
-    file: str = "",
-    threshold: float = 0.15,
-    pool_s: float = 0.1,
-    min_event_s: float = 0.05,
-    class_thresholds: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """One-shot helper for a single probability matrix (a whole file or one chunk)."""
-    r = chunk_runs(probs, classes, file, 0.0, frame_rate_hz, threshold, class_thresholds, pool_s)
-    return merge_runs(r, min_event_s)

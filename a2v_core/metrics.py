@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from a2v_core.events import RUN_COLUMNS, EventRule, merge_runs, pooled, run_rows
+
 
 def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
     """From true positives, predicted positives and actual positives (0 where undefined)."""
@@ -172,55 +174,55 @@ def overlap_event_metrics(pred: pd.DataFrame, truth: pd.DataFrame, classes: list
     return {"precision": precision, "recall": recall, "f1": f1, "per_class": per_class}
 
 
-def _class_events(
-    clips: list[tuple[str, float, np.ndarray]],
+def class_events_at(
+    clips: list[tuple[str, float, np.ndarray, np.ndarray | None]],
     c: int,
+    name: str,
     threshold: float,
+    rule: EventRule,
     frame_rate_hz: float,
-    min_frames: int,
-) -> list[tuple[str, float, float, float]]:
-    out = []
-    for file, offset, pooled in clips:
-        active = np.concatenate([[False], pooled[:, c] > threshold, [False]]).astype(np.int8)
-        edges = np.flatnonzero(np.diff(active))
-        for start, end in zip(edges[0::2], edges[1::2], strict=True):
-            if end - start >= min_frames:
-                score = float(pooled[start:end, c].mean())
-                out.append(
-                    (file, offset + start / frame_rate_hz, offset + end / frame_rate_hz, score)
-                )
-    return out
+    smooth: list[np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """The events of class ``c`` that ``rule`` with ``threshold`` for that class makes from
+    the clips (file, offset_s, raw probs (T, C), reviewed frames (T,) or None), as
+    ``EventRule.events`` would (``smooth``: the clips' ``events.pooled``, computed once)."""
+    if smooth is None:
+        smooth = [pooled(p, frame_rate_hz, rule.pool_s, known) for _, _, p, known in clips]
+    rows = []
+    for (file, offset, p, _), s in zip(clips, smooth, strict=True):
+        rows += run_rows(p[:, [c]], s[:, [c]], [name], [threshold], file, offset, frame_rate_hz)
+    return merge_runs(pd.DataFrame(rows, columns=RUN_COLUMNS), rule.min_event_s)
 
 
-def best_event_f1_thresholds(
-    clips: list[tuple[str, float, np.ndarray]],
+def tune_thresholds(
+    clips: list[tuple[str, float, np.ndarray, np.ndarray | None]],
     truth: pd.DataFrame,
     classes: list[str],
     frame_rate_hz: float,
-    default: float,
-    min_event_s: float = 0.05,
+    rule: EventRule,
     grid: np.ndarray | None = None,
     iou_threshold: float = 0.0,
     min_events: int = 1,
 ) -> dict[str, float]:
-    """Per class, the threshold on the pooled probabilities that maximises event F1 (matches
-    above ``iou_threshold``) over the given clips (file, offset_s, pooled probs (T, C)); ties
-    go to the higher threshold. A class with fewer than ``min_events`` ground-truth events
-    keeps ``default``: one missed event would otherwise tune it to the top of the grid and
-    silence it. ``truth`` holds the events of those clips in file time (file, onset_s,
-    offset_s, label)."""
+    """Per class, the threshold that maximises the event F1 (matches above ``iou_threshold``)
+    of the events ``rule`` makes with it (``class_events_at``: the events ``a2v label``
+    writes: runs merged across chunks, then the length filter, scored on raw probabilities)
+    over the given clips (file, offset_s, raw probs (T, C), reviewed frames (T,) or None);
+    ties go to the higher threshold. A class with fewer than ``min_events`` ground-truth
+    events keeps ``rule.threshold``: one missed event would otherwise tune it to the top of
+    the grid and silence it. ``truth`` holds the events of those clips in file time (file,
+    onset_s, offset_s, label). Each class is tuned alone (``top_class_only`` is not applied)."""
     grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
-    min_frames = max(1, int(round(min_event_s * frame_rate_hz)))
+    smooth = [pooled(p, frame_rate_hz, rule.pool_s, known) for _, _, p, known in clips]
     out = {}
     for c, name in enumerate(classes):
         t = truth[truth["label"] == name]
         if len(t) < max(1, min_events):
-            out[name] = float(default)
+            out[name] = float(rule.threshold)
             continue
-        best_f1, best_thr = -1.0, float(default)
+        best_f1, best_thr = -1.0, float(rule.threshold)
         for thr in grid:
-            rows = _class_events(clips, c, float(thr), frame_rate_hz, min_frames)
-            pred = pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "score"])
+            pred = class_events_at(clips, c, name, float(thr), rule, frame_rate_hz, smooth)
             f1 = match_class(pred, t, iou_threshold)["f1"] if len(pred) else 0.0
             if f1 >= best_f1:
                 best_f1, best_thr = f1, float(thr)

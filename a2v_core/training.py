@@ -26,7 +26,6 @@ from torch import nn
 
 from a2v_core.checkpoint import save_checkpoint
 from a2v_core.config import FinetuneJob, OptimConfig, PretrainJob
-from a2v_core.events import moving_average
 from a2v_core.finetune import FrameClassifier, focal_loss
 from a2v_core.metrics import frame_metrics
 from a2v_core.mixup import bc_mixup
@@ -259,12 +258,12 @@ def validate(
 ) -> tuple[dict[str, float], list]:
     """Frame metrics over the validation ``batches`` (numpy dicts with ``audio``, ``path``,
     ``offset_s``, ``duration_s``; ``targets(batch)``: their (B, T, C) frame targets, NaN where
-    nobody reviewed the frame), counting only reviewed frames that hold audio; and each clip's
-    (file, offset, pooled probabilities), from
-    which the labeller's per-class thresholds are tuned."""
+    nobody reviewed the frame), counting only reviewed frames that hold audio, at
+    ``job.frame_threshold``; and each clip's (file, offset, probabilities (T, C), reviewed
+    frames (T,)), from which the labeller's per-class thresholds are tuned
+    (``metrics.tune_thresholds``)."""
     model.eval()
-    ys, ps, pooled = [], [], []
-    window = int(round(job.events.pool_s * job.model.frame_rate_hz))
+    ys, ps, clips = [], [], []
     for batch in batches:
         probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
         y = targets(batch)
@@ -273,20 +272,13 @@ def validate(
             known = ~np.isnan(y[i, :n]).any(-1)  # reviewed spans: only reviewed frames count
             ys.append(y[i, :n][known])
             ps.append(probs[i, :n][known])
-            pooled.append(
-                (
-                    str(batch["path"][i]),
-                    float(batch["offset_s"][i]),
-                    # what no one reviewed proposes no event to the thresholds' tuning
-                    moving_average(probs[i, :n], window) * known[:, None],
-                )
-            )
+            clips.append((str(batch["path"][i]), float(batch["offset_s"][i]), probs[i, :n], known))
     model.train()
-    m = frame_metrics(np.concatenate(ys), np.concatenate(ps), classes, job.events.threshold)
+    m = frame_metrics(np.concatenate(ys), np.concatenate(ps), classes, job.frame_threshold)
     return {
         "val_micro_f1": m["micro_f1"],
         "val_macro_ap": m["macro_ap"],
         "val_micro_ap": m["micro_ap"],
         "val_precision": m["micro_precision"],
         "val_recall": m["micro_recall"],
-    }, pooled
+    }, clips

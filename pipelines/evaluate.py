@@ -32,7 +32,13 @@ from a2v_core.redact import redact_tree
 from pipelines import label
 from pipelines.data import inputs, storage
 from pipelines.runtime.job_paths import pin_paths
-from pipelines.runtime.jobargs import command, job_parser, resolve
+from pipelines.runtime.jobargs import (
+    add_threshold,
+    command,
+    job_parser,
+    resolve,
+    threshold_overrides,
+)
 from pipelines.runtime.tracking import Tracker
 
 
@@ -183,14 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = job_parser("a2v evaluate", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output directory / URI")
-    ap.add_argument("--threshold", type=float, help="event threshold (= --set events.threshold=)")
+    add_threshold(ap)
     args = ap.parse_args(argv)
     extra = {
         "model": args.model,
         "out": args.out,
-        "events.threshold": args.threshold,
-        "events.thresholds_from_model": "false" if args.threshold is not None else None,
-    }
+    } | threshold_overrides(args)
     run(resolve(EvaluateJob, args, shorthands, extra))
 
 

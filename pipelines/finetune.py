@@ -11,7 +11,7 @@ into train / valid and a ``label_fraction`` of the train clips; the split is wri
 projection into the encoder width trains after the head-only phase, as the original)
 (``optim.freeze_frontend``, the paper's; the tiny preset trains it), time/channel masks and
 mixup with soft targets. Validation every ``run.validate_every_steps`` reports frame micro-F1
-at 0.175 and macro AP; the best model by ``select_metric`` is exported to
+at ``frame_threshold`` (0.175) and macro AP; the best model by ``select_metric`` is exported to
 ``<storage_path>/<name>/best`` (the checkpoint ``a2v label`` takes) and registered in MLflow.
 """
 
@@ -123,10 +123,10 @@ def train_loop(config: dict) -> None:
         if logged:
             w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
         if w.due(step, job.run.validate_every_steps) and w.rank == 0:
-            val, pooled_clips = validate(model, job, classes, events_by_file, w.dev, reviewed)
+            val, clips = validate(model, job, classes, events_by_file, w.dev, reviewed)
             is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
             if is_best or step == job.optim.max_steps:
-                last_thresholds = event_thresholds(pooled_clips, events, classes, job)
+                last_thresholds = event_thresholds(clips, events, classes, job)
             logged.update(val)
             # best by job.select_metric; ties (e.g. F1 all 0 early on) by the other
             if is_best:

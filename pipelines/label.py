@@ -69,14 +69,16 @@ from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part 
     runs_under,
     safe_relpath,
 )
-from pipelines.labelling.predictor import Predictor, effective_thresholds
+from pipelines.labelling.predictor import Predictor, event_rule
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import (
     add_rerun_flags,
+    add_threshold,
     command,
     job_parser,
     rerun_overrides,
     resolve,
+    threshold_overrides,
 )
 from pipelines.runtime.ray_init import init_ray
 
@@ -111,7 +113,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     job.data.sample_rate_hz = int(meta["sample_rate_hz"])
     job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
     job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
-    fp = fingerprint(job, version, effective_thresholds(job, meta))
+    fp = fingerprint(job, version, event_rule(job, meta).class_thresholds)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
     keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
@@ -135,7 +137,10 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "config": job.model_dump(mode="json"),
         "model_uri": job.model,
         "model_version": version,
-        "thresholds": {"default": job.events.threshold, **effective_thresholds(job, meta)},
+        "thresholds": {
+            "default": job.events.threshold,
+            **event_rule(job, meta).class_thresholds,
+        },
         "model_meta": {
             k: meta.get(k)
             for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz", "band_hz")
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = job_parser("a2v label", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
-    ap.add_argument("--threshold", type=float, help="= --set events.threshold=...")
+    add_threshold(ap)
     ap.add_argument("--formats", help="comma list of parquet,raven,audacity,csv")
     ap.add_argument(
         "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
@@ -259,13 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     extra = {
         "model": args.model,
         "out": args.out,
-        "events.threshold": args.threshold,
-        "events.thresholds_from_model": "false" if args.threshold is not None else None,
         "formats": formats,
         "embeddings": "true" if args.embeddings else None,
         "classes": f"[{args.classes}]" if args.classes else None,
     }
-    extra |= rerun_overrides(args)
+    extra |= rerun_overrides(args) | threshold_overrides(args)
     run(resolve(LabelJob, args, shorthands, extra))
 
 

@@ -131,7 +131,10 @@ def run(
     maps, rollout, probs = attention_maps(model, x)
     put("attention.png", attention_png(maps, rollout, audio, sr, fr, clip_events, classes))
     targets = ann.frame_targets(clip_events, classes, 0.0, len(probs), sr, cfg.hop_samples)
-    threshold = float(config.get("events", {}).get("threshold", 0.175))
+    # the frame threshold (fine-tuning configs before it had its own key kept it in events)
+    threshold = float(
+        config.get("frame_threshold", config.get("events", {}).get("threshold", 0.175))
+    )
     put("frame_probs.png", frame_probs_png(probs, targets, classes, fr, threshold))
     summary = {
         "model": model_uri,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
-from a2v_core.events import RUN_COLUMNS, merge_runs
+from a2v_core.events import RUN_COLUMNS
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 
@@ -167,11 +167,7 @@ class OutputWriter(PartWriter):
     ) -> pd.DataFrame:
         """One finished file (``key``: its size and version). Its per-file tables keep the
         recording's extension (``rec.wav.selections.txt``): rec.wav and rec.flac never meet."""
-        table = merge_runs(
-            pd.DataFrame(runs, columns=RUN_COLUMNS),
-            self.job.events.min_event_s,
-            self.job.events.top_class_only,
-        )
+        table = self.job.events.rule().merge(pd.DataFrame(runs, columns=RUN_COLUMNS))
         if self.job.classes:
             table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
         table["channel"] = channel_at(table["onset_s"], channels or {})

@@ -17,14 +17,15 @@ import torch
 from a2v_core.checkpoint import load_classifier
 from a2v_core.config import LabelJob
 from a2v_core.encoder import flush_denormals
-from a2v_core.events import chunk_runs
+from a2v_core.events import EventRule
 from pipelines.data import storage
 
 
-def effective_thresholds(job: LabelJob, meta: dict) -> dict[str, float]:
-    """Per-class thresholds: the checkpoint's tuned ones (if enabled), then explicit ones."""
+def event_rule(job: LabelJob, meta: dict) -> EventRule:
+    """The events this job writes with this model: per class, the checkpoint's tuned
+    threshold (if ``events.thresholds_from_model``) under the job's explicit ones."""
     tuned = meta.get("class_thresholds") or {} if job.events.thresholds_from_model else {}
-    return {**tuned, **job.events.class_thresholds}
+    return job.events.rule(tuned)
 
 
 def heap_trimmer():
@@ -103,7 +104,7 @@ class Predictor(ModelActor):
         self.model, self.meta = load_classifier(local)
         self.classes = self.meta["classes"]
         self.frame_rate_hz = float(self.meta["frame_rate_hz"])
-        self.thresholds = effective_thresholds(self.job, self.meta)
+        self.rule = event_rule(self.job, self.meta)
 
     def scores(self, audio: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """(frame features, frame probabilities as float32 numpy) of a batch of chunks."""
@@ -120,18 +121,14 @@ class Predictor(ModelActor):
         if ok.any():
             feats, probs = self.forward(batch["audio"][ok], self.scores)
             feats = feats.float().cpu().numpy()
-            ev = self.job.events
             for j, i in enumerate(np.flatnonzero(ok)):
                 n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
-                runs = chunk_runs(
+                runs = self.rule.runs(
                     probs[j, :n_valid],
                     self.classes,
                     str(batch["path"][i]),
                     float(batch["offset_s"][i]),
                     self.frame_rate_hz,
-                    ev.threshold,
-                    self.thresholds,
-                    ev.pool_s,
                 )
                 runs_json[i] = runs.to_json(orient="values")
                 if self.job.embeddings:

@@ -85,6 +85,27 @@ def rerun_overrides(args: argparse.Namespace) -> dict[str, str | None]:
     }
 
 
+def add_threshold(ap: argparse.ArgumentParser) -> None:
+    """The one ``--threshold`` flag of the jobs that write events (label, evaluate);
+    ``threshold_overrides`` turns it into config keys."""
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        help="one event threshold for every class: sets events.threshold AND turns off the "
+        "per-class thresholds tuned into the model (events.thresholds_from_model=false). "
+        "--set events.threshold=X alone changes only the threshold of classes the model holds "
+        "no tuned one for",
+    )
+
+
+def threshold_overrides(args: argparse.Namespace) -> dict[str, str | None]:
+    given = args.threshold is not None
+    return {
+        "events.threshold": str(args.threshold) if given else None,
+        "events.thresholds_from_model": "false" if given else None,
+    }
+
+
 def resolve(
     job_cls: type[Job],
     args: argparse.Namespace,

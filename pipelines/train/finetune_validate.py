@@ -10,7 +10,7 @@ import ray.train
 from a2v_core import training
 from a2v_core.config import FinetuneJob
 from a2v_core.finetune import FrameClassifier
-from a2v_core.metrics import best_event_f1_thresholds
+from a2v_core.metrics import tune_thresholds
 from pipelines.data.finetune_data import batch_targets
 
 
@@ -18,8 +18,8 @@ def validate(
     model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev, reviewed=False
 ) -> tuple[dict, list]:
     """``a2v_core.training.validate`` over this worker's ``valid`` dataset: frame metrics of
-    every clip's valid frames, and the clips' (file, offset, pooled probabilities) for tuning
-    the labeller's per-class thresholds."""
+    every clip's valid frames, and the clips (file, offset, probabilities, reviewed frames)
+    for tuning the labeller's per-class thresholds."""
     shard = ray.train.get_dataset_shard("valid")
     return training.validate(
         model,
@@ -31,9 +31,10 @@ def validate(
     )
 
 
-def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: FinetuneJob) -> dict:
-    """Per-class thresholds that maximise validation event F1 (what ``a2v label`` applies)."""
-    keys = {(f, o) for f, o, _ in pooled_clips}
+def event_thresholds(clips: list, events: pd.DataFrame, classes, job: FinetuneJob) -> dict:
+    """Per-class thresholds that maximise the validation event F1 of the events ``a2v label``
+    makes (``job.events.rule()``): what ``a2v label`` applies."""
+    keys = {(f, o) for f, o, _, _ in clips}
     clip_s = job.data.clip_s
     events = events[events["label"].isin(classes)]  # a reviewed negative is no event
     truth = (
@@ -46,13 +47,12 @@ def event_thresholds(pooled_clips: list, events: pd.DataFrame, classes, job: Fin
         if len(events)
         else events
     )
-    return best_event_f1_thresholds(
-        pooled_clips,
+    return tune_thresholds(
+        clips,
         truth,
         classes,
         job.model.frame_rate_hz,
-        job.events.threshold,
-        job.events.min_event_s,
+        job.events.rule(),
         iou_threshold=job.events.tune_iou,
         min_events=job.events.tune_min_events,
     )

@@ -5,6 +5,7 @@ import yaml
 
 from a2v_core.config import JOBS, FinetuneJob, LabelJob, ModelConfig, PretrainJob
 from a2v_core.config_loader import ConfigError, load_config
+from tests.conftest import ROOT
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -72,7 +73,11 @@ def test_cross_field_checks():
 
 def test_label_and_finetune_defaults():
     assert LabelJob().events.threshold == 0.15
-    assert FinetuneJob().events.threshold == 0.175
+    # one event threshold for every job; fine-tuning's frame F1 threshold is its own key
+    assert FinetuneJob().events.threshold == 0.15 and FinetuneJob().frame_threshold == 0.175
+    assert (
+        load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml", []).frame_threshold == 0.175
+    )
     assert FinetuneJob().loss.focal_alpha == 0.25 and FinetuneJob().loss.focal_gamma == 2.0
 
 

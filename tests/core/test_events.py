@@ -1,14 +1,11 @@
 import numpy as np
 import pandas as pd
 
-from a2v_core.events import (
-    chunk_runs,
-    events_from_probs,
-    keep_top_class,
-    merge_runs,
-    moving_average,
-    runs,
-)
+from a2v_core.events import EventRule, keep_top_class, merge_runs, moving_average, runs
+
+
+def events_from_probs(p, classes, fr, **rule):
+    return EventRule(**rule).events([("", 0.0, p)], classes, fr)
 
 
 def test_runs_and_moving_average():
@@ -24,8 +21,10 @@ def test_event_straddling_a_chunk_boundary_is_one_event():
     a, b = np.zeros((2000, 1)), np.zeros((2000, 1))
     a[1900:, 0] = 0.9  # last 0.5 s of chunk 0
     b[:100, 0] = 0.7  # first 0.5 s of chunk 1
-    r = pd.concat([chunk_runs(a, ["x"], "f", 0.0, fr), chunk_runs(b, ["x"], "f", 10.0, fr)])
-    ev = merge_runs(r)
+    rule = EventRule()
+    ev = merge_runs(
+        pd.concat([rule.runs(a, ["x"], "f", 0.0, fr), rule.runs(b, ["x"], "f", 10.0, fr)])
+    )
     assert len(ev) == 1
     assert abs(ev.onset_s[0] - 9.5) < 0.06 and abs(ev.offset_s[0] - 10.5) < 0.06
     whole = events_from_probs(np.concatenate([a, b]), ["x"], fr)

@@ -3,7 +3,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
+from a2v_core.events import EventRule
 from a2v_core.metrics import event_metrics, frame_metrics, overlap_event_metrics
+
+RULE = EventRule(threshold=0.15, pool_s=0.0)  # the tests' flat curves, unpooled
 
 
 def ev(rows):
@@ -85,15 +88,15 @@ def test_event_ap_counts_missed_events_and_needs_predictions():
 
 
 def test_event_thresholds_pick_the_best_f1_and_the_higher_of_ties():
-    from a2v_core.metrics import best_event_f1_thresholds
+    from a2v_core.metrics import tune_thresholds
 
     fr = 200.0
     p = np.full((2000, 2), 0.02)
     p[400:460, 0] = 0.6  # the true call (2.0-2.3 s)
     p[1000:1040, 0] = 0.3  # a louder noise bump: a false positive below 0.3
-    clips = [("a.wav", 10.0, p)]
+    clips = [("a.wav", 10.0, p, None)]
     truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [12.0], "offset_s": [12.3], "label": ["x"]})
-    thr = best_event_f1_thresholds(clips, truth, ["x", "y"], fr, default=0.15)
+    thr = tune_thresholds(clips, truth, ["x", "y"], fr, RULE)
     assert thr == {"x": 0.55, "y": 0.15}  # F1 = 1 for 0.3..0.55; class y has no truth
 
 
@@ -102,34 +105,32 @@ def test_event_thresholds_at_iou_half_refuse_one_event_spanning_the_clip():
     threshold down until one event covers the clip and 'finds' the call with no false positive
     (F1 1); at IoU 0.5 that event is a miss, so the tuned threshold keeps the short, right event
     (plus the noise bump: F1 2/3)."""
-    from a2v_core.metrics import best_event_f1_thresholds
+    from a2v_core.metrics import tune_thresholds
 
     fr = 200.0
     p = np.full((2000, 1), 0.07)  # above 0.05 everywhere: one 10 s event at threshold 0.05
     p[400:460, 0] = 0.12  # the call (2.0-2.3 s), weakly
     p[1000:1040, 0] = 0.2  # a louder noise bump
-    clips = [("a.wav", 10.0, p)]
+    clips = [("a.wav", 10.0, p, None)]
     truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [12.0], "offset_s": [12.3], "label": ["x"]})
-    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15) == {"x": 0.05}
-    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15, iou_threshold=0.5) == {
-        "x": 0.1
-    }
+    assert tune_thresholds(clips, truth, ["x"], fr, RULE) == {"x": 0.05}
+    assert tune_thresholds(clips, truth, ["x"], fr, RULE, iou_threshold=0.5) == {"x": 0.1}
 
 
 def test_event_thresholds_keep_the_default_below_min_events():
     """One validation call that the model misses would tune its class to the top of the grid
     (silence); below ``min_events`` the class keeps the default instead."""
-    from a2v_core.metrics import best_event_f1_thresholds
+    from a2v_core.metrics import tune_thresholds
 
     fr = 200.0
     p = np.full((2000, 1), 0.02)
     p[1000:1040, 0] = 0.5  # a detection, but not where the one true call is
-    clips = [("a.wav", 0.0, p)]
+    clips = [("a.wav", 0.0, p, None)]
     truth = pd.DataFrame({"file": ["a.wav"], "onset_s": [2.0], "offset_s": [2.3], "label": ["x"]})
-    assert best_event_f1_thresholds(clips, truth, ["x"], fr, default=0.15) == {"x": 0.95}
-    assert best_event_f1_thresholds(clips, truth, ["x"], fr, 0.15, min_events=3) == {"x": 0.15}
+    assert tune_thresholds(clips, truth, ["x"], fr, RULE) == {"x": 0.95}
+    assert tune_thresholds(clips, truth, ["x"], fr, RULE, min_events=3) == {"x": 0.15}
     three = pd.concat([truth] * 3).assign(onset_s=[2.0, 7.0, 8.0], offset_s=[2.3, 7.3, 8.3])
-    assert best_event_f1_thresholds(clips, three, ["x"], fr, 0.15, min_events=3) == {"x": 0.95}
+    assert tune_thresholds(clips, three, ["x"], fr, RULE, min_events=3) == {"x": 0.95}
 
 
 def test_overlap_metric_does_not_penalise_splits_like_the_paper():
@@ -150,3 +151,28 @@ def test_overlap_metric_does_not_penalise_splits_like_the_paper():
     assert strict["per_class"]["a"]["tp"] == 1  # one-to-one: the split's second half is an FP
     # touching is not overlapping
     assert overlap_event_metrics(ev([("f", 2.0, 3.0, "a", 0.5)]), t, ["a"])["precision"] == 0.0
+
+
+def test_tuning_scores_a_call_split_by_a_chunk_border_as_one_event():
+    """A 60 ms call, 30 ms on each side of a chunk border: labelling merges the two runs and
+    keeps the event (>= min_event_s 50 ms), so the best threshold is the highest that finds all
+    three calls (0.45). Tuning once dropped each 30 ms half before merging: it never found the
+    split call, and tuned the class to 0.75, a threshold at which labelling misses it."""
+    from a2v_core.metrics import tune_thresholds
+
+    fr = 200.0
+    a, b = np.full((2000, 1), 0.02), np.full((2000, 1), 0.02)
+    a[-6:, 0] = b[:6, 0] = 0.5
+    a[500:540, 0] = b[900:940, 0] = 0.8  # two louder calls: three validation events
+    clips = [("a.wav", 0.0, a, None), ("a.wav", 10.0, b, None)]
+    truth = pd.DataFrame(
+        {
+            "file": ["a.wav"] * 3,
+            "onset_s": [2.5, 9.97, 14.5],
+            "offset_s": [2.7, 10.03, 14.7],
+            "label": ["x"] * 3,
+        }
+    )
+    assert tune_thresholds(clips, truth, ["x"], fr, RULE, iou_threshold=0.5, min_events=3) == {
+        "x": 0.45
+    }

@@ -218,7 +218,7 @@ def test_unreviewed_frames_reach_neither_the_loss_nor_the_metrics():
     reviewed[:, 200:250, 1] = 1.0
     y_bg[:, 200:250, 1] = 1.0
     cpu = torch.device("cpu")
-    got, pooled = validate(model, [batch], lambda b: reviewed, job, ["a", "b"], cpu)
+    got, val_clips = validate(model, [batch], lambda b: reviewed, job, ["a", "b"], cpu)
     counted, _ = validate(model, [batch], lambda b: y_bg, job, ["a", "b"], cpu)
     model.eval()
     with torch.no_grad():
@@ -228,8 +228,14 @@ def test_unreviewed_frames_reach_neither_the_loss_nor_the_metrics():
         reviewed[:, :300].reshape(-1, 2),
         probs[:, :300].reshape(-1, 2),
         ["a", "b"],
-        job.events.threshold,
+        job.frame_threshold,
     )
     assert got["val_macro_ap"] == pytest.approx(want["macro_ap"])
     assert got["val_macro_ap"] != pytest.approx(counted["val_macro_ap"])
-    assert all((p[300:] == 0).all() and p[:300].any() for _, _, p in pooled)
+    # what no one reviewed proposes no event to the thresholds' tuning
+    from a2v_core.events import pooled
+
+    for _, _, p, known in val_clips:
+        assert known[:300].all() and not known[300:].any()
+        smooth = pooled(p, 200.0, job.events.pool_s, known)
+        assert (smooth[300:] == 0).all() and smooth[:300].any()

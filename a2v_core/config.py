@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from a2v_core.config_groups import (
     ClusterConfig,
@@ -25,6 +25,7 @@ from a2v_core.config_groups import (
     RunConfig,
     TrackingConfig,
 )
+from a2v_core.label_formats import DEFAULT_FORMATS, FORMATS, check_formats
 
 #: the groups, importable from here as before the split
 __all__ = [
@@ -200,8 +201,9 @@ class ArchiveJob(Job):
 
 class LabelJob(ArchiveJob):
     events: EventConfig = Field(default_factory=EventConfig)
-    formats: list[Literal["parquet", "raven", "audacity", "csv"]] = Field(
-        default_factory=lambda: ["parquet", "raven"]
+    formats: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FORMATS),
+        description="event formats (a2v_core.label_formats: " + ", ".join(FORMATS) + ")",
     )
     embeddings: bool = False
     classes: list[str] | None = Field(
@@ -210,6 +212,11 @@ class LabelJob(ArchiveJob):
     frame_probs: bool = Field(
         False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
     )
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, v: list[str]) -> list[str]:
+        return check_formats(v)
 
 
 class EmbedJob(ArchiveJob):

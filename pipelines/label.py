@@ -38,9 +38,9 @@ import json
 import time
 from collections import Counter
 
-from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.errors import InputError
+from a2v_core.label_formats import FORMATS, formats_help
 from a2v_core.rates import hearing_line
 from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
@@ -68,6 +68,7 @@ from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part 
     run_id_of,
     runs_under,
     safe_relpath,
+    write_run_tables,
 )
 from pipelines.labelling.predictor import Predictor, event_rule
 from pipelines.runtime.job_paths import pin_paths
@@ -173,22 +174,9 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     """``<out>/run.json``, the run's combined CSV / Raven tables, the MLflow run's metrics and
     artifact, and the closing lines."""
     run_id = summary["run_id"]
-    run_events = read_events(job.out, run_id) if {"csv", "raven"} & set(job.formats) else None
-    if "csv" in job.formats:
-        storage.write_bytes(
-            storage.join(job.out, "csv", f"{run_id}.events.csv"),
-            run_events.to_csv(index=False).encode(),
-        )
-    if "raven" in job.formats:  # one table over the archive, as BirdNET-Analyzer's combined one
-        storage.write_bytes(
-            storage.join(job.out, "raven", f"{run_id}.selections.txt"),
-            ann.to_raven(
-                run_events,
-                job.data.sample_rate_hz,
-                combined=True,
-                low_hz=(summary["model_meta"].get("band_hz") or [0.0])[0],
-            ).encode(),
-        )
+    if any(FORMATS[n].per_run for n in job.formats):
+        low_hz = (summary["model_meta"].get("band_hz") or [0.0])[0]
+        write_run_tables(job, run_id, read_events(job.out, run_id), low_hz)
     keys = ("files_processed", "chunks_processed", "events_written")
     finish(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
     errors = summary["errors_by_type"]
@@ -253,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
     add_threshold(ap)
-    ap.add_argument("--formats", help="comma list of parquet,raven,audacity,csv")
+    ap.add_argument("--formats", help=formats_help())
     ap.add_argument(
         "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
     )

@@ -27,9 +27,9 @@ import uuid
 
 import pandas as pd
 
-from a2v_core import annotations as ann
 from a2v_core.config import LabelJob
 from a2v_core.events import RUN_COLUMNS
+from a2v_core.label_formats import FORMATS, LabelFormat
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 
@@ -178,15 +178,10 @@ class OutputWriter(PartWriter):
             self.run_id,
         )
         if safe_relpath(file) is not None:  # an unsafe name has an error row and no table
-            if "raven" in self.job.formats:
+            for fmt in per_file_formats(self.job.formats):
                 storage.write_bytes(
-                    self.path("raven", self.run_id, f"{file}.selections.txt"),
-                    ann.to_raven(table, self.sr, low_hz=self.low_hz).encode(),
-                )
-            if "audacity" in self.job.formats:
-                storage.write_bytes(
-                    self.path("audacity", self.run_id, f"{file}.txt"),
-                    ann.to_audacity(table).encode(),
+                    self.path(*fmt.per_file_path(self.run_id, file)),
+                    fmt.render(table, self.sr, self.low_hz, False).encode(),
                 )
         self.add(
             file, key, events=[table], errors=errors, embeddings=embeddings, frames=frames or []
@@ -245,12 +240,28 @@ def runs_under(out: str) -> list[str]:
     )
 
 
+def per_file_formats(names: list[str]) -> list[LabelFormat]:
+    return [FORMATS[n] for n in names if FORMATS[n].per_file]
+
+
+def write_run_tables(job: LabelJob, run_id: str, events: pd.DataFrame, low_hz: float) -> None:
+    """The tables over the whole run (Raven's combined table, the CSV) of the formats asked."""
+    for fmt in (FORMATS[n] for n in job.formats):
+        if fmt.per_run:
+            text = fmt.render(events, job.data.sample_rate_hz, low_hz, True)
+            storage.write_bytes(storage.join(job.out, *fmt.per_run_path(run_id)), text.encode())
+
+
 def remove_run(out: str, run_id: str) -> None:
     """``--overwrite``: every output of one run (other runs under ``out`` stay)."""
     for kind in KINDS:
         storage.remove(storage.join(out, kind, f"run={run_id}"))
-    for kind in ("raven", "audacity", "_progress"):
-        storage.remove(storage.join(out, kind, run_id))
+    for fmt in FORMATS.values():  # every format's tables, whichever this run wrote
+        if fmt.per_file:
+            storage.remove(storage.join(out, *fmt.per_file_path(run_id, "")[:2]))
+        if fmt.per_run:
+            storage.remove(storage.join(out, *fmt.per_run_path(run_id)))
+    storage.remove(storage.join(out, "_progress", run_id))
     storage.remove(storage.join(out, "runs", f"{run_id}.json"))
 
 

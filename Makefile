@@ -27,6 +27,7 @@ test-soak: install  ## multi-hour inputs (label memory on a 4-hour file), not pa
 
 lint: install
 	$(BIN)/ruff check a2v_core pipelines tune bench tests
+	$(BIN)/ruff format --check a2v_core pipelines tune bench tests
 
 bench: install
 	$(BIN)/pip install -q -e ".[dev,bench]"

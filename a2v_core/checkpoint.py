@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -49,6 +50,19 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, An
     return states, config, meta
 
 
+def model_version(directory: str | Path) -> str:
+    """Content hash of the weights: the resume key changes whenever the model does."""
+    digest = hashlib.sha1(Path(directory, "model.pt").read_bytes()).hexdigest()[:12]
+    return f"sha-{digest}"
+
+
+def encoder_state(model_state: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's weights inside a pretraining checkpoint's ``model`` state (the student's
+    ``encoder.`` entries, without the prefix)."""
+    prefix = "encoder."
+    return {k[len(prefix) :]: v for k, v in model_state.items() if k.startswith(prefix)}
+
+
 def load_classifier(directory: str | Path) -> tuple[FrameClassifier, dict[str, Any]]:
     """A fine-tuned checkpoint -> eval-mode FrameClassifier and its meta (classes, rates...)."""
     states, config, meta = load_checkpoint(directory)
@@ -78,9 +92,6 @@ def embedder_of(states: dict, config: dict, meta: dict) -> FrameClassifier:
         raise ValueError(f"a {kind!r} checkpoint holds no encoder (pretrain or finetune)")
     job = PretrainJob.model_validate(config)
     model = FrameClassifier(job.model, n_classes=1)
-    prefix = "encoder."
-    load_pretrained_encoder(
-        model, {k[len(prefix) :]: v for k, v in states["model"].items() if k.startswith(prefix)}
-    )
+    load_pretrained_encoder(model, encoder_state(states["model"]))
     model.eval()
     return model

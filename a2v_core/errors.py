@@ -22,3 +22,29 @@ class InputError(JobError, ValueError):
 class RunStopped(JobError, RuntimeError):
     """A guard stopped a training run (e.g. representation collapse): not an input mistake,
     but a result the user must see as one line, with the MLflow run marked FAILED."""
+
+
+def job_error_in(err: BaseException | None) -> JobError | None:
+    """The ``JobError`` an exception carries, however Ray wrapped it: Ray Train's
+    ``WorkerGroupError`` (``worker_failures``) and ``ControllerError``, a ``RayTaskError``
+    (``cause``: a Ray Data actor's or task's exception), or a ``__cause__``/``__context__``
+    chain. None when there is none: then the error is a bug and keeps its traceback. (Found
+    by attribute, so this module needs no Ray.)"""
+    seen: set[int] = set()
+    todo = [err]
+    wrapped = None
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(e, JobError):
+            if not isinstance(cause, BaseException):
+                return e  # the error as raised (a Ray wrapper has a ``cause``)
+            wrapped = wrapped or e
+        if isinstance(cause, BaseException):
+            todo.insert(0, cause)
+        todo += list((getattr(e, "worker_failures", None) or {}).values())
+        todo += [getattr(e, "controller_failure", None), e.__cause__, e.__context__]
+    return wrapped

@@ -33,6 +33,7 @@ from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob
 from a2v_core.config_loader import load_config
 from pipelines import evaluate, finetune, pretrain
 from pipelines.data import inputs, storage
+from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
 from pipelines.synth import write_archive
 
 METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for seed in (int(s) for s in args.seeds.split(",")):
         seeded = [f"run.seed={seed}"]
         pre_name = f"fewshot-pretrain-s{seed}"
-        pre_final = storage.join(out, "runs", pre_name, "final")
+        pre_final = storage.join(out, "runs", pre_name, FINAL)
         if not storage.exists(storage.join(pre_final, "model.pt")):
             print(f"== seed {seed}: pretrain {args.preset}, {args.pretrain_steps} steps")
             sets = [f"optim.max_steps={args.pretrain_steps}", f"run.name={pre_name}"]
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for frac in (float(f) for f in args.fractions.split(",")):
             for init in ("pretrained", "scratch"):
                 name = f"fewshot-{init}-{frac:g}-s{seed}"
-                best = storage.join(out, "runs", name, "best")
+                best = storage.join(out, "runs", name, BEST)
                 job = load_config(
                     FinetuneJob,
                     finetune_cfg,
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     )
                     evaluate.run(ev)
                 m = json.loads(storage.read_bytes(metrics_uri))
-                splits_uri = storage.join(out, "runs", name, "splits.csv")
+                splits_uri = storage.join(out, "runs", name, SPLITS)
                 splits = pd.read_csv(io.BytesIO(storage.read_bytes(splits_uri)))
                 calls = labelled_calls(splits, events, job.data.clip_s)
                 rows.append(

@@ -31,7 +31,6 @@ table and writes ``<out>/probe.csv`` / ``probe.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from functools import reduce
@@ -43,6 +42,7 @@ import torch
 import yaml
 
 from a2v_core import annotations
+from a2v_core.checkpoint import encoder_state
 from a2v_core.config import ModelConfig, PretrainJob
 from a2v_core.config_loader import build_config, load_config
 from a2v_core.encoder import flush_denormals
@@ -55,6 +55,8 @@ from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
 from pipelines.data.finetune_data import batch_targets
 from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.run_dir import CONFIG, checkpoints_by_step
+from pipelines.runtime.run_dir import run_dir as run_dir_of
 from pipelines.synth import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,16 +211,6 @@ def heldout_pretrain_stats(job: PretrainJob, states: dict | None, clips: Clips) 
     }
 
 
-def checkpoints_by_step(run_dir: str) -> dict[int, str]:
-    found = {}
-    for rel, _ in storage.list_all(run_dir):
-        parts = rel.split("/")
-        if len(parts) == 2 and parts[1] == "meta.json" and parts[0].startswith("checkpoint_"):
-            meta = json.loads(storage.read_bytes(storage.join(run_dir, rel)))
-            found[int(meta["step"])] = storage.join(run_dir, parts[0])
-    return found
-
-
 def pretrain_job(args: argparse.Namespace, steps: list[int], archive: str, out: str) -> PretrainJob:
     """The probe's own pretraining: as many steps as the largest requested, a checkpoint at
     every requested step (their gcd) and every one of them kept."""
@@ -285,13 +277,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     positive = [s for s in steps if s > 0]
     if args.pretrain_run:  # someone else's run: its own config, its kept checkpoints
         run_dir = args.pretrain_run.rstrip("/")
-        tree = yaml.safe_load(storage.read_bytes(storage.join(run_dir, "config.yaml")))
+        tree = yaml.safe_load(storage.read_bytes(storage.join(run_dir, CONFIG)))
         sets = [f"cluster.address={args.address}"] if args.address else []
         job = build_config(PretrainJob, drop_masked(tree), sets + args.overrides)
         ckpts = checkpoints_by_step(run_dir)
     else:
         job = pretrain_job(args, steps, archive, out)
-        run_dir = storage.join(job.run.storage_path, job.run.name)
+        run_dir = run_dir_of(job)
         ckpts = checkpoints_by_step(run_dir) if positive and storage.exists(run_dir) else {}
         if any(s not in ckpts for s in positive):  # a run that holds every step is not redone
             every = job.run.checkpoint_every_steps
@@ -334,7 +326,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         else:
             torch.manual_seed(job.run.seed)  # the initialisation pretraining starts from
             states = {"model": Data2VecPretrainer(job.model, job.masking, job.ema).state_dict()}
-        enc = {k[8:]: v for k, v in states["model"].items() if k.startswith("encoder.")}
+        enc = encoder_state(states["model"])
         stats = heldout_pretrain_stats(job, states, held)
         stats["teacher_init"] = teacher_init_share(job.ema, step)  # how random the teacher is
         row(f"step {step}", step, lambda c, e=enc: encoder_features(job.model, e, c), stats)

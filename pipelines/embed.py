@@ -173,7 +173,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         writer.add(path, keys[path], windows=windows, errors=st.errors)
         return len(windows)
 
-    try:
+    with tracker.failing_on_error():  # the MLflow run says FAILED and why
         if todo:
             ds = actor_pool(job, read_chunks(job.data, todo), Embedder)
             collect(
@@ -188,10 +188,6 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
                 error_types,
                 chunks_by_node,
             )
-    except BaseException as err:
-        tracker.set_tags({"a2v.error": f"{type(err).__name__}: {err}"[:1000]})
-        tracker.end("FAILED")
-        raise
     wall = time.time() - t0
     summary = redact_tree(
         {

@@ -18,7 +18,6 @@ at ``frame_threshold`` (0.175) and macro AP; the best model by ``select_metric``
 from __future__ import annotations
 
 import copy
-import json
 import math
 import tempfile
 import time
@@ -29,7 +28,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from a2v_core.checkpoint import load_checkpoint, save_checkpoint
+from a2v_core.checkpoint import encoder_state, load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.errors import InputError
@@ -43,6 +42,8 @@ from pipelines.data.training_data import repeated
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
 from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.run_dir import BEST, CONFIG, FINAL, SPLITS, open_checkpoint, run_dir
+from pipelines.runtime.run_dir import path as run_path
 from pipelines.runtime.tracking import Tracker
 from pipelines.train.finetune_validate import event_thresholds, validate
 from pipelines.train.resume import check_resume
@@ -53,16 +54,9 @@ MIN_STEPS_PER_EPOCH = 16
 
 
 def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
-    with storage.fetched(pretrained_uri) as local:  # on this worker's node
-        states, _, meta = load_checkpoint(local)
-    if meta.get("kind") != "pretrain":
-        raise ValueError(
-            f"--pretrained {pretrained_uri} is a '{meta.get('kind')}' checkpoint, not a pretraining one"
-        )
-    encoder_state = {
-        k[len("encoder.") :]: v for k, v in states["model"].items() if k.startswith("encoder.")
-    }
-    load_pretrained_encoder(model, encoder_state)
+    """The pretrained encoder's weights, fetched on this worker's node."""
+    opened = open_checkpoint(pretrained_uri, ("pretrain",), "--pretrained")
+    load_pretrained_encoder(model, encoder_state(opened.states["model"]))
 
 
 def train_loop(config: dict) -> None:
@@ -162,8 +156,7 @@ def build_trainer(
     """TorchTrainer for a fine-tuning job; also returns the splits table written beside it.
     ``prepared``: what ``prepare(job)`` returned, when the caller checked the inputs first."""
     events, classes, clips, files = prepared or prepare(job)
-    run_dir = storage.join(job.run.storage_path, job.run.name)
-    storage.write_bytes(storage.join(run_dir, "splits.csv"), clips.to_csv(index=False).encode())
+    storage.write_bytes(run_path(job, SPLITS), clips.to_csv(index=False).encode())
     train = split_dataset(job, clips, files, "train")
     valid = split_dataset(job, clips, files, "valid")
     need = job.optim.batch_size * job.cluster.num_workers * MIN_STEPS_PER_EPOCH
@@ -192,14 +185,14 @@ def build_trainer(
 
 def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict]:
     """Write ``<run>/best`` (best-by-F1 weights) and ``<run>/final`` as fine-tuned checkpoints."""
-    run_dir = storage.join(job.run.storage_path, job.run.name)
+    run = run_dir(job)
     with result.checkpoint.as_directory() as d:
         states, _, meta = load_checkpoint(d)
     for name, weights in (
-        ("best", states.get("best_model", states["model"])),
-        ("final", states["model"]),
+        (BEST, states.get("best_model", states["model"])),
+        (FINAL, states["model"]),
     ):
-        thresholds = meta.get(f"class_thresholds_{'best' if name == 'best' else 'last'}", {})
+        thresholds = meta.get(f"class_thresholds_{'best' if name == BEST else 'last'}", {})
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(
                 tmp,
@@ -207,19 +200,17 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
                 to_yaml(job),
                 {**meta, "exported": name, "class_thresholds": thresholds},
             )
-            storage.upload_dir(tmp, storage.join(run_dir, name))
-    return storage.join(run_dir, "best"), meta
+            storage.upload_dir(tmp, storage.join(run, name))
+    return storage.join(run, BEST), meta
 
 
-def check_pretrained_rate(job: FinetuneJob) -> None:
-    """A pretrained encoder is fine-tuned at the rate and frame rate it was pretrained at: an
-    ``error:`` line before Ray starts, instead of a shape mismatch inside a worker."""
+def check_pretrained(job: FinetuneJob) -> None:
+    """``--pretrained`` is a pretraining checkpoint that loads, at the rate and frame rate of
+    this fine-tuning: an ``error:`` line before Ray starts, instead of a traceback (or a shape
+    mismatch) inside a worker."""
     if not job.pretrained:
         return
-    try:
-        meta = json.loads(storage.read_bytes(storage.join(job.pretrained, "meta.json")))
-    except (FileNotFoundError, OSError, ValueError):
-        return  # not a checkpoint: the worker's load says so
+    meta = open_checkpoint(job.pretrained, ("pretrain",), "--pretrained").meta
     rate, frames = meta.get("sample_rate_hz"), meta.get("frame_rate_hz", 200)
     if rate is not None and (int(rate), int(frames)) != (
         job.model.sample_rate_hz,
@@ -236,9 +227,8 @@ def check_pretrained_rate(job: FinetuneJob) -> None:
 def run(job: FinetuneJob) -> dict:
     print(job.model.hearing("finetune", job.data.time_expansion))
     pin_paths(job)
-    check_pretrained_rate(job)
-    run_dir = storage.join(job.run.storage_path, job.run.name)
-    check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    check_pretrained(job)
+    check_resume(run_dir(job), job)  # before Ray starts: a mismatch costs nothing
     prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts
     init_ray(job.cluster.address)
     require_shared(
@@ -249,7 +239,7 @@ def run(job: FinetuneJob) -> dict:
         },
         job.tracking.uri if job.tracking.enabled else None,
     )
-    storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
+    storage.write_bytes(run_path(job, CONFIG), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.start(
         job.run.name,
@@ -271,10 +261,10 @@ def run(job: FinetuneJob) -> dict:
         f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: "
         f"{classes}; annotations: {kind}"
     )
-    result = fit_or_fail(trainer, tracker, run_dir)
+    result = fit_or_fail(trainer, tracker, run_dir(job))
     best_uri, meta = export_best(result, job, classes)
     tracker.log_text(to_yaml(job), "config.yaml")
-    tracker.log_text(clips.to_csv(index=False), "splits.csv")
+    tracker.log_text(clips.to_csv(index=False), SPLITS)
     version = None
     if job.tracking.enabled:
         model, _ = _load_best(best_uri)

@@ -124,13 +124,9 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     stats = Counter()
     error_types = Counter({"unsafe_path": len(unsafe)} if unsafe else {})
     chunks_by_node: Counter = Counter()
-    try:
+    with tracker.failing_on_error():  # the MLflow run says FAILED and why
         if todo:
             _label_files(job, todo, keys, writer, stats, error_types, chunks_by_node)
-    except BaseException as err:  # the MLflow run says FAILED and why, then the error goes on
-        tracker.set_tags({"a2v.error": f"{type(err).__name__}: {err}"[:1000]})
-        tracker.end("FAILED")
-        raise
     wall = time.time() - t0
     audio_s = stats["audio_s"]
     total_errors = read_errors(job.out, run_id)

@@ -31,6 +31,7 @@ from pipelines.data.training_data import full_chunks, shuffled_files
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
 from pipelines.runtime.ray_init import init_ray
+from pipelines.runtime.run_dir import CONFIG, FINAL, run_dir
 from pipelines.runtime.tracking import Tracker
 from pipelines.train.resume import check_resume
 from pipelines.train.train_worker import Worker
@@ -137,15 +138,15 @@ def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
     print(job.model.hearing("pretrain", job.data.time_expansion))
     pin_paths(job)
-    run_dir = storage.join(job.run.storage_path, job.run.name)
-    check_resume(run_dir, job)  # before Ray starts: a mismatch costs nothing
+    run = run_dir(job)
+    check_resume(run, job)  # before Ray starts: a mismatch costs nothing
     files = inputs.archive_files(job.data.archive, job.data.extensions)
     init_ray(job.cluster.address)
     require_shared(
         {"data.archive": job.data.archive, "run.storage_path": job.run.storage_path},
         job.tracking.uri if job.tracking.enabled else None,
     )
-    storage.write_bytes(storage.join(run_dir, "config.yaml"), to_yaml(job).encode())
+    storage.write_bytes(storage.join(run, CONFIG), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     run_id = tracker.find_run(job.run.name)
     run_id = tracker.start(
@@ -156,10 +157,10 @@ def run(job: PretrainJob) -> dict:
     )
     t0 = time.time()
     trainer = build_trainer(job, run_id, files)
-    result = fit_or_fail(trainer, tracker, run_dir)
-    final_uri = export_checkpoint(result.checkpoint, storage.join(run_dir, "final"))
+    result = fit_or_fail(trainer, tracker, run)
+    final_uri = export_checkpoint(result.checkpoint, storage.join(run, FINAL))
     wall = time.time() - t0
-    tracker.log_text(to_yaml(job), "config.yaml")
+    tracker.log_text(to_yaml(job), CONFIG)
     tracker.log_metrics({"wall_s": wall}, job.optim.max_steps)
     tracker.set_tags({"checkpoint_uri": final_uri})
     if not storage.is_remote(final_uri):

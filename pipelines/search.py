@@ -39,15 +39,15 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core import vector_index
 from a2v_core.audio import DecodeError, chunk_offsets, open_sound, read_window
-from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import ModelConfig
 from a2v_core.encoder import flush_denormals
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
-from pipelines.data import inputs, storage
+from pipelines.data import storage
 from pipelines.index import pick_run
 from pipelines.labelling.label_outputs import committed_parts
 from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.run_dir import open_checkpoint
 
 _SPAN = re.compile(r"^(?P<file>.+?)(?::(?P<on>\d+(?:\.\d*)?)-(?P<off>\d+(?:\.\d*)?))?$")
 
@@ -196,15 +196,14 @@ def run(
     else:
         run_id = pick_run(embeddings, run_id)
         fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
-    meta, config, version = inputs.encoder_model(model_uri)
+    opened = open_checkpoint(model_uri, ("pretrain", "finetune"))
+    version, model = opened.version, opened.model
     if version != fp["model_version"]:
         raise InputError(
             f"--model {redact_uri(model_uri)} is {version}; run {run_id} was embedded with "
             f"{fp['model_version']}: a query must be embedded by the same model"
         )
     flush_denormals()
-    with storage.fetched(model_uri) as local:
-        model = embedder_of(*load_checkpoint(local))
     model_cfg = model.model_cfg
     print(model_cfg.hearing("search", fp.get("time_expansion", 1)))
     channel = fp.get("channel", "first")

@@ -17,6 +17,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipelines import finetune, pretrain
 from pipelines.data import storage
+from pipelines.runtime.run_dir import FINAL
 from tune.space import SweepConfig
 
 
@@ -37,7 +38,7 @@ def pretrain_root(sweep: SweepConfig, trial_id: str | None) -> str:
 
 def pretrain_final(sweep: SweepConfig, trial_id: str | None) -> str:
     """The export a trial fine-tunes from."""
-    return storage.join(pretrain_root(sweep, trial_id), "pretrain", "final")
+    return storage.join(pretrain_root(sweep, trial_id), "pretrain", FINAL)
 
 
 def ensure_pretrained(sweep: SweepConfig, params: dict[str, Any], trial_id: str | None) -> str:

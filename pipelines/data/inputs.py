@@ -6,18 +6,16 @@ archive. Each failure is an ``InputError`` naming the argument and what was expe
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from pathlib import Path
 
 import pandas as pd
 
 from a2v_core import annotations as ann
-from a2v_core.checkpoint import classifier_of, embedder_of, load_checkpoint
 from a2v_core.config import ModelConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
+from pipelines.runtime.run_dir import open_checkpoint
 
 #: files of an annotation folder that are read (others, e.g. a README, are not)
 TABLE_EXTENSIONS = ["csv", "txt", "tsv"]
@@ -38,60 +36,19 @@ def archive_files(archive: str, extensions: list[str], versions: bool = False) -
     return files
 
 
-def model_version_of(local_ckpt: str) -> str:
-    """Content hash of the weights: the resume key changes whenever the model does."""
-    digest = hashlib.sha1(Path(local_ckpt, "model.pt").read_bytes()).hexdigest()[:12]
-    return f"sha-{digest}"
-
-
 def finetuned_model(uri: str | None) -> tuple[dict, str]:
     """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load; meta gains
     ``band_hz``, the band its model hears (the Sinc filters' low edge at init to Nyquist)."""
-    meta, config, version = checkpoint_at(uri, ("finetune",))
-    band = ModelConfig.model_validate(config.get("model", {})).band_hz
-    return {**meta, "band_hz": list(band)}, version
+    opened = open_checkpoint(uri, ("finetune",))
+    band = ModelConfig.model_validate(opened.config.get("model", {})).band_hz
+    return {**opened.meta, "band_hz": list(band)}, opened.version
 
 
 def encoder_model(uri: str | None) -> tuple[dict, dict, str]:
     """(meta, config, version) of a pretraining or fine-tuned checkpoint at ``uri`` whose
     encoder loads (``a2v embed``)."""
-    return checkpoint_at(uri, ("pretrain", "finetune"))
-
-
-def checkpoint_at(uri: str | None, kinds: tuple[str, ...]) -> tuple[dict, dict, str]:
-    """(meta, config, version) of the checkpoint at ``uri``: one of ``kinds``, and it loads."""
-    finetune_only = kinds == ("finetune",)
-    if not uri:
-        raise InputError(
-            "--model is required: a fine-tuned checkpoint (<storage_path>/<run>/best)"
-            if finetune_only
-            else "--model is required: a pretraining or fine-tuned checkpoint "
-            "(<storage_path>/<run>/checkpoint_* or <storage_path>/<run>/best)"
-        )
-    shown = redact_uri(uri)
-    try:
-        with storage.fetched(uri) as local:
-            try:
-                states, config, meta = load_checkpoint(local)
-            except FileNotFoundError:
-                raise InputError(
-                    f"--model {shown}: not a checkpoint (it needs model.pt, config.yaml and "
-                    "meta.json; a fine-tuning run writes them to <storage_path>/<run>/best)"
-                ) from None
-            if meta.get("kind") not in kinds:
-                raise InputError(
-                    f"--model {shown}: a {meta.get('kind')!r} checkpoint; labelling needs a "
-                    f"fine-tuned one (`a2v finetune --pretrained {shown}` makes one)"
-                    if finetune_only
-                    else f"--model {shown}: a {meta.get('kind')!r} checkpoint, not one of {list(kinds)}"
-                )
-            try:  # the weights fit the model the config describes
-                (classifier_of if finetune_only else embedder_of)(states, config, meta)
-            except (RuntimeError, ValueError, KeyError) as err:
-                raise InputError(f"--model {shown}: the checkpoint does not load ({err})") from None
-            return meta, config, model_version_of(local)
-    except FileNotFoundError:
-        raise InputError(f"--model {shown}: not found") from None
+    opened = open_checkpoint(uri, ("pretrain", "finetune"))
+    return opened.meta, opened.config, opened.version
 
 
 def read_annotations(uri: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from a2v_core.config import Job
 from a2v_core.config_loader import load_config
-from a2v_core.errors import JobError
+from a2v_core.errors import job_error_in
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,15 +129,19 @@ def resolve(
 def command(main: F) -> F:
     """Wrap a command's ``main``: a ``JobError`` raised anywhere below it (a mistake in the
     user's inputs, a guard that stopped a run) ends as one ``error: ...`` line on stderr and
-    the error's exit status, without a traceback. Every other exception is a bug and keeps
+    the error's exit status, without a traceback; also one raised inside a Ray Train worker or
+    a Ray Data actor (``job_error_in`` unwraps it). Every other exception is a bug and keeps
     its traceback."""
 
     @functools.wraps(main)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except JobError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(err.exit_code) from None
+        except Exception as err:
+            job_error = job_error_in(err)
+            if job_error is None:
+                raise
+            print(f"error: {job_error}", file=sys.stderr)
+            raise SystemExit(job_error.exit_code) from None
 
     return wrapped  # type: ignore[return-value]

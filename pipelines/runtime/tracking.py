@@ -9,9 +9,12 @@ are redacted before logging.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from a2v_core.errors import job_error_in
 from a2v_core.redact import SECRET_KEY, redact_tree, redact_uri
 
 __all__ = ["SECRET_KEY", "Tracker", "redact", "redact_tree", "redact_uri", "tracking_uri"]
@@ -167,6 +170,26 @@ class Tracker:
         version = str(info.registered_model_version)
         MlflowClient().set_registered_model_alias(registered_name, alias, version)
         return version
+
+    def fail(self, why: BaseException | str) -> None:
+        """End the run FAILED with why as the ``a2v.error`` tag: the user's message when a
+        ``JobError`` is inside the exception (however Ray wrapped it), else its type and text.
+        The one place a job's MLflow run is marked FAILED."""
+        if isinstance(why, BaseException):
+            job_error = job_error_in(why)
+            why = str(job_error) if job_error else f"{type(why).__name__}: {why}"
+        self.set_tags({"a2v.error": why[:1000]})
+        self.end("FAILED")
+
+    @contextmanager
+    def failing_on_error(self) -> Iterator[None]:
+        """``with tracker.failing_on_error(): ...``: any exception inside marks the run FAILED
+        (``fail``) and goes on."""
+        try:
+            yield
+        except BaseException as err:
+            self.fail(err)
+            raise
 
     def end(self, status: str = "FINISHED") -> None:
         if self.active and self.run_id:

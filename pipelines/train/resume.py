@@ -10,14 +10,13 @@ the keys that differ.
 
 from __future__ import annotations
 
-import json
-
 import yaml
 from pydantic import BaseModel
 
 from a2v_core.config_loader import flatten
 from a2v_core.errors import InputError
 from pipelines.data import storage
+from pipelines.runtime.run_dir import CONFIG, latest_checkpoint
 
 #: keys that may change when a run resumes: where it runs, how it reports, how long it goes on,
 #: where the same data lives, and how events are cut (none of them is in a checkpoint)
@@ -26,6 +25,7 @@ SAFE_KEYS = frozenset(
     {
         "optim.max_steps",
         "select_metric",
+        "frame_threshold",
         "data.archive",
         "data.annotations",
         "data.read_tasks",
@@ -53,13 +53,8 @@ def resumed_config_uri(run_dir: str) -> str | None:
     """The config.yaml of the checkpoint a rerun would resume from (Ray Train's latest), or
     None when ``run_dir`` holds no checkpoint. Not the run directory's own config.yaml: every
     start rewrites that one, also a start that then failed."""
-    snapshot = storage.join(run_dir, "checkpoint_manager_snapshot.json")
-    if not storage.exists(snapshot):
-        return None
-    latest = (json.loads(storage.read_bytes(snapshot)).get("latest_checkpoint_result") or {}).get(
-        "checkpoint_dir_name"
-    )
-    uri = storage.join(run_dir, latest, "config.yaml") if latest else None
+    latest = latest_checkpoint(run_dir)
+    uri = storage.join(latest, CONFIG) if latest else None
     return uri if uri and storage.exists(uri) else None
 
 

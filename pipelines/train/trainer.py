@@ -24,8 +24,10 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from a2v_core.checkpoint import load_checkpoint, save_checkpoint
 from a2v_core.config import TrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
-from a2v_core.errors import RunStopped
+from a2v_core.errors import RunStopped, job_error_in
 from pipelines.data import storage
+from pipelines.runtime.run_dir import STOP_MARKER
+from pipelines.runtime.run_dir import path as run_path
 
 
 def check_resources(job: TrainJob) -> None:
@@ -123,15 +125,12 @@ def device() -> torch.device:
 
 
 #: written by rank 0 beside the checkpoints when a guard stops training (read by the driver)
-STOP_MARKER = "_stopped.txt"
 
 
 def stop_training(job: TrainJob, rank: int, message: str) -> None:
     """Worker side: record why training stops; the driver raises it as ``RunStopped``."""
     if rank == 0:
-        storage.write_bytes(
-            storage.join(job.run.storage_path, job.run.name, STOP_MARKER), message.encode()
-        )
+        storage.write_bytes(run_path(job, STOP_MARKER), message.encode())
 
 
 def fit_or_fail(trainer: TorchTrainer, tracker, run_dir: str) -> ray.train.Result:
@@ -148,14 +147,13 @@ def fit_or_fail(trainer: TorchTrainer, tracker, run_dir: str) -> ray.train.Resul
     stopped = storage.read_bytes(marker).decode() if storage.exists(marker) else None
     if not error and not stopped:
         return result
-    tracker.set_tags({"a2v.error": (stopped or f"{type(error).__name__}: {error}")[:1000]})
-    tracker.end("FAILED")
+    tracker.fail(stopped or error)
     if stopped:
         raise RunStopped(
             f"{stopped}; the run is stopped (ema.stop_on_collapse=false logs it and goes on). "
             "Check the learning rate, the EMA decay and the masking"
         ) from None
-    raise error
+    raise job_error_in(error) or error
 
 
 def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
@@ -184,7 +182,7 @@ def maybe_fail(job: TrainJob, step: int, rank: int, world_size: int) -> None:
     """Test hook: at ``run.fail_at_step`` the last rank raises once (a marker in storage)."""
     if job.run.fail_at_step is None or step != job.run.fail_at_step or rank != world_size - 1:
         return
-    marker = storage.join(job.run.storage_path, job.run.name, "_failed_once")
+    marker = run_path(job, "_failed_once")
     if storage.exists(marker):
         return
     storage.write_bytes(marker, b"1")

@@ -14,10 +14,11 @@ import pytest
 
 from a2v_core import annotations as ann
 from a2v_core.checkpoint import save_checkpoint
-from a2v_core.config import FinetuneJob
+from a2v_core.config import FinetuneJob, PretrainJob
 from a2v_core.config_loader import load_config, to_yaml
 from a2v_core.errors import InputError
 from a2v_core.finetune import FrameClassifier
+from a2v_core.pretrain import Data2VecPretrainer
 from pipelines.data import inputs
 from pipelines.data.finetune_data import prepare
 
@@ -27,8 +28,12 @@ CLASSES = ["agg", "al", "cc", "ld", "mo", "sn", "soc", "synch"]
 
 def checkpoint(d: Path, kind: str) -> str:
     """A checkpoint of the tiny preset made without any training (weights at init)."""
-    job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml")
-    model = FrameClassifier(job.model, n_classes=len(CLASSES))
+    if kind == "pretrain":
+        job = load_config(PretrainJob, ROOT / "configs/pretrain/tiny.yaml")
+        model = Data2VecPretrainer(job.model, job.masking, job.ema)
+    else:
+        job = load_config(FinetuneJob, ROOT / "configs/finetune/tiny.yaml")
+        model = FrameClassifier(job.model, n_classes=len(CLASSES))
     meta = {"kind": kind, "classes": CLASSES, "sample_rate_hz": 8000, "frame_rate_hz": 200.0}
     save_checkpoint(d, {"model": model.state_dict()}, to_yaml(job), meta)
     return str(d)
@@ -77,7 +82,7 @@ def test_label_mistakes_end_in_one_line_before_ray(tmp_path, synth_archive):
         ),
         (
             ["label", "--model", pre, *base],
-            f"--model {pre}: a 'pretrain' checkpoint; labelling needs a fine-tuned one",
+            f"--model {pre}: a pretraining checkpoint; this job needs a fine-tuned one",
         ),
         (
             ["label", "--model", model, "--archive", str(tmp_path / "typo"), "--out", out],
@@ -243,7 +248,7 @@ def test_a_reviewed_search_table_fine_tunes_on_its_spans_only(tmp_path, synth_ar
 
 
 def test_a_pretrained_encoder_is_fine_tuned_at_its_own_rate(tmp_path):
-    from pipelines.finetune import check_pretrained_rate
+    from pipelines.finetune import check_pretrained
 
     pre = checkpoint(tmp_path / "pre", "pretrain")  # an 8 kHz encoder
     job = load_config(
@@ -252,5 +257,5 @@ def test_a_pretrained_encoder_is_fine_tuned_at_its_own_rate(tmp_path):
         [f"pretrained={pre}", "model.sample_rate_hz=48000"],
     )
     with pytest.raises(InputError, match="pretrained at 8000 Hz .*--sample-rate-hz 8000"):
-        check_pretrained_rate(job)
-    check_pretrained_rate(load_config(FinetuneJob, None, [f"pretrained={pre}"]))
+        check_pretrained(job)
+    check_pretrained(load_config(FinetuneJob, None, [f"pretrained={pre}"]))

@@ -4,6 +4,8 @@ stderr and its ``exit_code``; nothing below ``main`` ends the process."""
 
 from __future__ import annotations
 
+import re
+
 
 class JobError(Exception):
     """A job cannot go on. ``str(err)`` is the message for the user (no ``error:`` prefix);
@@ -28,8 +30,10 @@ def job_error_in(err: BaseException | None) -> JobError | None:
     """The ``JobError`` an exception carries, however Ray wrapped it: Ray Train's
     ``WorkerGroupError`` (``worker_failures``) and ``ControllerError``, a ``RayTaskError``
     (``cause``: a Ray Data actor's or task's exception), or a ``__cause__``/``__context__``
-    chain. None when there is none: then the error is a bug and keeps its traceback. (Found
-    by attribute, so this module needs no Ray.)"""
+    chain; last, the text of a wrapper whose exception did not travel with it (Ray Data's
+    ``UserCodeException`` keeps only the traceback text, whose last line is
+    ``a2v_core.errors.InputError: <message>``). None when there is none: then the error is a
+    bug and keeps its traceback. (Found by attribute and text, so this module needs no Ray.)"""
     seen: set[int] = set()
     todo = [err]
     wrapped = None
@@ -47,4 +51,14 @@ def job_error_in(err: BaseException | None) -> JobError | None:
             todo.insert(0, cause)
         todo += list((getattr(e, "worker_failures", None) or {}).values())
         todo += [getattr(e, "controller_failure", None), e.__cause__, e.__context__]
-    return wrapped
+    if wrapped is not None or err is None:
+        return wrapped
+    found = _RAISED.findall(str(err))
+    if found:
+        name, message = found[-1]
+        return {"InputError": InputError, "RunStopped": RunStopped}.get(name, JobError)(message)
+    return None
+
+
+#: the last line of a traceback text that ended in one of this module's errors
+_RAISED = re.compile(r"^a2v_core\.errors\.(InputError|RunStopped|JobError): (.+)$", re.MULTILINE)

@@ -58,7 +58,10 @@ def frame_arrays(
         )
         ps.append(p.astype(np.float32))
     if not ps:
-        raise ValueError("no frames were labelled: every file failed to decode?")
+        raise InputError(
+            "no frames were labelled: every annotated file of the archive failed to decode "
+            "(the label run's errors table says why for each)"
+        )
     return np.concatenate(ys), np.concatenate(ps)
 
 

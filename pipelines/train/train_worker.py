@@ -21,6 +21,7 @@ import torch
 
 from a2v_core.config import TrainJob
 from a2v_core.encoder import flush_denormals
+from a2v_core.errors import InputError
 from a2v_core.training import EmptyEpoch, TrainState, update_groups
 from pipelines.runtime.tracking import Tracker
 from pipelines.train.trainer import Throughput, device, report, restore, world
@@ -148,7 +149,7 @@ class Worker:
                 if state.step >= job.optim.max_steps:
                     return
         except EmptyEpoch:  # a whole epoch without one full batch would loop forever
-            raise RuntimeError(
+            raise InputError(
                 f"worker {self.rank}: an epoch of the archive gave no batch of "
                 f"{job.optim.batch_size} chunks: the archive holds fewer than "
                 f"optim.batch_size x cluster.num_workers {job.data.clip_s:g} s chunks; add "

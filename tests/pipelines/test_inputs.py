@@ -259,3 +259,101 @@ def test_a_pretrained_encoder_is_fine_tuned_at_its_own_rate(tmp_path):
     with pytest.raises(InputError, match="pretrained at 8000 Hz .*--sample-rate-hz 8000"):
         check_pretrained(job)
     check_pretrained(load_config(FinetuneJob, None, [f"pretrained={pre}"]))
+
+
+def test_training_and_embedding_mistakes_end_in_one_line_before_ray(tmp_path, synth_archive):
+    """Each job's flags, each mistake: a wrong path, the wrong kind of checkpoint, an empty
+    archive, annotations naming no recording of the archive, an unknown class."""
+    ft = checkpoint(tmp_path / "ft", "finetune")
+    pre = checkpoint(tmp_path / "pre", "pretrain")
+    (tmp_path / "empty").mkdir()
+    wrong = pd.read_csv(synth_archive / "annotations.csv").assign(file="other/x.wav")
+    wrong.to_csv(tmp_path / "wrong.csv", index=False)
+    runs = ["--storage-path", str(tmp_path / "runs")]
+    tune = ["finetune", "--config", "configs/finetune/tiny.yaml", *runs]
+    tune += [
+        "--archive",
+        str(synth_archive),
+        "--annotations",
+        str(synth_archive / "annotations.csv"),
+    ]
+    clis(
+        ([*tune, "--pretrained", str(tmp_path / "nope")], "--pretrained "),
+        ([*tune, "--pretrained", ft], "a fine-tuned checkpoint; this job needs a pretraining one"),
+        (
+            [*tune, "--archive", str(tmp_path / "empty")],
+            f"--archive {tmp_path / 'empty'}: no audio files",
+        ),
+        ([*tune, "--annotations", str(tmp_path / "wrong.csv")], "recordings is in the archive"),
+        ([*tune, "--set", "data.classes=[cc,owl]"], "data.classes"),
+        (
+            [
+                "pretrain",
+                "--config",
+                "configs/pretrain/tiny.yaml",
+                *runs,
+                "--archive",
+                str(tmp_path / "typo"),
+            ],
+            f"--archive {tmp_path / 'typo'}: not found",
+        ),
+        (
+            ["embed", "--model", str(tmp_path / "nope"), "--archive", str(synth_archive)],
+            f"--model {tmp_path / 'nope'}: not a checkpoint",
+        ),
+        (
+            ["embed", "--model", pre, "--archive", str(tmp_path / "empty"), "--out", str(tmp_path)],
+            "no audio files",
+        ),
+    )
+
+
+def test_a_job_error_raised_inside_ray_is_unwrapped_to_the_users_message(ray_session, tmp_path):
+    """A ``JobError`` raised in a Ray task, a Ray Data actor or a Ray Train worker reaches the
+    driver wrapped (``RayTaskError``, ``WorkerGroupError``): ``job_error_in`` finds the user's
+    message inside, so ``command`` prints it as the one ``error:`` line."""
+    import numpy as np
+    import ray
+    import ray.data
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from a2v_core.errors import job_error_in
+
+    message = "--archive x: an epoch of the archive gave no batch"
+
+    @ray.remote
+    def task():
+        raise InputError(message)
+
+    class Actor:
+        def __call__(self, batch):
+            raise InputError(message)
+
+    def loop(config):
+        raise InputError(message)
+
+    failures = []
+    try:
+        ray.get(task.remote())
+    except Exception as err:
+        failures.append(err)
+    try:
+        ray.data.from_items([{"x": np.zeros(1)}]).map_batches(
+            Actor, compute=ray.data.ActorPoolStrategy(size=1)
+        ).take_all()
+    except Exception as err:
+        failures.append(err)
+    try:
+        TorchTrainer(
+            loop,
+            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name="err", storage_path=str(tmp_path)),
+        ).fit()
+    except Exception as err:
+        failures.append(err)
+    assert len(failures) == 3
+    for err in failures:
+        found = job_error_in(err)
+        assert isinstance(found, InputError) and str(found) == message, (type(err), err)
+    assert job_error_in(RuntimeError("a bug")) is None

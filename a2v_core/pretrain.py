@@ -185,10 +185,6 @@ class Data2VecPretrainer(nn.Module):
         return decay
 
 
-class CollapseError(RuntimeError):
-    """Target or prediction spread fell below the guard thresholds."""
-
-
 def collapse_message(step: int, out: PretrainOutput, cfg: EmaConfig) -> str | None:
     """What collapsed (after ``collapse_after_steps``), or None."""
     if step < cfg.collapse_after_steps:
@@ -201,9 +197,6 @@ def collapse_message(step: int, out: PretrainOutput, cfg: EmaConfig) -> str | No
     return None
 
 
-def check_collapse(step: int, out: PretrainOutput, cfg: EmaConfig) -> bool:
-    """True when collapsed (after ``collapse_after_steps``); raises if ``stop_on_collapse``."""
-    message = collapse_message(step, out, cfg)
-    if message and cfg.stop_on_collapse:
-        raise CollapseError(message)
-    return message is not None
+def stops_run(message: str | None, cfg: EmaConfig) -> bool:
+    """Whether a collapse (``collapse_message``, on this or any rank) stops the run."""
+    return message is not None and cfg.stop_on_collapse

@@ -9,7 +9,10 @@ synthetic 10 s clips, under the bf16 autocast the pipelines use on CUDA, and pri
 - pretrain: seconds per update, audio-seconds/s, peak accelerator memory, loss of the first and
   last update (finite, falling), the paper batch per GPU for ``large`` (5 clips x 12 clones), and
   the same step with the ALiBi scale fixed (the fused attention path);
-- finetune: seconds per update and peak memory, encoder frozen and unfrozen;
+- finetune: seconds per update and peak memory, encoder frozen and unfrozen; then one
+  validation as the fine-tuning loop runs it (``training.validate``, the per-class threshold
+  tuning of ``metrics.tune_thresholds`` and ``selection.BestKeeper``), with its seconds;
+- the collapse guard (``pretrain.collapse_message``) on the last pretraining update;
 - inference: x real time of the labelling forward (batch 16, the original's);
 - consistency: frame probabilities of one model on CPU fp32 vs the accelerator in fp32 and bf16;
 - the projected accelerator-hours of the paper's pretraining budget (384k updates of 1,000 s).
@@ -27,15 +30,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from a2v_core.audio import normalise
 from a2v_core.config import FinetuneJob, ModelConfig, PretrainJob
 from a2v_core.config_loader import load_config
+from a2v_core.events import EventRule
 from a2v_core.finetune import FrameClassifier
-from a2v_core.pretrain import Data2VecPretrainer
+from a2v_core.metrics import tune_thresholds
+from a2v_core.pretrain import Data2VecPretrainer, collapse_message, stops_run
+from a2v_core.selection import BestKeeper
 from a2v_core.synth import synth_recording
-from a2v_core.training import TrainState, finetune_step, pretrain_step
+from a2v_core.training import TrainState, finetune_step, pretrain_step, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, CLIP_S = 8000, 10.0
@@ -95,12 +102,20 @@ def pretrain_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
     state = TrainState.create(model, student, job.optim)
     audio = clips(batch).to(dev)
 
+    last = {}
+
     def step() -> float:  # the pipelines' update: AdamW groups, schedule, clip, EMA
-        return pretrain_step(state, model, [audio], job)[1]["loss"]
+        last["out"], metrics = pretrain_step(state, model, [audio], job)
+        return metrics["loss"]
 
     reset_peak(dev)
     s, losses = timed_steps(step, steps, dev)
+    # the guard the pretraining loop applies (from step 0 here: is the short run's spread sane?)
+    guard = job.ema.model_copy(update={"collapse_after_steps": 0})
+    collapse = collapse_message(state.step, last["out"], guard)
     return {
+        "collapse": collapse or "",
+        "stops": stops_run(collapse, guard),
         "batch": batch,
         "clone_batch": cfg.clone_batch,
         "s_per_update": s,
@@ -133,7 +148,47 @@ def finetune_check(cfg: ModelConfig, batch: int, steps: int, dev: torch.device) 
         res[f"{key}_s_per_update"] = s
         res[f"{key}_peak_gib"] = peak_gib(dev)
         res[f"{key}_finite"] = bool(np.isfinite(losses).all())
-    return res
+    return res | validation_check(model, job, audio, y, dev)
+
+
+def validation_check(model, job: FinetuneJob, audio, y, dev: torch.device) -> dict:
+    """One validation as ``pipelines.finetune`` runs it on rank 0: frame metrics, per-class
+    threshold tuning on the events ``a2v label`` would write, the best-weights decision."""
+    classes = [f"c{i}" for i in range(y.shape[-1])]
+    batch = {
+        "audio": audio.float().cpu().numpy(),
+        "path": np.array([f"clip{i}.wav" for i in range(len(audio))]),
+        "offset_s": np.zeros(len(audio)),
+        "duration_s": np.full(len(audio), CLIP_S),
+    }
+    targets = y.cpu().numpy()
+    truth = pd.concat(  # the targets as events, the validation truth
+        [
+            EventRule(threshold=0.5, pool_s=0.0, min_event_s=0.0).events(
+                [(f, 0.0, targets[i])], classes, job.model.frame_rate_hz
+            )
+            for i, f in enumerate(batch["path"])
+        ]
+    )
+    sync(dev)
+    t0 = time.perf_counter()
+    val, clips_ = validate(model, [batch], lambda b: targets, job, classes, dev)
+    keeper = BestKeeper(job.select_metric)
+    better = keeper.update(
+        val,
+        1,
+        final=True,
+        tune=lambda: tune_thresholds(
+            clips_, truth, classes, job.model.frame_rate_hz, job.events.rule()
+        ),
+        keep_weights=lambda: None,
+    )
+    return {
+        "validation_s": time.perf_counter() - t0,
+        "val_macro_ap": val["val_macro_ap"],
+        "best_kept": better,
+        "thresholds_tuned": len(keeper.best_thresholds),
+    }
 
 
 @torch.no_grad()

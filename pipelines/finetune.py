@@ -34,6 +34,7 @@ from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.errors import InputError
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
 from a2v_core.redact import redact_uri
+from a2v_core.selection import BestKeeper
 from a2v_core.training import TrainState, finetune_step
 from pipelines.data import storage
 from pipelines.data.finetune_data import batch_targets, is_reviewed, prepare, split_dataset
@@ -79,23 +80,18 @@ def train_loop(config: dict) -> None:
     meta = w.restore(state)
     if meta is None and job.pretrained:
         load_encoder_into(model, job.pretrained)
-    best = {"val_micro_f1": -1.0, "val_macro_ap": -1.0, **(meta or {}).get("best", {})}
-    order = [job.select_metric, *({"val_micro_f1", "val_macro_ap"} - {job.select_metric})]
-    best_thresholds = (meta or {}).get("class_thresholds_best", {})
-    last_thresholds = (meta or {}).get("class_thresholds_last", {})
+    keeper = BestKeeper.restore(job.select_metric, meta)
     wrapped = w.wrap(model, find_unused_parameters=True)
     tracker = w.tracker(config, state.step if meta else None)
 
     def meta_now() -> dict:
         return {
-            "best": best,
+            **keeper.meta(),
             "classes": classes,
             "sample_rate_hz": job.data.sample_rate_hz,
             "frame_rate_hz": job.model.frame_rate_hz,
             "clip_s": job.data.clip_s,
             "pretrained": job.pretrained,
-            "class_thresholds_best": best_thresholds,
-            "class_thresholds_last": last_thresholds,
         }
 
     def tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,15 +114,17 @@ def train_loop(config: dict) -> None:
             w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
         if w.due(step, job.run.validate_every_steps) and w.rank == 0:
             val, clips = validate(model, job, classes, events_by_file, w.dev, reviewed)
-            is_best = tuple(val[k] for k in order) > tuple(best[k] for k in order)
-            if is_best or step == job.optim.max_steps:
-                last_thresholds = event_thresholds(clips, events, classes, job)
+            keeper.update(
+                val,
+                step,
+                final=step == job.optim.max_steps,
+                tune=lambda clips=clips: event_thresholds(clips, events, classes, job),
+                keep_weights=lambda: state.extras.update(
+                    best_model=copy.deepcopy(model.state_dict())
+                ),
+            )
             logged.update(val)
-            # best by job.select_metric; ties (e.g. F1 all 0 early on) by the other
-            if is_best:
-                best = {**val, "step": step}
-                state.extras["best_model"] = copy.deepcopy(model.state_dict())
-                best_thresholds = last_thresholds
+            best = keeper.best
             w.log(
                 f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
                 f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
@@ -137,7 +135,7 @@ def train_loop(config: dict) -> None:
             reported = {
                 "step": step,
                 "loss": metrics["loss"],
-                **{f"best_{k}": v for k, v in best.items() if k != "step"},
+                **{f"best_{k}": v for k, v in keeper.best.items() if k != "step"},
                 **val,  # this validation's metrics (what a Tune scheduler compares)
             }
             w.report(reported, state, meta_now)
@@ -192,7 +190,7 @@ def export_best(result, job: FinetuneJob, classes: list[str]) -> tuple[str, dict
         (BEST, states.get("best_model", states["model"])),
         (FINAL, states["model"]),
     ):
-        thresholds = meta.get(f"class_thresholds_{'best' if name == BEST else 'last'}", {})
+        thresholds = BestKeeper.restore(job.select_metric, meta).thresholds_of(name)
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(
                 tmp,

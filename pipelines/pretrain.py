@@ -22,7 +22,7 @@ import torch
 
 from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
-from a2v_core.pretrain import Data2VecPretrainer, collapse_message
+from a2v_core.pretrain import Data2VecPretrainer, collapse_message, stops_run
 from a2v_core.training import TrainState, pretrain_step
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
@@ -99,7 +99,7 @@ def train_loop(config: dict) -> None:
                 f"audio_h {hours_seen:.3f} audio_h/s {metrics['audio_hours_per_s']:.4f} "
                 f"wait {metrics['data_wait_frac']:.0%}"
             )
-        if collapse and job.ema.stop_on_collapse:
+        if stops_run(collapse, job.ema):
             # every rank stops at this step (the flag is all-reduced): a clean stop that
             # the driver turns into one error line, not a worker error Ray would retry
             stop_training(job, w.rank, collapse)

@@ -4,12 +4,12 @@ import torch
 
 from a2v_core.config import EmaConfig, MaskingConfig, ModelConfig
 from a2v_core.pretrain import (
-    CollapseError,
     Data2VecPretrainer,
     PretrainOutput,
-    check_collapse,
+    collapse_message,
     ema_decay_at,
     ema_update,
+    stops_run,
     teacher_init_share,
 )
 
@@ -84,23 +84,28 @@ def test_tiny_model_loss_falls_when_overfitting_one_batch(model):
 
 
 def test_collapse_guard():
+    """The pretraining loop's guard: ``collapse_message`` (all-reduced over ranks) and
+    ``stops_run``, as ``pipelines.pretrain.train_loop`` calls them."""
     cfg = EmaConfig(
         collapse_after_steps=10, min_target_std=0.1, min_pred_std=0.01, stop_on_collapse=True
     )
     bad = PretrainOutput(torch.tensor(0.0), 1, target_std=0.05, pred_std=0.5, masked_fraction=0.9)
-    assert check_collapse(5, bad, cfg) is False
-    with pytest.raises(CollapseError, match="target_std"):
-        check_collapse(10, bad, cfg)
+    assert collapse_message(5, bad, cfg) is None and not stops_run(None, cfg)
+    message = collapse_message(10, bad, cfg)
+    assert "target_std=0.0500" in message and stops_run(message, cfg)
+    fine = PretrainOutput(torch.tensor(0.0), 1, target_std=0.5, pred_std=0.5, masked_fraction=0.9)
+    assert collapse_message(10, fine, cfg) is None
 
 
 def test_collapse_guard_stops_by_default_and_can_be_told_not_to():
     flat = PretrainOutput(torch.tensor(0.0), 1, target_std=0.0, pred_std=0.0, masked_fraction=0.9)
     default = EmaConfig()
     assert default.stop_on_collapse is True  # as the original, which raises
-    with pytest.raises(CollapseError, match="representation collapse at step 5000"):
-        check_collapse(default.collapse_after_steps, flat, default)
+    message = collapse_message(default.collapse_after_steps, flat, default)
+    assert "representation collapse at step 5000" in message and stops_run(message, default)
     keep_going = EmaConfig(stop_on_collapse=False)
-    assert check_collapse(keep_going.collapse_after_steps, flat, keep_going) is True
+    message = collapse_message(keep_going.collapse_after_steps, flat, keep_going)
+    assert message is not None and not stops_run(message, keep_going)
 
 
 def test_teacher_init_share_is_the_product_of_the_decays():

@@ -41,10 +41,12 @@ from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
 from pipelines.labelling.archive_pass import (
     FileState,
+    Plan,
     actor_pool,
     collect,
     commit_unsafe,
     finish,
+    pass_counts,
     plan,
     start,
 )
@@ -139,14 +141,45 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     fp = fingerprint(job, version)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
-    keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
     tracker, mlflow_run_id = start(job, "embed", version, run_id, p, len(listed))
-    dim = model_cfg.width
-    writer = WindowWriter(job, version, run_id, dim)
+    writer = WindowWriter(job, version, run_id, model_cfg.width)
     commit_unsafe(writer, p)
     stats, error_types, chunks_by_node = Counter(), Counter(), Counter()
-    if unsafe:
-        error_types["unsafe_path"] = len(unsafe)
+    if p.unsafe:
+        error_types["unsafe_path"] = len(p.unsafe)
+    with tracker.failing_on_error():  # the MLflow run says FAILED and why
+        if p.todo:
+            _embed_files(job, p, writer, stats, error_types, chunks_by_node)
+    wall = time.time() - t0
+    summary = redact_tree(
+        {
+            "config": job.model_dump(mode="json"),
+            "model_uri": job.model,
+            "model_version": version,
+            "model_kind": meta.get("kind"),
+            "run_id": run_id,
+            "fingerprint": fp,
+            "mlflow_run_id": mlflow_run_id,
+            **pass_counts(p, listed, stats, error_types, chunks_by_node, wall),
+            "windows_written": stats["items"],
+            "embedding_dim": writer.dim,
+        }
+    )
+    publish(job, tracker, summary)
+    return summary
+
+
+def _embed_files(
+    job: EmbedJob,
+    p: Plan,
+    writer: WindowWriter,
+    stats: Counter,
+    error_types: Counter,
+    chunks_by_node: Counter,
+) -> None:
+    """Read, embed and commit the plan's files; counts go into the three counters."""
+    version, run_id = writer.v, writer.run_id
+    ds = actor_pool(job, read_chunks(job.data, p.todo), Embedder)
 
     def take(st: FileState, row) -> None:
         dims = int(row.dim)
@@ -170,51 +203,10 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
 
     def commit(path: str, st: FileState) -> int:
         windows = sorted(st.rows["windows"], key=lambda r: r["offset_s"])
-        writer.add(path, keys[path], windows=windows, errors=st.errors)
+        writer.add(path, p.keys[path], windows=windows, errors=st.errors)
         return len(windows)
 
-    with tracker.failing_on_error():  # the MLflow run says FAILED and why
-        if todo:
-            ds = actor_pool(job, read_chunks(job.data, todo), Embedder)
-            collect(
-                job,
-                "embed",
-                ds,
-                len(todo),
-                writer,
-                take,
-                commit,
-                stats,
-                error_types,
-                chunks_by_node,
-            )
-    wall = time.time() - t0
-    summary = redact_tree(
-        {
-            "config": job.model_dump(mode="json"),
-            "model_uri": job.model,
-            "model_version": version,
-            "model_kind": meta.get("kind"),
-            "run_id": run_id,
-            "fingerprint": fp,
-            "mlflow_run_id": mlflow_run_id,
-            "other_runs_in_out": p.others,
-            "files_total": len(listed),
-            "files_skipped_done": skipped,
-            "files_to_retry": stats["files_to_retry"],
-            "files_processed": stats["files"],
-            "chunks_processed": stats["chunks"],
-            "windows_written": stats["items"],
-            "embedding_dim": writer.dim,
-            "errors_by_type": dict(error_types),
-            "chunks_by_node": dict(chunks_by_node),
-            "audio_hours": stats["audio_s"] / 3600,
-            "wall_s": wall,
-            "x_real_time": stats["audio_s"] / wall if wall else 0.0,
-        }
-    )
-    publish(job, tracker, summary)
-    return summary
+    collect(job, "embed", ds, len(p.todo), writer, take, commit, stats, error_types, chunks_by_node)
 
 
 def read_as_model_reads(job: EmbedJob, meta: dict, config: dict) -> ModelConfig:

@@ -86,44 +86,48 @@ def per_class_table(fm: dict, ems: dict[float, dict], truth: pd.DataFrame, class
     return pd.DataFrame(rows)
 
 
-def run(job: EvaluateJob) -> dict:
-    pin_paths(job)
+def read_truth(job: EvaluateJob) -> tuple[list, pd.DataFrame]:
+    """Inputs, before any labelling: the archive's files and the annotations, which must read
+    and name recordings of this archive."""
     if not job.data.annotations:
         raise InputError(
             "--annotations is required (a CSV, Raven or Audacity table, or a folder of them)"
         )
-    # before any labelling: the annotations read and name recordings of this archive
     listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
-    truth_all = inputs.match_annotations(
+    truth = inputs.match_annotations(
         inputs.read_annotations(job.data.annotations),
         [f for f, _, _ in listed],
         job.data.annotations,
         job.data.archive,
     )
-    label_out = storage.join(job.out, "labels")
+    return listed, truth
+
+
+def label_job(job: EvaluateJob) -> LabelJob:
+    """The label run an evaluation scores: this job's label keys as set (a key left unset
+    stays unset: events.pool_s then follows the frame rate), with frame probabilities."""
     fields = set(LabelJob.model_fields)
-    ljob = LabelJob.model_validate(
-        # exclude_unset: a key left unset stays unset (events.pool_s then follows the frame rate)
+    return LabelJob.model_validate(
         {k: v for k, v in job.model_dump(mode="json", exclude_unset=True).items() if k in fields}
-        | {"out": label_out, "frame_probs": True}
+        | {"out": storage.join(job.out, "labels"), "frame_probs": True}
     )
-    summary = label.run(ljob, listed)  # the archive is listed once
+
+
+def score(job: EvaluateJob, summary: dict, truth_all: pd.DataFrame, label_out: str) -> dict:
+    """Frame and event metrics of a finished label run against the annotations, and the
+    arrays and tables they came from (for the publishing stage)."""
     version, meta, run_id = summary["model_version"], summary["model_meta"], summary["run_id"]
     classes = list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
-    hop = int(round(sr / fr))
-
     errors = label.read_errors(label_out, run_id)
     frames = label.read_parts(label_out, "frames", run_id)
     labelled = set(frames["file"]) if len(frames) else set()
-    unknown = sorted(set(truth_all["label"]) - set(classes))
     truth = truth_all[truth_all["file"].isin(labelled) & truth_all["label"].isin(classes)]
-    y, p = frame_arrays(frames, truth, classes, sr, hop)
+    y, p = frame_arrays(frames, truth, classes, sr, int(round(sr / fr)))
     fm = frame_metrics(y, p, classes, job.frame_threshold)
     events = label.read_events(label_out, run_id)
     ems = {iou: event_metrics(events, truth, classes, iou) for iou in job.iou_thresholds}
     overlap = overlap_event_metrics(events, truth, classes)  # the paper's, splits not penalised
-
     metrics = {
         "model": job.model,
         "model_version": version,
@@ -135,7 +139,7 @@ def run(job: EvaluateJob) -> dict:
         "frames": int(len(y)),
         "positive_frame_rate": float(y.mean()),
         "classes": classes,
-        "labels_not_in_model": unknown,
+        "labels_not_in_model": sorted(set(truth_all["label"]) - set(classes)),
         "frame": fm,
         "events": {f"iou_{iou:g}": em for iou, em in ems.items()},
         "events_any_overlap": overlap,
@@ -144,18 +148,12 @@ def run(job: EvaluateJob) -> dict:
         "x_real_time": summary["x_real_time"],
     }
     table = per_class_table(fm, ems, truth, classes)
-    metrics = redact_tree(metrics)
-    storage.write_bytes(
-        storage.join(job.out, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode()
-    )
-    storage.write_bytes(storage.join(job.out, "per_class.csv"), table.to_csv(index=False).encode())
-    md = table.to_markdown(index=False, floatfmt=".3f")
-    storage.write_bytes(storage.join(job.out, "per_class.md"), (md + "\n").encode())
-    png = pr_curves_png(y, p, classes, title=f"{version}: frame-level precision-recall")
-    storage.write_bytes(storage.join(job.out, "pr_curves.png"), png)
+    return {"metrics": redact_tree(metrics), "table": table, "y": y, "p": p, "ems": ems}
 
-    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
-    tracker.start(job.run.name, flatten(job), {"a2v.job": "evaluate", "model_version": version})
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """The MLflow metrics of an evaluation: frame AP/F1, event P/R/F1/AP per IoU, per class."""
+    fm, overlap = metrics["frame"], metrics["events_any_overlap"]
     flat = {
         "frame_macro_ap": fm["macro_ap"],
         "frame_micro_ap": fm["micro_ap"],
@@ -163,27 +161,60 @@ def run(job: EvaluateJob) -> dict:
         "frame_micro_precision": fm["micro_precision"],
         "frame_micro_recall": fm["micro_recall"],
     }
-    for iou, em in ems.items():
+    for key, em in metrics["events"].items():
         for k in ("precision", "recall", "f1", "macro_ap"):
-            flat[f"event_{k}_iou{iou:g}"] = em[k]
+            flat[f"event_{k}_{key.replace('_', '')}"] = em[k]
     for k in ("precision", "recall", "f1"):
         flat[f"event_overlap_{k}"] = overlap[k]
     flat.update({f"frame_ap_{c}": v for c, v in fm["per_class_ap"].items()})
-    tracker.log_metrics(flat, 0)
-    tracker.log_text(json.dumps(metrics, indent=2, default=float), "metrics.json")
+    return flat
+
+
+def publish(job: EvaluateJob, scored: dict) -> None:
+    """metrics.json, per_class.csv/.md and pr_curves.png under ``job.out``; the same in an
+    MLflow run; the closing line."""
+    metrics, table = scored["metrics"], scored["table"]
+    version, classes = metrics["model_version"], metrics["classes"]
+    text = json.dumps(metrics, indent=2, default=float)
+    md = table.to_markdown(index=False, floatfmt=".3f")
+    title = f"{version}: frame-level precision-recall"
+    png = pr_curves_png(scored["y"], scored["p"], classes, title=title)
+    for name, data in (
+        ("metrics.json", text.encode()),
+        ("per_class.csv", table.to_csv(index=False).encode()),
+        ("per_class.md", (md + "\n").encode()),
+        ("pr_curves.png", png),
+    ):
+        storage.write_bytes(storage.join(job.out, name), data)
+    tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
+    tracker.start(job.run.name, flatten(job), {"a2v.job": "evaluate", "model_version": version})
+    tracker.log_metrics(flat_metrics(metrics), 0)
+    tracker.log_text(text, "metrics.json")
     tracker.log_text(md, "per_class.md")
     tracker.log_text(table.to_csv(index=False), "per_class.csv")
     if tracker.active:
         tracker.log_png(png, "pr_curves.png")
     tracker.end()
-    e0 = ems[job.iou_thresholds[0]]
+    fm, overlap = metrics["frame"], metrics["events_any_overlap"]
+    iou = job.iou_thresholds[0]
+    e0 = scored["ems"][iou]
     print(
-        f"[evaluate] {len(labelled)} files, {len(y)} frames: frame macro-AP {fm['macro_ap']:.3f}, "
-        f"micro-F1 {fm['micro_f1']:.3f} @ {job.frame_threshold}; event F1 {e0['f1']:.3f} "
-        f"(P {e0['precision']:.3f}, R {e0['recall']:.3f}) one-to-one at IoU>{job.iou_thresholds[0]:g}; "
-        f"{overlap['f1']:.3f} any-overlap (paper-style) -> {job.out}"
+        f"[evaluate] {metrics['files_evaluated']} files, {metrics['frames']} frames: frame "
+        f"macro-AP {fm['macro_ap']:.3f}, micro-F1 {fm['micro_f1']:.3f} @ {job.frame_threshold}; "
+        f"event F1 {e0['f1']:.3f} (P {e0['precision']:.3f}, R {e0['recall']:.3f}) one-to-one at "
+        f"IoU>{iou:g}; {overlap['f1']:.3f} any-overlap (paper-style) -> {job.out}"
     )
-    return metrics
+
+
+def run(job: EvaluateJob) -> dict:
+    """inputs -> label (``a2v label`` with frame probabilities) -> score -> publish."""
+    pin_paths(job)
+    listed, truth = read_truth(job)
+    ljob = label_job(job)
+    summary = label.run(ljob, listed)  # the archive is listed once
+    scored = score(job, summary, truth, ljob.out)
+    publish(job, scored)
+    return scored["metrics"]
 
 
 @command

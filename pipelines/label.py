@@ -52,7 +52,7 @@ from pipelines.labelling.archive_pass import (
     collect,
     commit_unsafe,
     finish,
-    hours_by_source_rate,
+    pass_counts,
     plan,
     start,
 )
@@ -84,12 +84,10 @@ from pipelines.runtime.jobargs import (
 from pipelines.runtime.ray_init import init_ray
 
 
-def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
-    """Label the archive; returns the run summary (also written to ``<out>/run.json``).
-    ``listed``: the archive's ``storage.list_versions`` when the caller made it already."""
-    t0 = time.time()
-    pin_paths(job)
-    # every input check runs before Ray starts and before --overwrite removes anything
+def check_inputs(job: LabelJob, listed: list | None) -> tuple[dict, str, list]:
+    """(model meta, model version, the archive's files): every input check, before Ray starts
+    and before --overwrite removes anything. Says what the model hears; the event defaults
+    follow its frame rate."""
     meta, version = inputs.finetuned_model(job.model)
     print(
         hearing_line(
@@ -108,28 +106,41 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
         if storage.is_file(job.data.archive):  # one recording: a file of its folder
             job.data.archive = storage.parent(job.data.archive)
+    return meta, version, listed
+
+
+def read_as_model_reads(job: LabelJob, meta: dict) -> None:
+    """The archive is read at the model's rate and chunk length, chunks tiling each file so
+    that events stitch exactly at chunk borders."""
+    job.data.sample_rate_hz = int(meta["sample_rate_hz"])
+    job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
+    job.data.overlap_s = 0.0
+
+
+def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict:
+    """Label the archive; returns the run summary (also written to ``<out>/run.json``).
+    ``listed``: the archive's ``storage.list_versions`` when the caller made it already.
+    inputs -> plan (run id, files to do) -> execute (read, predict, commit) -> publish."""
+    t0 = time.time()
+    pin_paths(job)
+    meta, version, listed = check_inputs(job, listed)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})
-    job.data.sample_rate_hz = int(meta["sample_rate_hz"])
-    job.data.clip_s = float(meta.get("clip_s", job.data.clip_s))
-    job.data.overlap_s = 0.0  # chunks tile the file so events stitch exactly at boundaries
+    read_as_model_reads(job, meta)
     fp = fingerprint(job, version, event_rule(job, meta).class_thresholds)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
-    keys, todo, unsafe, skipped = p.keys, p.todo, p.unsafe, p.skipped
     tracker, mlflow_run_id = start(job, "label", version, run_id, p, len(listed))
     writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz, meta["band_hz"][0])
     commit_unsafe(writer, p)
     stats = Counter()
-    error_types = Counter({"unsafe_path": len(unsafe)} if unsafe else {})
+    error_types = Counter({"unsafe_path": len(p.unsafe)} if p.unsafe else {})
     chunks_by_node: Counter = Counter()
     with tracker.failing_on_error():  # the MLflow run says FAILED and why
-        if todo:
-            _label_files(job, todo, keys, writer, stats, error_types, chunks_by_node)
+        if p.todo:
+            _label_files(job, p.todo, p.keys, writer, stats, error_types, chunks_by_node)
     wall = time.time() - t0
-    audio_s = stats["audio_s"]
-    total_errors = read_errors(job.out, run_id)
     summary = {
         "config": job.model_dump(mode="json"),
         "model_uri": job.model,
@@ -145,21 +156,9 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "run_id": run_id,
         "fingerprint": fp,
         "mlflow_run_id": mlflow_run_id,
-        "other_runs_in_out": p.others,
-        "files_total": len(listed),
-        "files_skipped_done": skipped,
-        "files_changed_relabelled": len(p.changed),
-        "files_to_retry": stats["files_to_retry"],
-        "files_processed": stats["files"],
-        "chunks_processed": stats["chunks"],
+        **pass_counts(p, listed, stats, error_types, chunks_by_node, wall),
         "events_written": stats["items"],
-        "errors_by_type": dict(error_types),
-        "chunks_by_node": dict(chunks_by_node),
-        "errors_total_in_out": int(len(total_errors)),
-        "audio_hours": audio_s / 3600,
-        "audio_hours_by_source_rate_hz": hours_by_source_rate(stats),
-        "wall_s": wall,
-        "x_real_time": audio_s / wall if wall else 0.0,
+        "errors_total_in_out": int(len(read_errors(job.out, run_id))),
     }
     summary = redact_tree(summary)  # what is written and returned carries no credentials
     publish(job, tracker, summary)

@@ -218,6 +218,33 @@ def collect(
     bar.close()
 
 
+def pass_counts(
+    p: Plan,
+    listed: list,
+    stats: Counter,
+    error_types: Counter,
+    chunks_by_node: Counter,
+    wall: float,
+) -> dict:
+    """The run summary's counts of an archive pass (label, embed): files, chunks, errors,
+    audio hours (also by the recordings' own rate) and speed."""
+    return {
+        "other_runs_in_out": p.others,
+        "files_total": len(listed),
+        "files_skipped_done": p.skipped,
+        "files_changed_relabelled": len(p.changed),
+        "files_to_retry": stats["files_to_retry"],
+        "files_processed": stats["files"],
+        "chunks_processed": stats["chunks"],
+        "errors_by_type": dict(error_types),
+        "chunks_by_node": dict(chunks_by_node),
+        "audio_hours": stats["audio_s"] / 3600,
+        "audio_hours_by_source_rate_hz": hours_by_source_rate(stats),
+        "wall_s": wall,
+        "x_real_time": stats["audio_s"] / wall if wall else 0.0,
+    }
+
+
 def hours_by_source_rate(stats: Counter) -> dict[int, float]:
     """Audio hours committed so far per recording rate (the files' own, before resampling)."""
     return {k[1]: v / 3600 for k, v in sorted(stats.items(), key=str) if isinstance(k, tuple)}

@@ -60,14 +60,55 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
     load_pretrained_encoder(model, encoder_state(opened.states["model"]))
 
 
+class Targets:
+    """The annotations as a worker uses them: frame targets of a batch (NaN where nobody
+    reviewed), the validation truth."""
+
+    def __init__(self, job: FinetuneJob, classes: list[str], events: pd.DataFrame) -> None:
+        self.job, self.classes, self.events = job, classes, events
+        self.by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
+        self.reviewed = is_reviewed(events, job)
+
+    def tensors(self, batch: dict, w: Worker) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(audio, targets, valid frames) of a training batch on the worker's device."""
+        job = self.job
+        y = batch_targets(
+            self.by_file, self.classes, batch["path"], batch["offset_s"], job, self.reviewed
+        )
+        frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
+        w.tp.add(float(batch["duration_s"].sum()))
+        return (
+            torch.as_tensor(batch["audio"], dtype=torch.float32, device=w.dev),
+            torch.as_tensor(y, device=w.dev),
+            frames.to(w.dev),
+        )
+
+    def validate(self, model, state: TrainState, keeper: BestKeeper, w: Worker) -> dict:
+        """Rank 0: one validation; the keeper decides on the best weights and thresholds."""
+        job, step = self.job, state.step
+        val, clips = validate(model, job, self.classes, self.by_file, w.dev, self.reviewed)
+        keeper.update(
+            val,
+            step,
+            final=step == job.optim.max_steps,
+            tune=lambda: event_thresholds(clips, self.events, self.classes, job),
+            keep_weights=lambda: state.extras.update(best_model=copy.deepcopy(model.state_dict())),
+        )
+        best = keeper.best
+        w.log(
+            f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
+            f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
+            f"{best[job.select_metric]:.3f} @ {best['step']})"
+        )
+        return val
+
+
 def train_loop(config: dict) -> None:
     """Ray Train worker loop: ``a2v_core.training.finetune_step`` per update; validation,
     threshold tuning and the best weights on rank 0 at their cadence; checkpoints."""
     job = FinetuneJob.model_validate(config["job"])
     classes: list[str] = config["classes"]
-    events = pd.DataFrame(config["events"])
-    events_by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
-    reviewed = is_reviewed(events, job)
+    targets = Targets(job, classes, pd.DataFrame(config["events"]))
     w = Worker(job, "finetune")
     model = FrameClassifier(
         job.model,
@@ -83,29 +124,15 @@ def train_loop(config: dict) -> None:
     keeper = BestKeeper.restore(job.select_metric, meta)
     wrapped = w.wrap(model, find_unused_parameters=True)
     tracker = w.tracker(config, state.step if meta else None)
-
-    def meta_now() -> dict:
-        return {
-            **keeper.meta(),
-            "classes": classes,
-            "sample_rate_hz": job.data.sample_rate_hz,
-            "frame_rate_hz": job.model.frame_rate_hz,
-            "clip_s": job.data.clip_s,
-            "pretrained": job.pretrained,
-        }
-
-    def tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y = batch_targets(events_by_file, classes, batch["path"], batch["offset_s"], job, reviewed)
-        frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
-        w.tp.add(float(batch["duration_s"].sum()))
-        return (
-            torch.as_tensor(batch["audio"], dtype=torch.float32, device=w.dev),
-            torch.as_tensor(y, device=w.dev),
-            frames.to(w.dev),
-        )
-
+    fixed_meta = {
+        "classes": classes,
+        "sample_rate_hz": job.data.sample_rate_hz,
+        "frame_rate_hz": job.model.frame_rate_hz,
+        "clip_s": job.data.clip_s,
+        "pretrained": job.pretrained,
+    }
     for group in w.updates(state):
-        metrics = finetune_step(state, wrapped, [tensors(b) for b in group], job, w.rank)
+        metrics = finetune_step(state, wrapped, [targets.tensors(b, w) for b in group], job, w.rank)
         step, val = state.step, {}
         w.tp.step()
         maybe_fail(job, step, w.rank, w.world_size)
@@ -113,23 +140,8 @@ def train_loop(config: dict) -> None:
         if logged:
             w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
         if w.due(step, job.run.validate_every_steps) and w.rank == 0:
-            val, clips = validate(model, job, classes, events_by_file, w.dev, reviewed)
-            keeper.update(
-                val,
-                step,
-                final=step == job.optim.max_steps,
-                tune=lambda clips=clips: event_thresholds(clips, events, classes, job),
-                keep_weights=lambda: state.extras.update(
-                    best_model=copy.deepcopy(model.state_dict())
-                ),
-            )
+            val = targets.validate(model, state, keeper, w)
             logged.update(val)
-            best = keeper.best
-            w.log(
-                f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-                f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
-                f"{best[job.select_metric]:.3f} @ {best['step']})"
-            )
         tracker.log_metrics(logged, step)
         if w.due(step, job.run.checkpoint_every_steps):
             reported = {
@@ -138,7 +150,7 @@ def train_loop(config: dict) -> None:
                 **{f"best_{k}": v for k, v in keeper.best.items() if k != "step"},
                 **val,  # this validation's metrics (what a Tune scheduler compares)
             }
-            w.report(reported, state, meta_now)
+            w.report(reported, state, lambda: {**keeper.meta(), **fixed_meta})
     tracker.end()
 
 

@@ -127,6 +127,73 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}"
 
 
+def run_parts(embeddings: str, run_id: str | None, dry_run: bool) -> tuple[str, dict, list]:
+    """(run id, the run's fingerprint, its committed parts as (uri, files, rows))."""
+    run_id = pick_run(embeddings, run_id)
+    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    listed = committed_parts(embeddings, "windows", run_id)
+    if dry_run:
+        listed = listed[:1]
+    parts = [(uri, files, row_count(uri)) for uri, files in listed]
+    if not parts:
+        raise InputError(f"--embeddings {redact_uri(embeddings)}: run {run_id} has no windows")
+    return run_id, fp, parts
+
+
+def build_shards(
+    todo: list[int], shards: list, parts: list, out: str, settings: dict, cpus: int, address
+) -> None:
+    """Build the shards numbered ``todo`` as Ray tasks (each writes its done.json)."""
+    import ray  # noqa: PLC0415 (only when there is work for the cluster)
+
+    init_ray(address)
+    task = ray.remote(num_cpus=cpus, max_retries=2)(build_shard)
+    refs = [
+        task.remote(
+            n,
+            [(parts[i][0], sorted(parts[i][1])) for i in shards[n]],
+            out,
+            settings["dtype"],
+            settings["connectivity"],
+            settings["expansion_add"],
+            cpus,
+        )
+        for n in todo
+    ]
+    for done in ray.get(refs):
+        print(f"[index] shard {done['shard']}: {done['rows']:,} windows ({done['seconds']} s)")
+
+
+def identity(embeddings: str, run_id: str, parts: list, settings: dict) -> dict:
+    """What an index is of: the run, its committed parts (by content) and the settings."""
+    content = hashlib.sha256("\n".join(uri for uri, _, _ in parts).encode()).hexdigest()[:16]
+    return {
+        "embeddings": redact_uri(embeddings.rstrip("/")),
+        "run_id": run_id,
+        "parts": content,
+        **settings,
+    }
+
+
+def index_manifest(out: str, ident: dict, fp: dict, n_shards: int, dry_run: bool) -> dict:
+    """``index.json`` of the built shards: identity, model, dimensions and rows per shard."""
+    built = [
+        json.loads(storage.read_bytes(storage.join(out, shard_name(n), "done.json")))
+        for n in range(n_shards)
+    ]
+    return {
+        **ident,
+        "model_version": fp["model_version"],
+        "run": fp,
+        "dim": next((b["dim"] for b in built if b["dim"]), None),
+        "metric": "cos",
+        "rows": sum(b["rows"] for b in built),
+        "shards": [{"shard": b["shard"], "rows": b["rows"]} for b in built],
+        "usearch": usearch.__version__,
+        "dry_run": dry_run,
+    }
+
+
 def run(
     embeddings: str,
     out: str,
@@ -140,86 +207,40 @@ def run(
     overwrite: bool = False,
     dry_run: bool = False,
 ) -> dict:
-    """Build (or finish building) the index of one run; -> the index's ``index.json``."""
+    """Build (or finish building) the index of one run; -> the index's ``index.json``.
+    inputs (the run's parts) -> plan (shards, those not built yet) -> build -> manifest."""
     t0 = time.time()
     if dtype not in vector_index.DTYPES:
         raise InputError(f"--dtype {dtype}: one of {', '.join(vector_index.DTYPES)}")
-    run_id = pick_run(embeddings, run_id)
-    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
-    listed = committed_parts(embeddings, "windows", run_id)
-    if dry_run:
-        listed = listed[:1]
-    parts = [(uri, files, row_count(uri)) for uri, files in listed]
-    if not parts:
-        raise InputError(f"--embeddings {redact_uri(embeddings)}: run {run_id} has no windows")
+    run_id, fp, parts = run_parts(embeddings, run_id, dry_run)
     settings = {
         "dtype": dtype,
         "connectivity": connectivity,
         "expansion_add": expansion_add,
         "shard_rows": shard_rows,
     }
-    content = hashlib.sha256("\n".join(uri for uri, _, _ in parts).encode()).hexdigest()[:16]
-    ident = {
-        "embeddings": redact_uri(embeddings.rstrip("/")),
-        "run_id": run_id,
-        "parts": content,
-        **settings,
-    }
-    manifest_uri = storage.join(out, "index.json")
-    marker_uri = storage.join(out, "_building.json")
+    ident = identity(embeddings, run_id, parts, settings)
     held = finished_index(out, ident, overwrite)
     if held is not None:
         print(f"[index] {redact_uri(out)} already indexes run {run_id}: nothing to do")
         return held
+    marker_uri = storage.join(out, "_building.json")
     storage.write_bytes(marker_uri, json.dumps(ident).encode())
     shards = plan_shards(parts, shard_rows)
-    todo = [
-        n
-        for n in range(len(shards))
-        if not storage.exists(storage.join(out, shard_name(n), "done.json"))
+    done = [
+        storage.exists(storage.join(out, shard_name(n), "done.json")) for n in range(len(shards))
     ]
-    rows = sum(n for _, _, n in parts)
+    todo = [n for n, d in enumerate(done) if not d]
     print(
-        f"[index] run {run_id}: {rows:,} windows in {len(parts)} parts -> {len(shards)} shard(s) "
-        f"of <= {shard_rows:,} ({len(shards) - len(todo)} already built); usearch HNSW {dtype}, "
-        f"M={connectivity}, efC={expansion_add} -> {redact_uri(out)}",
+        f"[index] run {run_id}: {sum(n for _, _, n in parts):,} windows in {len(parts)} parts -> "
+        f"{len(shards)} shard(s) of <= {shard_rows:,} ({len(shards) - len(todo)} already built); "
+        f"usearch HNSW {dtype}, M={connectivity}, efC={expansion_add} -> {redact_uri(out)}",
         flush=True,
     )
     if todo:
-        import ray  # noqa: PLC0415 (only when there is work for the cluster)
-
-        init_ray(address)
-        task = ray.remote(num_cpus=cpus_per_shard, max_retries=2)(build_shard)
-        refs = [
-            task.remote(
-                n,
-                [(parts[i][0], sorted(parts[i][1])) for i in shards[n]],
-                out,
-                dtype,
-                connectivity,
-                expansion_add,
-                cpus_per_shard,
-            )
-            for n in todo
-        ]
-        for done in ray.get(refs):
-            print(f"[index] shard {done['shard']}: {done['rows']:,} windows ({done['seconds']} s)")
-    built = [
-        json.loads(storage.read_bytes(storage.join(out, shard_name(n), "done.json")))
-        for n in range(len(shards))
-    ]
-    manifest = {
-        **ident,
-        "model_version": fp["model_version"],
-        "run": fp,
-        "dim": next((b["dim"] for b in built if b["dim"]), None),
-        "metric": "cos",
-        "rows": sum(b["rows"] for b in built),
-        "shards": [{"shard": b["shard"], "rows": b["rows"]} for b in built],
-        "usearch": usearch.__version__,
-        "dry_run": dry_run,
-    }
-    storage.write_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+        build_shards(todo, shards, parts, out, settings, cpus_per_shard, address)
+    manifest = index_manifest(out, ident, fp, len(shards), dry_run)
+    storage.write_bytes(storage.join(out, "index.json"), json.dumps(manifest, indent=1).encode())
     storage.remove(marker_uri)
     print(f"[index] {manifest['rows']:,} windows indexed in {time.time() - t0:.0f} s")
     return manifest

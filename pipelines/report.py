@@ -65,25 +65,11 @@ def busiest_clip(truth: pd.DataFrame, clip_s: float) -> tuple[str, float]:
     return file, float(start)
 
 
-def run(
-    model_uri: str,
-    out: str,
-    archive: str | None = None,
-    annotations: str | None = None,
-    per_class: int = 40,
-) -> dict:
-    """Write the PNGs; ``per_class``: annotated calls per class in the mean spectra."""
-    local = storage.local_copy(storage.absolute(model_uri))
-    model, meta = load_classifier(local)
-    _, config, _ = load_checkpoint(local)  # the events group: the labeller's threshold
-    cfg = model.model_cfg
-    classes = list(meta["classes"])
-    sr, fr, clip_s = (
-        int(meta["sample_rate_hz"]),
-        float(meta["frame_rate_hz"]),
-        float(meta["clip_s"]),
-    )
-
+def report_clip(
+    archive: str | None, annotations: str | None, clip_s: float, sr: int, per_class: int
+) -> tuple[np.ndarray, pd.DataFrame, dict, str]:
+    """(audio, its events in clip time, segments per class for the mean spectra, a name):
+    the busiest annotated clip of the archive, or a synthetic clip without one."""
     if archive and annotations:
         archive = storage.absolute(archive)
         truth = ann.read_csv(io.BytesIO(storage.read_bytes(storage.absolute(annotations))))
@@ -103,49 +89,65 @@ def run(
             spectra_src.setdefault(ev.label, []).append(seg)
         source = "synthetic clip (seed 0)"
     clip_events = clip_events[(clip_events["offset_s"] > 0) & (clip_events["onset_s"] < clip_s)]
+    return audio, clip_events, spectra_src, source
 
-    initial = SincConv(
+
+def initial_filters(cfg) -> SincConv:
+    """The Sinc layer as the model's config initialises it (before training)."""
+    return SincConv(
         cfg.sinc_filters,
         cfg.sinc_taps,
-        sr,
+        cfg.sample_rate_hz,
         cfg.sinc_min_low_hz,
         cfg.sinc_min_band_hz,
         cfg.sinc_stride,
         cfg.sinc_init_low_hz,
     )
-    trained = model.encoder.local.sinc.sinc
+
+
+def run(
+    model_uri: str,
+    out: str,
+    archive: str | None = None,
+    annotations: str | None = None,
+    per_class: int = 40,
+) -> dict:
+    """Write the PNGs; ``per_class``: annotated calls per class in the mean spectra."""
+    local = storage.local_copy(storage.absolute(model_uri))
+    model, meta = load_classifier(local)
+    _, config, _ = load_checkpoint(local)  # the frame threshold the plot marks
+    cfg, classes = model.model_cfg, list(meta["classes"])
+    sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
+    audio, clip_events, spectra_src, source = report_clip(
+        archive, annotations, float(meta["clip_s"]), sr, per_class
+    )
+    initial, trained = initial_filters(cfg), model.encoder.local.sinc.sinc
     freqs, mag0 = filter_responses(initial)
     _, mag1 = filter_responses(trained)
     spectra = {label: mean_spectrum(segs, sr) for label, segs in sorted(spectra_src.items())}
-    written = {}
-
-    def put(name: str, png: bytes) -> None:
-        written[name] = storage.join(out, name)
-        storage.write_bytes(written[name], png)
-
-    put(
-        "sinc_filters.png",
-        sinc_filters_png(freqs, {"initial (mel)": mag0, "trained": mag1}, spectra),
-    )
     x = torch.as_tensor(normalise(audio.astype(np.float32)))[None]
     maps, rollout, probs = attention_maps(model, x)
-    put("attention.png", attention_png(maps, rollout, audio, sr, fr, clip_events, classes))
     targets = ann.frame_targets(clip_events, classes, 0.0, len(probs), sr, cfg.hop_samples)
     # the frame threshold (fine-tuning configs before it had its own key kept it in events)
     threshold = float(
         config.get("frame_threshold", config.get("events", {}).get("threshold", 0.175))
     )
-    put("frame_probs.png", frame_probs_png(probs, targets, classes, fr, threshold))
+    pngs = {
+        "sinc_filters.png": sinc_filters_png(
+            freqs, {"initial (mel)": mag0, "trained": mag1}, spectra
+        ),
+        "attention.png": attention_png(maps, rollout, audio, sr, fr, clip_events, classes),
+        "frame_probs.png": frame_probs_png(probs, targets, classes, fr, threshold),
+    }
+    written = {name: storage.join(out, name) for name in pngs}
+    for name, png in pngs.items():
+        storage.write_bytes(written[name], png)
+    moved = torch.stack(trained.band_edges_hz()) - torch.stack(initial.band_edges_hz())
     summary = {
         "model": model_uri,
         "clip": source,
         "events_in_clip": int(len(clip_events)),
-        "filters_moved_hz": float(
-            np.abs(
-                torch.stack(trained.band_edges_hz()).detach().numpy()
-                - torch.stack(initial.band_edges_hz()).detach().numpy()
-            ).mean()
-        ),
+        "filters_moved_hz": float(moved.abs().mean().detach()),
         "files": written,
     }
     storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2).encode())

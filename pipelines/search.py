@@ -176,6 +176,40 @@ def shard_folder(index_uri: str, shard: dict) -> str:
     return storage.join(index_uri, f"shard-{shard['shard']:05d}")
 
 
+def searched_run(
+    embeddings: str | None, run_id: str | None, index: str | None
+) -> tuple[str, dict, dict | None]:
+    """(run id, the embed run's fingerprint, the index manifest or None) of what is searched."""
+    if index:
+        manifest_uri = storage.join(index, "index.json")
+        if not storage.exists(manifest_uri):
+            raise InputError(f"--index {redact_uri(index)}: no index.json (run `a2v index`)")
+        manifest = json.loads(storage.read_bytes(manifest_uri))
+        return manifest["run_id"], manifest["run"], manifest
+    run_id = pick_run(embeddings, run_id)
+    fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    return run_id, fp, None
+
+
+def write_hits(hits: pd.DataFrame, out: str, label: str, sample_rate_hz: int) -> None:
+    """``hits.parquet`` and ``hits.selections.txt`` (one Raven table over the hits)."""
+    buf = io.BytesIO()
+    hits.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(out, "hits.parquet"), buf.getvalue())
+    table = pd.DataFrame(
+        {
+            "file": hits["file"],
+            "onset_s": hits["offset_s"],
+            "offset_s": hits["offset_s"] + hits["duration_s"],
+            "label": label,
+            "score": hits["score"],
+            "channel": hits["channel"],
+        }
+    )
+    raven = ann.to_raven(table, sample_rate_hz, combined=True)
+    storage.write_bytes(storage.join(out, "hits.selections.txt"), raven.encode())
+
+
 def run(
     embeddings: str | None,
     model_uri: str,
@@ -187,15 +221,7 @@ def run(
     index: str | None = None,
 ) -> pd.DataFrame:
     """Search the windows of ``embeddings`` (exact) or of an ``index`` (approximate)."""
-    if index:
-        manifest_uri = storage.join(index, "index.json")
-        if not storage.exists(manifest_uri):
-            raise InputError(f"--index {redact_uri(index)}: no index.json (run `a2v index`)")
-        manifest = json.loads(storage.read_bytes(manifest_uri))
-        run_id, fp = manifest["run_id"], manifest["run"]
-    else:
-        run_id = pick_run(embeddings, run_id)
-        fp = json.loads(storage.read_bytes(storage.join(embeddings, "runs", f"{run_id}.json")))
+    run_id, fp, manifest = searched_run(embeddings, run_id, index)
     opened = open_checkpoint(model_uri, ("pretrain", "finetune"))
     version, model = opened.version, opened.model
     if version != fp["model_version"]:
@@ -218,21 +244,7 @@ def run(
         n_windows = manifest["rows"]
     else:
         hits, n_windows = search_parts(embeddings, run_id, vectors, top_k)
-    buf = io.BytesIO()
-    hits.to_parquet(buf, index=False)
-    storage.write_bytes(storage.join(out, "hits.parquet"), buf.getvalue())
-    table = pd.DataFrame(
-        {
-            "file": hits["file"],
-            "onset_s": hits["offset_s"],
-            "offset_s": hits["offset_s"] + hits["duration_s"],
-            "label": label,
-            "score": hits["score"],
-            "channel": hits["channel"],
-        }
-    )
-    raven = ann.to_raven(table, model_cfg.sample_rate_hz, combined=True)
-    storage.write_bytes(storage.join(out, "hits.selections.txt"), raven.encode())
+    write_hits(hits, out, label, model_cfg.sample_rate_hz)
     print(
         f"[search] {len(queries)} queries -> top {len(hits)} of {n_windows} windows of run "
         f"{run_id} (scores {hits['score'].max():.3f} .. {hits['score'].min():.3f}) -> {out}"

@@ -195,10 +195,8 @@ def write_best(sweep: SweepConfig, table: pd.DataFrame, out_dir: str) -> dict[st
     return written
 
 
-def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) -> dict[str, Any]:
-    sweep.storage_path = storage.absolute(sweep.storage_path)
-    sweep.pin(storage.absolute)
-    init_ray(address)
+def shared_inputs(sweep: SweepConfig) -> dict[str, str | None]:
+    """What every node must reach: the storage path, the archives, the pretrained model."""
     fjob = sweep.finetune_job()
     shared = {
         "storage_path": sweep.storage_path,
@@ -207,7 +205,14 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     }
     if sweep.pretrain is not None:
         shared["pretrain: data.archive"] = sweep.pretrain_job().data.archive
-    require_shared(shared)  # trials, and their Train workers, run on any node
+    return shared
+
+
+def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) -> dict[str, Any]:
+    sweep.storage_path = storage.absolute(sweep.storage_path)
+    sweep.pin(storage.absolute)
+    init_ray(address)
+    require_shared(shared_inputs(sweep))  # trials, and their Train workers, run on any node
     out_dir = storage.join(sweep.storage_path, sweep.name)
     tracker, parent_id = _parent_run(sweep, resume)
     if resume:  # children an interrupted driver left RUNNING: a resumed trial logs anew

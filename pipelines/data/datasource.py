@@ -164,6 +164,22 @@ class _Watched:
         return getattr(self.f, name)
 
 
+def chunk_row(base: dict, path: str, chunk, sample_rate_hz: int) -> dict:
+    """The row of one chunk (``base``: its file's path and the model rate)."""
+    return {
+        **base,
+        "chunk_id": chunk_id(path, chunk.offset_s),
+        "offset_s": chunk.offset_s,
+        "duration_s": chunk.valid_samples / sample_rate_hz,
+        "audio": chunk.audio,
+        "n_chunks": chunk.n_chunks,
+        "channel": chunk.channel,
+        "source_rate_hz": chunk.source_rate_hz,
+        "error_type": chunk.error_type,
+        "error_message": chunk.error_message[:500],
+    }
+
+
 def read_unit(
     cfg: DataConfig,
     fs,
@@ -198,18 +214,7 @@ def read_unit(
                     chunk_errors=True,  # a NaN/inf window is one error row; the file goes on
                     time_expansion=cfg.time_expansion,
                 ):
-                    yield {
-                        **base,
-                        "chunk_id": chunk_id(unit.path, chunk.offset_s),
-                        "offset_s": chunk.offset_s,
-                        "duration_s": chunk.valid_samples / cfg.sample_rate_hz,
-                        "audio": chunk.audio,
-                        "n_chunks": chunk.n_chunks,
-                        "channel": chunk.channel,
-                        "source_rate_hz": chunk.source_rate_hz,
-                        "error_type": chunk.error_type,
-                        "error_message": chunk.error_message[:500],
-                    }
+                    yield chunk_row(base, unit.path, chunk, cfg.sample_rate_hz)
                     start_s = chunk.offset_s + 1e-6  # a retry goes on after this chunk
             return
         except (DecodeError, OSError) as exc:

@@ -125,6 +125,28 @@ class FileState:
         self.source_rate_hz = 0  # the file's own rate (0 until a chunk decoded)
         self.audio_s = 0.0
 
+    def add(self, row, take: Callable[[FileState, Any], None], error_types: Counter) -> bool:
+        """One chunk row back: a decode error is kept as an error row, a good chunk counted
+        and passed to ``take``. -> whether it was the file's last chunk."""
+        self.seen += 1
+        self.n_chunks = int(row.n_chunks) or self.n_chunks  # 0: the file failed as a whole
+        if row.error_type:
+            self.errors.append(
+                {
+                    "file": row.path,
+                    "stage": "decode",
+                    "error_type": row.error_type,
+                    "message": row.error_message,
+                }
+            )
+            error_types[row.error_type] += 1
+        else:
+            self.audio_s += float(row.duration_s)
+            self.channels[float(row.offset_s)] = int(row.channel)
+            self.source_rate_hz = int(row.source_rate_hz)
+            take(self, row)
+        return self.seen == self.n_chunks
+
 
 def actor_pool(job: ArchiveJob, ds: ray.data.Dataset, actor: type, **kwargs: Any):
     """``ds`` through an actor pool of ``actor`` (the model loaded once per actor)."""
@@ -184,29 +206,9 @@ def collect(
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         progress.update(stats["files"], stats["audio_s"], error_types)
         for row in batch.itertuples(index=False):
-            st = state[row.path]
-            st.seen += 1
             stats["chunks"] += 1
             chunks_by_node[row.node_id] += 1
-            st.n_chunks = int(row.n_chunks) or st.n_chunks  # 0: the file failed as a whole
-            if row.error_type:
-                st.errors.append(
-                    {
-                        "file": row.path,
-                        "stage": "decode",
-                        "error_type": row.error_type,
-                        "message": row.error_message,
-                    }
-                )
-                error_types[row.error_type] += 1
-                if st.seen == st.n_chunks:  # a bad window was this file's last chunk
-                    finish(row.path)
-                continue
-            st.audio_s += float(row.duration_s)
-            st.channels[float(row.offset_s)] = int(row.channel)
-            st.source_rate_hz = int(row.source_rate_hz)
-            take(st, row)
-            if st.seen == st.n_chunks:
+            if state[row.path].add(row, take, error_types):
                 finish(row.path)
         if len(writer.files) >= job.flush_every_files:
             writer.flush()

@@ -148,7 +148,9 @@ class FinetuneJob(TrainJob):
         description="validation frame precision/recall/micro-F1 threshold (0.175: the original's "
         "model selection); events use events.threshold and the per-class thresholds tuned here",
     )
-    pretrained: str | None = None
+    pretrained: str | None = Field(
+        None, description="pretraining checkpoint whose encoder is fine-tuned (None: from scratch)"
+    )
     select_metric: Literal["val_micro_f1", "val_macro_ap"] = Field(
         "val_micro_f1",
         description="validation metric that picks the exported best checkpoint (ties: the "
@@ -185,13 +187,20 @@ class ArchiveJob(Job):
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     model: str = Field("", description="checkpoint URI of a fine-tuned model")
-    out: str = "demo_out/labels"
-    batch_size: int = Field(8, ge=1)
-    overwrite: bool = False
+    out: str = Field(
+        "demo_out/labels",
+        description="output prefix (local, s3://, gs://); runs with other settings live side by side",
+    )
+    batch_size: int = Field(8, ge=1, description="chunks per model forward")
+    overwrite: bool = Field(False, description="discard this run's outputs and start it afresh")
     retry_errors: bool = Field(
         False, description="process again the files this run committed with a decode error"
     )
-    flush_every_files: int = Field(16, ge=1)
+    flush_every_files: int = Field(
+        16,
+        ge=1,
+        description="finished files per committed output part (a resubmission redoes at most these)",
+    )
     release_memory: bool = Field(
         True,
         description="hand freed heap back to the OS after every batch (glibc malloc_trim): keeps "
@@ -205,7 +214,7 @@ class LabelJob(ArchiveJob):
         default_factory=lambda: list(DEFAULT_FORMATS),
         description="event formats (a2v_core.label_formats: " + ", ".join(FORMATS) + ")",
     )
-    embeddings: bool = False
+    embeddings: bool = Field(False, description="also write per-chunk mean embeddings")
     classes: list[str] | None = Field(
         None, description="write events of these classes only (default: every class)"
     )
@@ -225,7 +234,9 @@ class EmbedJob(ArchiveJob):
     model: str = Field(
         "", description="checkpoint URI: a pretraining checkpoint or a fine-tuned model"
     )
-    out: str = "demo_out/embeddings"
+    out: str = Field(
+        "demo_out/embeddings", description="output prefix of the windows (local, s3://, gs://)"
+    )
     window_s: float = Field(
         1.0, gt=0, description="seconds per embedding (the mean of its 200 Hz frames)"
     )
@@ -238,7 +249,9 @@ class EvaluateJob(LabelJob):
     iou_thresholds: list[float] = Field(
         default_factory=lambda: [0.0, 0.5], min_length=1, description="0 = any overlap"
     )
-    out: str = "demo_out/eval"
+    out: str = Field(
+        "demo_out/eval", description="output prefix: metrics, tables, plots and the label run"
+    )
 
 
 JOBS: dict[str, type[Job]] = {

@@ -25,7 +25,9 @@ class ModelConfig(Group):
     first filter, conv strides); the sizes are required fields without literal defaults, so
     ``a2v_core.presets`` and ``a2v_core.rates`` are their one source."""
 
-    preset: Literal["tiny", "base", "large"] = "tiny"
+    preset: Literal["tiny", "base", "large"] = Field(
+        "tiny", description="size preset (tiny, base, large); fills the architecture fields not set"
+    )
     sample_rate_hz: int = Field(
         8000,
         gt=0,
@@ -35,7 +37,7 @@ class ModelConfig(Group):
     frame_rate_hz: Literal[200, 1000] = Field(
         200, description="frames per second: 200 (5 ms, the original) or 1000 (ultrasonic presets)"
     )
-    sinc_filters: int = Field(ge=1)
+    sinc_filters: int = Field(ge=1, description="learnable Sinc band-pass filters of the front end")
     sinc_taps: int = Field(ge=3, description="odd kernel length of the Sinc filters")
     sinc_stride: int = Field(
         1, ge=1, description="Sinc outputs kept every this many samples (the rate preset's)"
@@ -44,26 +46,56 @@ class ModelConfig(Group):
     sinc_init_low_hz: float | None = Field(
         None, ge=0, description="the first filter's low edge at init (None: 2 x sinc_min_low_hz)"
     )
-    conv_layers: list[ConvLayer]
-    width: int = Field(ge=8)
-    heads: int = Field(ge=1)
-    ffn_dim: int = Field(ge=8)
-    prenet_depth: int = Field(ge=0)
-    depth: int = Field(ge=1)
-    conv_pos_depth: int = Field(ge=1)
-    conv_pos_width: int = Field(ge=3)
-    conv_pos_groups: int = Field(ge=1)
-    decoder_dim: int = Field(ge=8)
-    decoder_layers: int = Field(ge=1)
-    decoder_kernel: int = Field(ge=1)
-    decoder_groups: int = Field(ge=1)
-    average_top_k_layers: int = Field(ge=1)
-    clone_batch: int = Field(ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    attention_dropout: float = Field(0.1, ge=0, lt=1)
-    activation_dropout: float = Field(0.0, ge=0, lt=1)
-    prenet_dropout: float = Field(0.1, ge=0, lt=1)
-    layerdrop: float = Field(0.0, ge=0, lt=1)
+    conv_layers: list[ConvLayer] = Field(
+        description="[channels, kernel, stride] of each conv layer after the Sinc filters (filled by the rate preset)"
+    )
+    width: int = Field(ge=8, description="transformer width (model dimension)")
+    heads: int = Field(ge=1, description="attention heads per transformer layer")
+    ffn_dim: int = Field(ge=8, description="hidden size of each transformer feed-forward block")
+    prenet_depth: int = Field(
+        ge=0,
+        description="transformer layers before the context encoder (shared by student and teacher)",
+    )
+    depth: int = Field(ge=1, description="transformer layers of the context encoder")
+    conv_pos_depth: int = Field(ge=1, description="layers of the convolutional positional encoding")
+    conv_pos_width: int = Field(
+        ge=3, description="kernel width (frames) of the convolutional positional encoding"
+    )
+    conv_pos_groups: int = Field(
+        ge=1, description="groups of the convolutional positional encoding"
+    )
+    decoder_dim: int = Field(
+        ge=8,
+        description="channels of the pretraining decoder (1-D convs predicting teacher targets)",
+    )
+    decoder_layers: int = Field(ge=1, description="conv layers of the pretraining decoder")
+    decoder_kernel: int = Field(
+        ge=1, description="kernel (frames) of the pretraining decoder's convs"
+    )
+    decoder_groups: int = Field(ge=1, description="groups of the pretraining decoder's convs")
+    average_top_k_layers: int = Field(
+        ge=1, description="teacher targets: mean of the top k layers' outputs (data2vec)"
+    )
+    clone_batch: int = Field(
+        ge=1,
+        description="pretraining: masked copies of each clip per batch (data2vec 2.0 multi-mask)",
+    )
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="dropout after attention and feed-forward blocks"
+    )
+    attention_dropout: float = Field(
+        0.1, ge=0, lt=1, description="dropout of the attention weights"
+    )
+    activation_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout inside the feed-forward block"
+    )
+    prenet_dropout: float = Field(0.1, ge=0, lt=1, description="dropout of the prenet layers")
+    layerdrop: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability of skipping a transformer layer per batch (training only)",
+    )
     learned_alibi_scale: bool = Field(
         True,
         description="learn one ALiBi scale per head (the original). A learned scale needs the "
@@ -165,21 +197,42 @@ class MaskingConfig(Group):
 class FinetuneMaskingConfig(Group):
     """Fine-tuning time masks (noise fill) and channel masks (zeros)."""
 
-    time_mask_prob: float = Field(0.825, ge=0, le=10)
-    time_mask_length: int = Field(4, ge=1)
-    channel_mask_prob: float = Field(0.5, ge=0, le=10)
-    channel_mask_length: int = Field(64, ge=1)
+    time_mask_prob: float = Field(
+        0.825,
+        ge=0,
+        le=10,
+        description="fine-tuning: expected masked share of frames (time masks, SpecAugment-style)",
+    )
+    time_mask_length: int = Field(4, ge=1, description="fine-tuning: frames per time mask")
+    channel_mask_prob: float = Field(
+        0.5, ge=0, le=10, description="fine-tuning: expected masked share of feature channels"
+    )
+    channel_mask_length: int = Field(64, ge=1, description="fine-tuning: channels per channel mask")
 
 
 class EmaConfig(Group):
     """EMA teacher: decay annealed linearly from ``decay`` to ``end_decay`` over ``anneal_steps``."""
 
-    decay: float = Field(0.9997, ge=0, le=1)
-    end_decay: float = Field(1.0, ge=0, le=1)
-    anneal_steps: int = Field(300_000, ge=1)
+    decay: float = Field(
+        0.9997, ge=0, le=1, description="EMA decay of the teacher at the first step"
+    )
+    end_decay: float = Field(
+        1.0, ge=0, le=1, description="EMA decay reached after anneal_steps (linear)"
+    )
+    anneal_steps: int = Field(
+        300_000, ge=1, description="steps over which the decay goes from decay to end_decay"
+    )
     collapse_after_steps: int = Field(5000, ge=0, description="collapse guard starts here")
-    min_target_std: float = Field(0.1, ge=0)
-    min_pred_std: float = Field(0.01, ge=0)
+    min_target_std: float = Field(
+        0.1,
+        ge=0,
+        description="collapse guard: the teacher targets' spread below this is a collapse",
+    )
+    min_pred_std: float = Field(
+        0.01,
+        ge=0,
+        description="collapse guard: the student predictions' spread below this is a collapse",
+    )
     stop_on_collapse: bool = Field(
         True,
         description="a collapsed run (target or prediction spread under the minimum after "
@@ -190,8 +243,15 @@ class EmaConfig(Group):
 class LossConfig(Group):
     """Sigmoid focal loss (alpha, gamma) of the fine-tuning head."""
 
-    focal_alpha: float = Field(0.25, ge=0, le=1)
-    focal_gamma: float = Field(2.0, ge=0, le=10)
+    focal_alpha: float = Field(
+        0.25, ge=0, le=1, description="focal loss: weight of the positive frames"
+    )
+    focal_gamma: float = Field(
+        2.0,
+        ge=0,
+        le=10,
+        description="focal loss: focusing exponent (0 = plain binary cross-entropy)",
+    )
     prior_prob: float | None = Field(
         None,
         gt=0,
@@ -203,23 +263,29 @@ class LossConfig(Group):
 class MixupConfig(Group):
     """A-weighted BC mixup of waveforms (and soft targets when fine-tuning)."""
 
-    enabled: bool = True
-    prob: float = Field(1.0, ge=0, le=1)
+    enabled: bool = Field(True, description="mix clips (A-weighted BC mixup) during training")
+    prob: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
 
 
 class OptimConfig(Group):
     """AdamW with warmup + cosine; ``grad_accum`` micro-batches per optimizer step."""
 
-    lr: float = Field(1e-4, gt=0, le=1)
-    min_lr: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(10_000, ge=0)
-    max_steps: int = Field(384_230, ge=1)
+    lr: float = Field(1e-4, gt=0, le=1, description="peak learning rate (AdamW, after warmup)")
+    min_lr: float = Field(0.0, ge=0, description="learning rate at the end of the cosine schedule")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
+    eps: float = Field(1e-6, gt=0, description="AdamW epsilon")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay (not applied to biases and norms)"
+    )
+    warmup_steps: int = Field(
+        10_000, ge=0, description="linear warmup steps before the cosine decay"
+    )
+    max_steps: int = Field(
+        384_230, ge=1, description="optimizer updates of the run (a resumed run goes on to this)"
+    )
     clip_norm: float = Field(1.0, ge=0, description="0 disables clipping")
     batch_size: int = Field(5, ge=1, description="clips per worker per micro-batch")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per update")
     freeze_steps: int = Field(0, ge=0, description="fine-tuning: head-only for this many steps")
     freeze_frontend: bool = Field(
         True, description="fine-tuning: Sinc filters + conv stack never train (the projection does)"
@@ -229,15 +295,34 @@ class OptimConfig(Group):
 class DataConfig(Group):
     """Where audio comes from and how it is cut into chunks."""
 
-    archive: str = Field("demo_out/archive", min_length=1)
-    annotations: str | None = None
-    sample_rate_hz: int = Field(8000, gt=0)
-    clip_s: float = Field(10.0, gt=0, le=600)
-    overlap_s: float = Field(0.0, ge=0)
-    extensions: list[str] = Field(
-        default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"]
+    archive: str = Field(
+        "demo_out/archive",
+        min_length=1,
+        description="folder or object-store prefix (local, s3://, gs://) of the recordings, or one file",
     )
-    channel: Literal["first", "loudest"] = "first"
+    annotations: str | None = Field(
+        None,
+        description="labelled events: a CSV, Raven selection table or Audacity label track, or a folder of them",
+    )
+    sample_rate_hz: int = Field(
+        8000, gt=0, description="rate the audio is read at; follows model.sample_rate_hz"
+    )
+    clip_s: float = Field(
+        10.0, gt=0, le=600, description="seconds per chunk (the model's input length)"
+    )
+    overlap_s: float = Field(
+        0.0,
+        ge=0,
+        description="seconds by which consecutive chunks overlap (training; labelling tiles)",
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: ["wav", "flac", "ogg", "mp3", "aiff", "aif"],
+        description="file extensions read as audio",
+    )
+    channel: Literal["first", "loudest"] = Field(
+        "first",
+        description="which channel of a multichannel file is read: the first, or the loudest per chunk",
+    )
     time_expansion: int = Field(
         1,
         ge=1,
@@ -246,7 +331,9 @@ class DataConfig(Group):
         "this is the true rate (a 10x file at 44.1 kHz holds 441 kHz sound); times in chunks, "
         "events and embeddings are real time (file seconds / this)",
     )
-    min_duration_s: float = Field(0.1, ge=0)
+    min_duration_s: float = Field(
+        0.1, ge=0, description="files shorter than this are reported (too_short) and skipped"
+    )
     split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
     read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")
     read_retries: int = Field(
@@ -272,16 +359,28 @@ class DataConfig(Group):
     shuffle_files: bool = Field(
         True, description="training: read the files in an order drawn from run.seed, not sorted"
     )
-    label_fraction: float = Field(1.0, gt=0, le=1)
+    label_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="fine-tuning: share of the annotated training clips used (few-shot runs)",
+    )
     materialize_below_mb: float = Field(
         2048,
         ge=0,
         description="fine-tuning splits smaller than this (decoded) stay in the object store "
         "instead of being re-read from storage every epoch",
     )
-    valid_fraction: float = Field(0.2, ge=0, lt=1)
-    split_seed: int = 1612
-    classes: list[str] | None = None
+    valid_fraction: float = Field(
+        0.2, ge=0, lt=1, description="fine-tuning: share of annotated clips held out for validation"
+    )
+    split_seed: int = Field(
+        1612, description="seed of the train/validation split (kept apart from run.seed)"
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="fine-tuning: the classes to learn, in this order (default: every label found)",
+    )
     negative_label: str = Field(
         "negative",
         min_length=1,
@@ -308,27 +407,57 @@ class DataConfig(Group):
 class ClusterConfig(Group):
     """Ray resources. ``address`` empty = local Ray (or the job's cluster under ray job submit)."""
 
-    address: str | None = None
-    num_workers: int = Field(1, ge=1, le=4096)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(0.5, gt=0, le=256)
+    address: str | None = Field(
+        None, description="Ray cluster address (None: RAY_ADDRESS, else a local Ray)"
+    )
+    num_workers: int = Field(
+        1, ge=1, le=4096, description="Ray Train workers (one per GPU on a GPU cluster)"
+    )
+    use_gpu: bool = Field(False, description="one GPU per Train worker")
+    cpus_per_worker: float = Field(0.5, gt=0, le=256, description="CPUs reserved per Train worker")
     torch_threads: int = Field(0, ge=0, le=256, description="0 = Ray's default (cpus_per_worker)")
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    gpus_per_actor: float = Field(0.0, ge=0, le=8)
-    num_actors: int = Field(1, ge=1, le=4096)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how Train workers are placed on nodes (Ray placement group strategy)"
+    )
+    gpus_per_actor: float = Field(
+        0.0, ge=0, le=8, description="labelling/embedding: GPUs per model actor (0: CPU)"
+    )
+    num_actors: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="labelling/embedding: model actors (each loads the model once)",
+    )
 
 
 class RunConfig(Group):
     """Names, storage, checkpoint cadence and fault tolerance of a run."""
 
-    name: str = Field("a2v-run", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    storage_path: str = Field("outputs", min_length=1)
-    seed: int = 0
-    log_every_steps: int = Field(10, ge=1)
-    checkpoint_every_steps: int = Field(50, ge=1)
-    validate_every_steps: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    max_failures: int = Field(0, ge=-1)
+    name: str = Field(
+        "a2v-run",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="run name: the folder <storage_path>/<name> and the MLflow run",
+    )
+    storage_path: str = Field(
+        "outputs",
+        min_length=1,
+        description="where runs keep checkpoints and exports (local, s3://, gs://)",
+    )
+    seed: int = Field(0, description="seed of weights, masks, mixup and shuffling")
+    log_every_steps: int = Field(10, ge=1, description="steps between metric logs")
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="steps between checkpoints (and Tune reports)"
+    )
+    validate_every_steps: int = Field(
+        50, ge=1, description="fine-tuning: steps between validations"
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept per run (the latest ones)")
+    max_failures: int = Field(
+        0,
+        ge=-1,
+        description="worker-group failures Ray Train retries from the last checkpoint (-1: forever)",
+    )
     fail_at_step: int | None = Field(None, ge=1, description="test hook: rank 1 raises once here")
     dry_run: bool = Field(
         False,
@@ -343,10 +472,15 @@ class RunConfig(Group):
 class TrackingConfig(Group):
     """MLflow: ``uri`` None means $MLFLOW_TRACKING_URI, else a local sqlite store."""
 
-    uri: str | None = None
-    experiment: str = "a2v"
-    enabled: bool = True
-    registered_model: str = "animal2vec-finetuned"
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (None: MLFLOW_TRACKING_URI, else a local store)"
+    )
+    experiment: str = Field("a2v", description="MLflow experiment")
+    enabled: bool = Field(True, description="log to MLflow")
+    registered_model: str = Field(
+        "animal2vec-finetuned",
+        description="MLflow registered model a fine-tuned best is registered under",
+    )
 
 
 class EventConfig(Group):
@@ -373,7 +507,9 @@ class EventConfig(Group):
     min_event_s: float = Field(
         0.05, ge=0, description="shortest event kept (unset at 1 kHz frames: 0.002)"
     )
-    top_class_only: bool = False
+    top_class_only: bool = Field(
+        False, description="of time-overlapping events of one file keep only the highest-scoring"
+    )
     tune_iou: float = Field(
         0.5,
         ge=0,

@@ -115,3 +115,22 @@ def flatten(cfg: BaseModel | dict[str, Any]) -> dict[str, Any]:
 
     walk("", cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg)
     return out
+
+
+def field_docs(job_cls: type[BaseModel]) -> list[tuple[str, str, Any, str]]:
+    """(key as --set spells it, type, default, description) of every field of a job."""
+    rows = []
+
+    def walk(cls: type[BaseModel], prefix: str) -> None:
+        for name, f in cls.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            # no default: a model field its size and rate presets fill
+            default = "(preset)" if f.is_required() else f.get_default(call_default_factory=True)
+            kind = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            rows.append((prefix + name, kind, default, f.description or ""))
+
+    walk(job_cls, "")
+    return rows

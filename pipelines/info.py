@@ -1,4 +1,5 @@
 """``a2v info --config FILE [--job pretrain|finetune] [--json]``: what a user planning a run needs to know.
+``a2v info --fields --job JOB``: every config key of a job, its type, default and meaning.
 
 Input rate and the band the model hears, the front end (Sinc taps and stride, conv strides)
 and its cost per second of audio relative to the 8 kHz preset, parameter counts (encoder,
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 from a2v_core.config import JOBS, EmaConfig, MaskingConfig, ModelConfig, TrainJob
-from a2v_core.config_loader import load_config
+from a2v_core.config_loader import field_docs, load_config
 from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
@@ -50,14 +51,29 @@ def summarize(job: TrainJob) -> dict:
     }
 
 
+def print_fields(job: str) -> None:
+    """One line per config key of ``job``: key, type, default, description."""
+    rows = field_docs(JOBS[job])
+    width = max(len(key) for key, *_ in rows)
+    print(f"config keys of a2v {job} (--set KEY=VALUE; YAML: nested groups)")
+    for key, kind, default, text in rows:
+        print(f"  {key:<{width}}  {kind} = {default!r}  {text}")
+
+
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v info", __doc__)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", help="a pretraining or fine-tuning config (sizes and rates)")
     ap.add_argument(
         "--job",
-        choices=["pretrain", "finetune"],
+        choices=list(JOBS),
         help="the job the config is for (default: its folder, configs/<job>/...)",
+    )
+    ap.add_argument(
+        "--fields",
+        action="store_true",
+        help="list every config key of --job (default finetune) with its type, default and "
+        "meaning: what --set KEY=VALUE takes",
     )
     ap.add_argument(
         "--sample-rate-hz",
@@ -68,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.fields:
+        print_fields(args.job or "finetune")
+        return
+    if not args.config:
+        raise InputError("--config is required (or --fields to list a job's config keys)")
     kind = args.job or Path(args.config).resolve().parent.name
     if kind not in ("pretrain", "finetune"):
         raise InputError(

@@ -194,3 +194,19 @@ def test_errors_are_values_only_main_exits(capsys):
     assert boom(JobError("all 4 trials failed"))[0] == 1
     with pytest.raises(KeyError):  # a bug keeps its traceback
         command(lambda: {}["x"])()
+
+
+def test_every_config_key_of_every_job_says_what_it_means():
+    """``a2v info --fields --job JOB`` lists what ``--set`` takes; no key without a meaning."""
+    from a2v_core.config import JOBS
+    from a2v_core.config_loader import field_docs
+
+    for job, cls in JOBS.items():
+        rows = field_docs(cls)
+        assert rows, job
+        assert not [key for key, _, _, text in rows if not text.strip()], job
+    out = run("info", "--fields", "--job", "label")
+    assert out.returncode == 0, out.stderr
+    keys = {line.split()[0] for line in out.stdout.splitlines()[1:]}
+    assert keys == {key for key, *_ in field_docs(JOBS["label"])}
+    assert "events.threshold" in keys and "data.time_expansion" in keys

@@ -26,7 +26,7 @@ def empty_table() -> pd.DataFrame:
     )
 
 
-def validate(table: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+def canonical_table(table: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     """Check columns and values; returns the table with canonical dtypes and column order."""
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
@@ -48,7 +48,7 @@ def validate(table: pd.DataFrame, source: str = "table") -> pd.DataFrame:
 
 
 def read_csv(path_or_buf: str | Path | io.IOBase) -> pd.DataFrame:
-    return validate(pd.read_csv(path_or_buf), str(path_or_buf))
+    return canonical_table(pd.read_csv(path_or_buf), str(path_or_buf))
 
 
 def sniff(data: bytes) -> str:
@@ -80,7 +80,7 @@ def read_any(data: bytes, source: str) -> pd.DataFrame:
         if kind == "audacity":
             text = io.StringIO(data.decode("utf-8-sig"))
             return read_audacity(text, Path(source).name.rsplit(".", 1)[0], source=source)
-        return validate(pd.read_csv(io.BytesIO(data)), source)
+        return canonical_table(pd.read_csv(io.BytesIO(data)), source)
     except (ValueError, KeyError) as err:
         if str(err).startswith(source):
             raise
@@ -88,7 +88,7 @@ def read_any(data: bytes, source: str) -> pd.DataFrame:
 
 
 def write_csv(table: pd.DataFrame, path_or_buf: str | Path | io.IOBase) -> None:
-    validate(table).to_csv(path_or_buf, index=False)
+    canonical_table(table).to_csv(path_or_buf, index=False)
 
 
 def read_raven(
@@ -128,7 +128,7 @@ def read_raven(
             out[dst] = raw[src]
     if "Score" in raw.columns:
         out["score"] = raw["Score"]
-    return validate(out, source or str(path_or_buf))
+    return canonical_table(out, source or str(path_or_buf))
 
 
 def to_raven(
@@ -144,7 +144,7 @@ def to_raven(
     get the band heard: ``low_hz`` to the lower of the Nyquist of ``sample_rate_hz`` (the
     model's) and of the row's ``source_rate_hz`` (the recording's own), when known."""
     order = ["file", "onset_s", "label"] if combined else ["onset_s", "label"]
-    t = validate(table).sort_values(order).reset_index(drop=True)
+    t = canonical_table(table).sort_values(order).reset_index(drop=True)
     nyquist = pd.Series((sample_rate_hz or 8000) / 2, index=t.index, dtype=float)
     if "source_rate_hz" in t.columns:
         source = pd.to_numeric(t["source_rate_hz"], errors="coerce")
@@ -201,11 +201,13 @@ def read_audacity(
                 "label": parts[2] if len(parts) > 2 else "",
             }
         )
-    return validate(pd.DataFrame(rows) if rows else empty_table(), source or str(path_or_buf))
+    return canonical_table(
+        pd.DataFrame(rows) if rows else empty_table(), source or str(path_or_buf)
+    )
 
 
 def to_audacity(table: pd.DataFrame) -> str:
-    t = validate(table).sort_values("onset_s")
+    t = canonical_table(table).sort_values("onset_s")
     lines = []
     has_freq = "low_freq_hz" in t.columns and "high_freq_hz" in t.columns
     for row in t.itertuples(index=False):

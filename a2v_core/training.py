@@ -248,7 +248,7 @@ def finetune_step(
 
 
 @torch.no_grad()
-def validate(
+def validation_pass(
     model: FrameClassifier,
     batches: Iterable[dict[str, np.ndarray]],
     targets: Callable[[dict[str, np.ndarray]], np.ndarray],

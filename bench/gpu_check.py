@@ -10,7 +10,7 @@ synthetic 10 s clips, under the bf16 autocast the pipelines use on CUDA, and pri
   last update (finite, falling), the paper batch per GPU for ``large`` (5 clips x 12 clones), and
   the same step with the ALiBi scale fixed (the fused attention path);
 - finetune: seconds per update and peak memory, encoder frozen and unfrozen; then one
-  validation as the fine-tuning loop runs it (``training.validate``, the per-class threshold
+  validation as the fine-tuning loop runs it (``training.validation_pass``, the per-class threshold
   tuning of ``metrics.tune_thresholds`` and ``selection.BestKeeper``), with its seconds;
 - the collapse guard (``pretrain.collapse_message``) on the last pretraining update;
 - inference: x real time of the labelling forward (batch 16, the original's);
@@ -42,7 +42,7 @@ from a2v_core.metrics import tune_thresholds
 from a2v_core.pretrain import Data2VecPretrainer, collapse_message, stops_run
 from a2v_core.selection import BestKeeper
 from a2v_core.synth import synth_recording
-from a2v_core.training import TrainState, finetune_step, pretrain_step, validate
+from a2v_core.training import TrainState, finetune_step, pretrain_step, validation_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, CLIP_S = 8000, 10.0
@@ -172,7 +172,7 @@ def validation_check(model, job: FinetuneJob, audio, y, dev: torch.device) -> di
     )
     sync(dev)
     t0 = time.perf_counter()
-    val, clips_ = validate(model, [batch], lambda b: targets, job, classes, dev)
+    val, clips_ = validation_pass(model, [batch], lambda b: targets, job, classes, dev)
     keeper = BestKeeper(job.select_metric)
     better = keeper.update(
         val,

@@ -45,7 +45,7 @@ from pipelines.labelling.archive_pass import (
     actor_pool,
     collect,
     commit_unsafe,
-    finish,
+    finish_run,
     pass_counts,
     plan,
     start,
@@ -233,7 +233,7 @@ def read_as_model_reads(job: EmbedJob, meta: dict, config: dict) -> ModelConfig:
 def publish(job: EmbedJob, tracker, summary: dict) -> None:
     """The run's outputs besides the windows (``archive_pass.finish``) and its closing line."""
     keys = ("files_processed", "windows_written", "audio_hours", "x_real_time")
-    finish(job, "embed", tracker, summary, keys)
+    finish_run(job, "embed", tracker, summary, keys)
     errors = summary["errors_by_type"]
     print(
         f"[embed] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "

@@ -46,7 +46,7 @@ from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.run_dir import BEST, CONFIG, FINAL, SPLITS, open_checkpoint, run_dir
 from pipelines.runtime.run_dir import path as run_path
 from pipelines.runtime.tracking import Tracker
-from pipelines.train.finetune_validate import event_thresholds, validate
+from pipelines.train.finetune_validate import event_thresholds, validate_shard
 from pipelines.train.resume import check_resume
 from pipelines.train.train_worker import Worker
 from pipelines.train.trainer import build_torch_trainer, fit_or_fail, maybe_fail
@@ -83,10 +83,10 @@ class Targets:
             frames.to(w.dev),
         )
 
-    def validate(self, model, state: TrainState, keeper: BestKeeper, w: Worker) -> dict:
+    def run_validation(self, model, state: TrainState, keeper: BestKeeper, w: Worker) -> dict:
         """Rank 0: one validation; the keeper decides on the best weights and thresholds."""
         job, step = self.job, state.step
-        val, clips = validate(model, job, self.classes, self.by_file, w.dev, self.reviewed)
+        val, clips = validate_shard(model, job, self.classes, self.by_file, w.dev, self.reviewed)
         keeper.update(
             val,
             step,
@@ -140,7 +140,7 @@ def train_loop(config: dict) -> None:
         if logged:
             w.log(f"step {step}/{job.optim.max_steps} loss {metrics['loss']:.4f}")
         if w.due(step, job.run.validate_every_steps) and w.rank == 0:
-            val = targets.validate(model, state, keeper, w)
+            val = targets.run_validation(model, state, keeper, w)
             logged.update(val)
         tracker.log_metrics(logged, step)
         if w.due(step, job.run.checkpoint_every_steps):

@@ -51,7 +51,7 @@ from pipelines.labelling.archive_pass import (
     actor_pool,
     collect,
     commit_unsafe,
-    finish,
+    finish_run,
     pass_counts,
     plan,
     start,
@@ -173,7 +173,7 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
         low_hz = (summary["model_meta"].get("band_hz") or [0.0])[0]
         write_run_tables(job, run_id, read_events(job.out, run_id), low_hz)
     keys = ("files_processed", "chunks_processed", "events_written")
-    finish(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
+    finish_run(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
     errors = summary["errors_by_type"]
     print(
         f"[label] {summary['files_processed']} files, {summary['chunks_processed']} chunks, "

@@ -96,7 +96,7 @@ def start(
     return tracker, mlflow_run_id
 
 
-def finish(
+def finish_run(
     job: ArchiveJob, name: str, tracker: Tracker, summary: dict, metrics: tuple[str, ...]
 ) -> None:
     """The run's ``<out>/run.json`` and MLflow metrics and artifact; the MLflow run ended; a
@@ -190,7 +190,7 @@ def collect(
     bar = tqdm(total=n_files, unit="file", desc=name, disable=None)
     progress = ProgressLog(name, n_files, job.run.progress_every_s)
 
-    def finish(path: str) -> None:
+    def commit_file(path: str) -> None:
         st = state.pop(path)
         stats["files"] += 1
         bar.update(1)
@@ -209,12 +209,12 @@ def collect(
             stats["chunks"] += 1
             chunks_by_node[row.node_id] += 1
             if state[row.path].add(row, take, error_types):
-                finish(row.path)
+                commit_file(row.path)
         if len(writer.files) >= job.flush_every_files:
             writer.flush()
             warned = warned or warn_upsampling(job, stats)
     for path in list(state):  # files with decode errors (and the chunks they did give)
-        finish(path)
+        commit_file(path)
     writer.flush()
     warned or warn_upsampling(job, stats)
     bar.close()

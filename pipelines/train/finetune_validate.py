@@ -14,14 +14,14 @@ from a2v_core.metrics import tune_thresholds
 from pipelines.data.finetune_data import batch_targets
 
 
-def validate(
+def validate_shard(
     model: FrameClassifier, job: FinetuneJob, classes, events_by_file, dev, reviewed=False
 ) -> tuple[dict, list]:
-    """``a2v_core.training.validate`` over this worker's ``valid`` dataset: frame metrics of
+    """``a2v_core.training.validation_pass`` over this worker's ``valid`` dataset: frame metrics of
     every clip's valid frames, and the clips (file, offset, probabilities, reviewed frames)
     for tuning the labeller's per-class thresholds."""
     shard = ray.train.get_dataset_shard("valid")
-    return training.validate(
+    return training.validation_pass(
         model,
         shard.iter_batches(batch_size=job.optim.batch_size, batch_format="numpy"),
         lambda b: batch_targets(events_by_file, classes, b["path"], b["offset_s"], job, reviewed),

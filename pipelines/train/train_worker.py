@@ -24,7 +24,7 @@ from a2v_core.encoder import flush_denormals
 from a2v_core.errors import InputError
 from a2v_core.training import EmptyEpoch, TrainState, update_groups
 from pipelines.runtime.tracking import Tracker
-from pipelines.train.trainer import Throughput, device, report, restore, world
+from pipelines.train.trainer import Throughput, device, load_reported, report_step, world
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
@@ -71,7 +71,7 @@ def batches(
             yield batch
 
 
-def due(step: int, every: int, max_steps: int) -> bool:
+def is_due(step: int, every: int, max_steps: int) -> bool:
     """A cadence (log, validate, checkpoint) falls on ``step``; the last step always."""
     return step % every == 0 or step == max_steps
 
@@ -95,7 +95,7 @@ class Worker:
 
     def restore(self, state: TrainState) -> dict | None:
         """Load the latest checkpoint into ``state``; -> its meta (None on a fresh start)."""
-        states, meta = restore(ray.train.get_checkpoint())
+        states, meta = load_reported(ray.train.get_checkpoint())
         if states is not None:
             state.load(states, meta)
             self.log(
@@ -157,7 +157,7 @@ class Worker:
             ) from None
 
     def due(self, step: int, every: int) -> bool:
-        return due(step, every, self.job.optim.max_steps)
+        return is_due(step, every, self.job.optim.max_steps)
 
     def report(
         self, metrics: dict, state: TrainState | None = None, meta: Callable[[], dict] | None = None
@@ -165,10 +165,10 @@ class Worker:
         """Report ``metrics`` (every rank, the same number of times: a barrier); with
         ``state``, rank 0 attaches its checkpoint with ``meta()``."""
         if state is None:
-            report(metrics, self.rank, None, self.job, {})
+            report_step(metrics, self.rank, None, self.job, {})
             return
         extra = meta() if meta is not None else {}
-        report(
+        report_step(
             metrics,
             self.rank,
             state.states,

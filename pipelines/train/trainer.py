@@ -156,7 +156,7 @@ def fit_or_fail(trainer: TorchTrainer, tracker, run_dir: str) -> ray.train.Resul
     raise job_error_in(error) or error
 
 
-def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
+def load_reported(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
     """(states, meta) of the latest reported checkpoint, or (None, None)."""
     if ckpt is None:
         return None, None
@@ -165,7 +165,7 @@ def restore(ckpt: Checkpoint | None) -> tuple[dict, dict] | tuple[None, None]:
     return states, meta
 
 
-def report(
+def report_step(
     metrics: dict, rank: int, states: Callable[[], dict] | None, job: TrainJob, meta: dict
 ) -> None:
     """Every rank calls this the same number of times (it is a barrier); rank 0 attaches the

@@ -90,9 +90,9 @@ def test_250khz_recording_decodes_and_targets_align():
 
 def test_bad_tables_are_rejected():
     with pytest.raises(ValueError, match="missing column"):
-        ann.validate(pd.DataFrame({"file": ["a"], "onset_s": [1.0]}))
+        ann.canonical_table(pd.DataFrame({"file": ["a"], "onset_s": [1.0]}))
     with pytest.raises(ValueError, match="offset < onset"):
-        ann.validate(
+        ann.canonical_table(
             pd.DataFrame({"file": ["a"], "onset_s": [2.0], "offset_s": [1.0], "label": ["x"]})
         )
 

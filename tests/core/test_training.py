@@ -167,7 +167,7 @@ def test_finetune_step_trains_the_head_first_then_all_but_the_front_end():
 def test_unreviewed_frames_reach_neither_the_loss_nor_the_metrics():
     """NaN targets (frames nobody reviewed) count neither in the fine-tuning loss (with and
     without mixup) nor in validation: the loss and metrics are those of the reviewed frames."""
-    from a2v_core.training import validate
+    from a2v_core.training import validation_pass
 
     job = load_config(
         FinetuneJob,
@@ -218,8 +218,8 @@ def test_unreviewed_frames_reach_neither_the_loss_nor_the_metrics():
     reviewed[:, 200:250, 1] = 1.0
     y_bg[:, 200:250, 1] = 1.0
     cpu = torch.device("cpu")
-    got, val_clips = validate(model, [batch], lambda b: reviewed, job, ["a", "b"], cpu)
-    counted, _ = validate(model, [batch], lambda b: y_bg, job, ["a", "b"], cpu)
+    got, val_clips = validation_pass(model, [batch], lambda b: reviewed, job, ["a", "b"], cpu)
+    counted, _ = validation_pass(model, [batch], lambda b: y_bg, job, ["a", "b"], cpu)
     model.eval()
     with torch.no_grad():
         probs = torch.sigmoid(model(audio)).numpy()

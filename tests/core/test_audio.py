@@ -6,12 +6,7 @@ import soundfile as sf
 import soxr
 
 from a2v_core.audio import DecodeError, chunk_offsets, iter_chunks, probe
-
-
-def wav_bytes(x, sr, fmt="WAV", subtype="PCM_16"):
-    buf = io.BytesIO()
-    sf.write(buf, x, sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
+from tests.helpers.audio import bad_files, wav_bytes
 
 
 def test_chunks_concatenate_to_the_resampled_file():
@@ -70,25 +65,6 @@ def test_loudest_channel_selection():
     assert np.abs(first.audio).max() < 0.02 and np.abs(loud.audio).max() > 0.9
 
 
-def bad_files() -> dict[str, tuple[bytes, str]]:
-    good = wav_bytes(np.zeros(8000 * 3, np.float32) + 0.1, 8000)
-    flac = wav_bytes(
-        np.random.default_rng(0).standard_normal(8000 * 30).astype(np.float32) * 0.1, 8000, "FLAC"
-    )
-    nan = np.zeros(8000, np.float32)
-    nan[100] = np.nan
-    return {
-        "empty.wav": (b"", "empty_file"),
-        "truncated.flac": (flac[: len(flac) // 3], "truncated"),
-        "truncated_header.wav": (good[:30], "truncated"),
-        "random.wav": (np.random.default_rng(1).bytes(5000), "not_audio"),
-        "text.flac": (b"this is not audio at all\n" * 20, "not_audio"),
-        "nan.wav": (wav_bytes(nan, 8000, subtype="FLOAT"), "non_finite"),
-        "zero.wav": (wav_bytes(np.zeros(0, np.float32), 8000), "empty_audio"),
-        "short.wav": (wav_bytes(np.zeros(100, np.float32), 8000), "too_short"),
-    }
-
-
 @pytest.mark.parametrize("name", list(bad_files()))
 def test_bad_inputs_raise_typed_errors(name):
     data, expected = bad_files()[name]
@@ -105,7 +81,6 @@ def test_probe_and_offsets():
 
 
 def test_chunks_say_which_channel_they_were_read_from(tmp_path):
-    import soundfile as sf
 
     from a2v_core.audio import iter_chunks
 

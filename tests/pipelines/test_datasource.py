@@ -10,7 +10,7 @@ from a2v_core.config import DataConfig
 from pipelines.data import storage
 from pipelines.data.datasource import error_rows, good_chunks, read_chunks
 from pipelines.manifest import build_manifest, summarize
-from tests.core.test_audio import bad_files
+from tests.helpers.audio import bad_files
 
 
 def rows_by_id(ds):

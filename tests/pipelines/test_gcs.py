@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import label
 from pipelines.data import storage
-from tests.pipelines.test_label import label_job
+from tests.helpers.jobs import label_job
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,34 +16,13 @@ import pytest
 
 from a2v_core import annotations as ann
 from a2v_core.checkpoint import load_classifier
-from a2v_core.config import LabelJob
-from a2v_core.config_loader import load_config
 from pipelines import label
 from pipelines.data import storage
-from tests.core.test_audio import bad_files
+from tests.helpers.audio import bad_files
+from tests.helpers.jobs import THRESHOLD, label_job
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-THRESHOLD = 0.025
-
-
-def label_job(model: str, archive: str, out: str, *extra: str) -> LabelJob:
-    return load_config(
-        LabelJob,
-        ROOT / "configs/label/default.yaml",
-        [
-            f"model={model}",
-            f"data.archive={archive}",
-            f"out={out}",
-            "tracking.enabled=false",
-            "cluster.cpus_per_worker=0.5",
-            "formats=[parquet,raven,audacity,csv]",
-            # one low threshold (the checkpoint's tuned ones are 0.2-0.7) keeps events certain
-            f"events.threshold={THRESHOLD}",
-            "events.thresholds_from_model=false",
-            *extra,
-        ],
-    )
 
 
 def test_label_s3_archive_with_bad_files(finetuned, s3, synth_archive, capsys):

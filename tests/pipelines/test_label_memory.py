@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.pipelines.test_memory import write_long_flac
+from tests.helpers.audio import write_long_flac
 
 ROOT = Path(__file__).resolve().parents[2]
 # a 4-hour file: ~3 minutes on 2 cores; `make test-soak`

@@ -13,7 +13,7 @@ from pipelines import label
 from pipelines.data import storage
 from pipelines.labelling.label_outputs import safe_relpath
 from pipelines.synth import write_archive
-from tests.pipelines.test_label import label_job
+from tests.helpers.jobs import label_job
 
 pytestmark = pytest.mark.slow
 

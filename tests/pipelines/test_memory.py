@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+
+from tests.helpers.audio import write_long_flac
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -28,13 +28,6 @@ for unit in units:
         n += 1
 print(n, len(units), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def write_long_flac(path: Path, hours: float, sr: int = 8000) -> None:
-    rng = np.random.default_rng(0)
-    with sf.SoundFile(path, "w", sr, 1, format="FLAC", subtype="PCM_16") as f:
-        for _ in range(int(hours * 3600 / 60)):
-            f.write((rng.standard_normal(sr * 60) * 0.05).astype(np.float32))
 
 
 def peak_rss_kib(archive: Path) -> tuple[int, int, int]:

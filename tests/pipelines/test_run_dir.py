@@ -10,7 +10,7 @@ import pytest
 
 from a2v_core.errors import InputError
 from pipelines.runtime import run_dir
-from tests.pipelines.test_inputs import checkpoint
+from tests.helpers.cli import checkpoint
 
 
 def test_latest_checkpoint_reads_ray_trains_own_snapshot(ray_session, tmp_path):

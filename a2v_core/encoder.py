@@ -53,20 +53,25 @@ class ConvFeatureStack(nn.Module):
         return self.layers(x)
 
 
+def sinc_front_end(cfg: ModelConfig) -> SincFrontEnd:
+    """The Sinc front end a model of ``cfg`` starts from (its filters as initialised)."""
+    return SincFrontEnd(
+        cfg.sinc_filters,
+        cfg.sinc_taps,
+        cfg.sample_rate_hz,
+        cfg.sinc_min_low_hz,
+        cfg.sinc_min_band_hz,
+        cfg.sinc_stride,
+        cfg.sinc_init_low_hz,
+    )
+
+
 class LocalEncoder(nn.Module):
     """Audio (B, S) -> frame features (B, T, D): Sinc front end, conv stack, LN + projection."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.sinc = SincFrontEnd(
-            cfg.sinc_filters,
-            cfg.sinc_taps,
-            cfg.sample_rate_hz,
-            cfg.sinc_min_low_hz,
-            cfg.sinc_min_band_hz,
-            cfg.sinc_stride,
-            cfg.sinc_init_low_hz,
-        )
+        self.sinc = sinc_front_end(cfg)
         self.convs = ConvFeatureStack(cfg.sinc_filters, cfg.conv_layers)
         self.proj_norm = nn.LayerNorm(self.convs.out_channels)
         self.proj = nn.Linear(self.convs.out_channels, cfg.width)

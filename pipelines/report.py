@@ -27,9 +27,9 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise, read_window
 from a2v_core.checkpoint import load_checkpoint, load_classifier
+from a2v_core.encoder import sinc_front_end
 from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
 from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
-from a2v_core.sinc import SincConv
 from a2v_core.synth import synth_recording
 from pipelines.data import storage
 from pipelines.runtime.jobargs import add_dry_run, command, parser
@@ -92,19 +92,6 @@ def report_clip(
     return audio, clip_events, spectra_src, source
 
 
-def initial_filters(cfg) -> SincConv:
-    """The Sinc layer as the model's config initialises it (before training)."""
-    return SincConv(
-        cfg.sinc_filters,
-        cfg.sinc_taps,
-        cfg.sample_rate_hz,
-        cfg.sinc_min_low_hz,
-        cfg.sinc_min_band_hz,
-        cfg.sinc_stride,
-        cfg.sinc_init_low_hz,
-    )
-
-
 def run(
     model_uri: str,
     out: str,
@@ -121,7 +108,7 @@ def run(
     audio, clip_events, spectra_src, source = report_clip(
         archive, annotations, float(meta["clip_s"]), sr, per_class
     )
-    initial, trained = initial_filters(cfg), model.encoder.local.sinc.sinc
+    initial, trained = sinc_front_end(cfg).sinc, model.encoder.local.sinc.sinc
     freqs, mag0 = filter_responses(initial)
     _, mag1 = filter_responses(trained)
     spectra = {label: mean_spectrum(segs, sr) for label, segs in sorted(spectra_src.items())}

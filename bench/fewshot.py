@@ -1,23 +1,28 @@
-"""Few-shot benchmark: does self-supervised pretraining carry performance at few labels?
+"""Few-shot benchmark: does self-supervised pretraining on *your* archive pay at few labels?
 
-    python bench/fewshot.py --out outputs/fewshot                       # 2-core laptop, hours
-    python bench/fewshot.py --out outputs/fewshot-10 --fractions 0.1 --pretrain-steps 200 \\
-        --finetune-steps 150                                             # one cell, ~1 h
-    python bench/fewshot.py --out s3://bucket/fewshot --preset base \\
-        --hours 20 --pretrain-steps 20000 --finetune-steps 3000 \\
-        --set cluster.num_workers=4 --set cluster.use_gpu=true --address auto   # a cluster
+    # any labelled archive: the recordings matching --test-files are the test part
+    python bench/fewshot.py --out outputs/fewshot-gy6or6 \\
+        --archive ../shared/data/real/bengalese_finch_gy6or6 \\
+        --annotations ../shared/data/real/bengalese_finch_gy6or6/annotations.csv \\
+        --test-files _260312_ --drop-labels=-,x --set model.sample_rate_hz=32000 \\
+        --fractions 0.1 --pretrain-steps 1000 --pretrain-set optim.lr=0.002   # ~1-2 h, 2 cores
+    python bench/fewshot.py --out outputs/fewshot              # no archive: the synthetic smoke test
+    python bench/fewshot.py --out s3://bucket/fewshot --preset base --archive s3://bucket/site \\
+        --annotations s3://bucket/site/labels.csv --test-files 'site3/' --pretrain-steps 10000 \\
+        --finetune-steps 3000 --set cluster.use_gpu=true --address auto            # a cluster
 
-A synthetic archive (fixed seed) is pretrained on in full, once per seed, then fine-tuned with
-each label fraction, from the pretrained encoder and from random initialisation with the same
-budget, seed and split (the two arms of a seed are paired). The seed also moves the
-labelled split (``data.split_seed``), which is where most of the few-shot spread comes from.
-Every fine-tuned model is scored by ``a2v evaluate`` on a separate held-out synthetic archive.
-Prints a table (label fraction x {pretrained, scratch}) of frame macro-AP, micro-F1 and event
-F1 (IoU > 0) as mean +- sd over the seeds, the paired difference, and the labelled calls per
-class at each fraction (the fewest over classes and seeds), and writes ``<out>/fewshot.csv``
-(one row per run) and ``fewshot.md``. The pretraining budget defaults to the best step of a
-``bench/probe.py`` table given with ``--probe``. Every stage is skipped when its output
-already exists, so an interrupted run continues where it stopped.
+The archive is split by groups of recordings (``bench.archive_split``: no test recording is
+pretrained or fine-tuned on). For each pretraining budget (``--pretrain-steps``, a list; 0 is
+no pretraining) the training part's audio is pretrained on (its labels unused), once per
+budget (``--pretrain-per-seed``: once per seed), then fine-tuned with each label fraction, from
+the pretrained encoder and from random initialisation with the same steps, seed and split
+(the arms of a seed are paired). The seed also moves the labelled split (``data.split_seed``),
+where most of the few-shot spread comes from. Every fine-tuned model is scored by ``a2v
+evaluate`` on the test part. Prints, per budget and fraction, frame macro-AP, micro-F1 and
+event F1 (IoU > 0 and 0.5) as mean +- sd over the seeds, the paired difference against
+scratch, the labelled calls per class (the fewest over classes and seeds) and the wall time,
+and writes ``<out>/fewshot.csv`` (one row per run) and ``fewshot.md``. Every run is skipped
+when its output exists, so a cut benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -25,18 +30,24 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob
-from a2v_core.config_loader import load_config
-from pipelines import evaluate, finetune, pretrain
-from pipelines.data import inputs, storage
-from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
-from pipelines.synth import write_archive
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/fewshot.py`
 
-METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1")
+from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob  # noqa: E402
+from a2v_core.config_loader import load_config  # noqa: E402
+from bench.archive_split import group_split  # noqa: E402
+from pipelines import evaluate, finetune, pretrain  # noqa: E402
+from pipelines.data import inputs, storage  # noqa: E402
+from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
+from pipelines.synth import write_archive  # noqa: E402
+
+METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1", "event_f1_iou50")
 MIN_CALLS = 3  # fewer labelled calls of a class: a cell measures the draw, not the initialisation
 
 
@@ -58,39 +69,181 @@ def probe_best_step(table_uri: str) -> int:
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """mean +- sd per (fraction, init) and of the paired pretrained - scratch difference."""
+    """mean +- sd per (budget, fraction, init) and of the paired pretrained - scratch
+    difference of each seed (scratch: the budget-0 runs of the same fraction and seed)."""
     rows = []
-    for frac, g in runs.groupby("label_fraction"):
-        row = {"label_fraction": frac, "seeds": g["seed"].nunique()}
+    scratch = runs[runs["init"] == "scratch"].set_index(["label_fraction", "seed"])
+    for (budget, frac), g in runs[runs["init"] == "pretrained"].groupby(
+        ["pretrain_steps", "label_fraction"]
+    ):
+        g = g.set_index("seed")
+        row = {"pretrain_steps": budget, "label_fraction": frac, "seeds": len(g)}
+        base = scratch.loc[frac].reindex(g.index)
         row["min_calls_per_class"] = int(g["min_calls_per_class"].min())
-        wide = g.pivot(index="seed", columns="init", values=list(METRICS))
+        row["wall_s"] = int(g["wall_s"].sum()) if "wall_s" in g else 0
         for m in METRICS:
-            for init in ("pretrained", "scratch"):
-                v = wide[m][init]
-                row[f"{m}_{init}"] = f"{v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
-            d = wide[m]["pretrained"] - wide[m]["scratch"]
-            row[f"{m}_diff"] = f"{d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f}"
+            for name, v in (("pretrained", g[m]), ("scratch", base[m])):
+                row[f"{m}_{name}"] = mean_sd(v)
+            row[f"{m}_diff"] = mean_sd(g[m] - base[m], signed=True)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def mean_sd(v: pd.Series, signed: bool = False) -> str:
+    v = v.dropna()
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():{'+' if signed else ''}.3f} +- {sd:.3f}" if len(v) else "n/a"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run and its evaluation: ``budget`` pretraining steps (0: scratch)."""
+
+    budget: int
+    fraction: float
+    seed: int
+
+    @property
+    def init(self) -> str:
+        return "pretrained" if self.budget else "scratch"
+
+    @property
+    def name(self) -> str:
+        pre = f"pre{self.budget}" if self.budget else "scratch"
+        return f"fewshot-{pre}-{self.fraction:g}-s{self.seed}"
+
+
+def plan(budgets: list[int], fractions: list[float], seeds: list[int]) -> list[Cell]:
+    """Every (budget, fraction, seed) cell, scratch (budget 0) always among them: the arm every
+    pretrained cell is paired with."""
+    budgets = sorted({0, *budgets})
+    return [Cell(b, f, s) for b in budgets for f in fractions for s in seeds]
+
+
+def pretrain_name(budget: int, seed: int, per_seed: bool) -> str:
+    return f"fewshot-pretrain{budget}" + (f"-s{seed}" if per_seed else "")
+
+
+class Bench:
+    """The benchmark's runs under ``out``: each stage skipped when its output exists."""
+
+    def __init__(self, args: argparse.Namespace, out: str, train: str, test: str) -> None:
+        self.args, self.out, self.train, self.test = args, out, train, test
+        uri = f"sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"
+        self.tracking = [] if storage.is_remote(out) else [f"tracking.uri={uri}"]
+        address = [f"cluster.address={args.address}"] if args.address else []
+        self.common = [f"run.storage_path={storage.join(out, 'runs')}", *self.tracking, *address]
+        self.common += args.overrides
+
+    def pretrained(self, budget: int, seed: int) -> str:
+        """The pretraining export of ``budget`` steps on the training part's audio."""
+        name = pretrain_name(budget, seed, self.args.pretrain_per_seed)
+        final = storage.join(self.out, "runs", name, FINAL)
+        if not storage.exists(storage.join(final, "model.pt")):
+            print(f"== pretrain {self.args.preset}, {budget} steps ({name})", flush=True)
+            sets = [f"data.archive={self.train}", f"optim.max_steps={budget}", f"run.name={name}"]
+            sets += [f"run.seed={seed if self.args.pretrain_per_seed else 0}"]
+            cfg = f"configs/pretrain/{self.args.preset}.yaml"
+            pretrain.run(
+                load_config(PretrainJob, cfg, self.common + sets + self.args.pretrain_overrides)
+            )
+        return final
+
+    def finetune_job(self, cell: Cell, pretrained: str | None) -> FinetuneJob:
+        steps = self.args.finetune_steps
+        return load_config(
+            FinetuneJob,
+            f"configs/finetune/{self.args.preset}.yaml",
+            self.common
+            + [
+                f"data.archive={self.train}",
+                f"data.annotations={storage.join(self.train, 'annotations.csv')}",
+                f"data.label_fraction={cell.fraction}",
+                f"data.split_seed={1612 + cell.seed}",
+                f"run.seed={cell.seed}",
+                f"optim.max_steps={steps}",
+                f"run.validate_every_steps={max(1, steps // 6)}",
+                f"run.checkpoint_every_steps={max(1, steps // 3)}",
+                f"run.name={cell.name}",
+                "tracking.registered_model=animal2vec-fewshot",
+            ]
+            + ([f"pretrained={pretrained}"] if pretrained else []),
+        )
+
+    def finetuned(self, cell: Cell) -> tuple[str, FinetuneJob]:
+        best = storage.join(self.out, "runs", cell.name, BEST)
+        if storage.exists(storage.join(best, "model.pt")):
+            return best, self.finetune_job(cell, None)
+        pretrained = self.pretrained(cell.budget, cell.seed) if cell.budget else None
+        print(f"== finetune {cell.name}", flush=True)
+        job = self.finetune_job(cell, pretrained)
+        finetune.run(job)
+        return best, job
+
+    def scored(self, cell: Cell, events: pd.DataFrame) -> dict:
+        """One finished cell's row (fine-tuned and evaluated first where not done yet)."""
+        t0 = time.time()
+        best, job = self.finetuned(cell)
+        metrics_uri = storage.join(self.out, "eval", cell.name, "metrics.json")
+        if not storage.exists(metrics_uri):
+            ev = load_config(
+                EvaluateJob,
+                "configs/label/default.yaml",
+                [
+                    f"model={best}",
+                    f"data.archive={self.test}",
+                    f"data.annotations={storage.join(self.test, 'annotations.csv')}",
+                    f"out={storage.join(self.out, 'eval', cell.name)}",
+                    f"run.name=eval-{cell.name}",
+                    "overwrite=true",
+                    *self.tracking,
+                ]
+                + ([f"cluster.address={self.args.address}"] if self.args.address else []),
+            )
+            evaluate.run(ev)
+        m = json.loads(storage.read_bytes(metrics_uri))
+        splits_uri = storage.join(self.out, "runs", cell.name, SPLITS)
+        splits = pd.read_csv(io.BytesIO(storage.read_bytes(splits_uri)))
+        calls = labelled_calls(splits, events, job.data.clip_s)
+        return {
+            "pretrain_steps": cell.budget,
+            "label_fraction": cell.fraction,
+            "seed": cell.seed,
+            "init": cell.init,
+            "train_clips": int((splits["split"] == "train").sum()),
+            "min_calls_per_class": int(calls.min()),
+            "calls_per_class": calls.to_dict(),
+            "frame_macro_ap": m["frame"]["macro_ap"],
+            "frame_micro_f1": m["frame"]["micro_f1"],
+            "event_f1": m["events"]["iou_0"]["f1"],
+            "event_f1_iou50": m["events"].get("iou_0.5", {}).get("f1"),
+            "wall_s": time.time() - t0,
+        }
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", default="outputs/fewshot")
+    ap.add_argument("--archive", help="a labelled archive (default: a synthetic one)")
+    ap.add_argument("--annotations", help="its annotations (CSV, Raven, Audacity, a folder)")
+    ap.add_argument("--test-files", help="regex of the recordings (relative paths) to test on")
+    ap.add_argument("--drop-labels", default="", help="comma list of labels left out")
     ap.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
-    ap.add_argument(
-        "--hours",
-        type=float,
-        default=2.0,
-        help="synthetic training audio (2 h: 5 %% of it holds >= 3 calls of the rarest class)",
-    )
-    ap.add_argument("--test-hours", type=float, default=0.1, help="held-out synthetic audio")
+    ap.add_argument("--hours", type=float, default=2.0, help="synthetic training audio")
+    ap.add_argument("--test-hours", type=float, default=0.1, help="synthetic test audio")
     ap.add_argument("--archive-seed", type=int, default=2024)
-    ap.add_argument("--seeds", default="0,1,2", help="pretraining, fine-tuning and split seeds")
+    ap.add_argument("--seeds", default="0,1,2", help="fine-tuning and split seeds")
     ap.add_argument(
-        "--pretrain-steps", type=int, default=None, help="default: --probe's best, else 400"
+        "--pretrain-steps",
+        default=None,
+        help="comma list of pretraining budgets (0: none); default --probe's best, else 400",
+    )
+    ap.add_argument(
+        "--pretrain-per-seed",
+        action="store_true",
+        help="pretrain once per seed (run.seed) instead of once per budget",
     )
     ap.add_argument("--probe", default=None, help="a bench/probe.py probe.csv")
     ap.add_argument("--finetune-steps", type=int, default=300)
@@ -105,119 +258,57 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="pretraining only (e.g. optim.lr=0.002, as bench/probe.py --set)",
     )
     args = ap.parse_args(argv)
-    t0 = time.time()
+    if bool(args.archive) != bool(args.annotations) or (args.archive and not args.test_files):
+        ap.error("--archive needs --annotations and --test-files")
     if args.pretrain_steps is None:
-        args.pretrain_steps = probe_best_step(args.probe) if args.probe else 400
-    out = storage.absolute(args.out) if not storage.is_remote(args.out) else args.out
-    archive, test = storage.join(out, "archive"), storage.join(out, "archive_test")
-    uri = f"sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"
-    if storage.is_remote(out):
-        uri = None  # $MLFLOW_TRACKING_URI on a cluster
-    common = [f"run.storage_path={storage.join(out, 'runs')}"]
-    common += [f"tracking.uri={uri}"] if uri else []
-    common += [f"cluster.address={args.address}"] if args.address else []
-    common += args.overrides
-    finetune_cfg = f"configs/finetune/{args.preset}.yaml"
-    pretrain_cfg = f"configs/pretrain/{args.preset}.yaml"
-    data = [f"data.archive={archive}"]
-    ann_uri = storage.join(archive, "annotations.csv")
+        args.pretrain_steps = str(probe_best_step(args.probe) if args.probe else 400)
+    return args
 
+
+def parts(args: argparse.Namespace, out: str) -> tuple[str, str]:
+    """(train, test) archives: the labelled archive's group split, or synthetic ones."""
+    if args.archive:
+        drop = tuple(x for x in args.drop_labels.split(",") if x)
+        return group_split(args.archive, args.annotations, args.test_files, out, drop)
+    train, test = storage.join(out, "archive"), storage.join(out, "archive_test")
     if not storage.exists(storage.join(test, "annotations.csv")):
         print(f"== synth {args.hours} h (seed {args.archive_seed}) + {args.test_hours} h held out")
-        write_archive(archive, args.hours, seed=args.archive_seed)
+        write_archive(train, args.hours, seed=args.archive_seed)
         write_archive(test, args.test_hours, seed=args.archive_seed + 1)
-    events = inputs.read_annotations(ann_uri)
+    return train, test
 
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        seeded = [f"run.seed={seed}"]
-        pre_name = f"fewshot-pretrain-s{seed}"
-        pre_final = storage.join(out, "runs", pre_name, FINAL)
-        if not storage.exists(storage.join(pre_final, "model.pt")):
-            print(f"== seed {seed}: pretrain {args.preset}, {args.pretrain_steps} steps")
-            sets = [f"optim.max_steps={args.pretrain_steps}", f"run.name={pre_name}"]
-            sets += args.pretrain_overrides
-            pretrain.run(load_config(PretrainJob, pretrain_cfg, common + data + seeded + sets))
-        for frac in (float(f) for f in args.fractions.split(",")):
-            for init in ("pretrained", "scratch"):
-                name = f"fewshot-{init}-{frac:g}-s{seed}"
-                best = storage.join(out, "runs", name, BEST)
-                job = load_config(
-                    FinetuneJob,
-                    finetune_cfg,
-                    common
-                    + data
-                    + seeded
-                    + [
-                        f"data.annotations={ann_uri}",
-                        f"data.label_fraction={frac}",
-                        f"data.split_seed={1612 + seed}",
-                        f"optim.max_steps={args.finetune_steps}",
-                        f"run.validate_every_steps={max(1, args.finetune_steps // 6)}",
-                        f"run.checkpoint_every_steps={max(1, args.finetune_steps // 3)}",
-                        f"run.name={name}",
-                        "tracking.registered_model=animal2vec-fewshot",
-                    ]
-                    + ([f"pretrained={pre_final}"] if init == "pretrained" else []),
-                )
-                if not storage.exists(storage.join(best, "model.pt")):
-                    print(f"== seed {seed}: finetune {init}, {frac:.0%} of the labels")
-                    finetune.run(job)
-                metrics_uri = storage.join(out, "eval", name, "metrics.json")
-                if not storage.exists(metrics_uri):
-                    ev = load_config(
-                        EvaluateJob,
-                        "configs/label/default.yaml",
-                        [
-                            f"model={best}",
-                            f"data.archive={test}",
-                            f"data.annotations={storage.join(test, 'annotations.csv')}",
-                            f"out={storage.join(out, 'eval', name)}",
-                            f"run.name=eval-{name}",
-                            "overwrite=true",
-                        ]
-                        + ([f"tracking.uri={uri}"] if uri else [])
-                        + ([f"cluster.address={args.address}"] if args.address else []),
-                    )
-                    evaluate.run(ev)
-                m = json.loads(storage.read_bytes(metrics_uri))
-                splits_uri = storage.join(out, "runs", name, SPLITS)
-                splits = pd.read_csv(io.BytesIO(storage.read_bytes(splits_uri)))
-                calls = labelled_calls(splits, events, job.data.clip_s)
-                rows.append(
-                    {
-                        "seed": seed,
-                        "label_fraction": frac,
-                        "init": init,
-                        "train_clips": int((splits["split"] == "train").sum()),
-                        "min_calls_per_class": int(calls.min()),
-                        "calls_per_class": calls.to_dict(),
-                        "frame_macro_ap": m["frame"]["macro_ap"],
-                        "frame_micro_f1": m["frame"]["micro_f1"],
-                        "event_f1": m["events"]["iou_0"]["f1"],
-                    }
-                )
-    runs = pd.DataFrame(rows)
-    table = summary(runs)
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = parse(argv)
+    t0 = time.time()
+    out = storage.absolute(args.out) if not storage.is_remote(args.out) else args.out
+    train, test = parts(args, out)
+    bench = Bench(args, out, train, test)
+    events = inputs.read_annotations(storage.join(train, "annotations.csv"))
+    cells = plan(
+        [int(b) for b in args.pretrain_steps.split(",")],
+        [float(f) for f in args.fractions.split(",")],
+        [int(s) for s in args.seeds.split(",")],
+    )
+    runs = pd.DataFrame([bench.scored(cell, events) for cell in cells])
     storage.write_bytes(storage.join(out, "fewshot.csv"), runs.to_csv(index=False).encode())
+    table = summary(runs)
     md = table.to_markdown(index=False)
     storage.write_bytes(storage.join(out, "fewshot.md"), (md + "\n").encode())
-    print(
-        "\n== few-shot: pretrained vs scratch (held-out synthetic archive), mean +- sd over seeds"
-    )
+    what = f"{args.archive} (test: {args.test_files!r})" if args.archive else "synthetic archive"
+    print(f"\n== few-shot on {what}: pretrained vs scratch, mean +- sd over seeds")
     print(md)
     thin = table.loc[table["min_calls_per_class"] < MIN_CALLS, "label_fraction"].tolist()
     if thin:
         print(
-            f"warning: at label fraction {', '.join(f'{f:g}' for f in thin)} some seed's split holds "
-            f"fewer than {MIN_CALLS} calls of a class: such a cell follows which clips were drawn "
-            "more than the initialisation (a larger --hours gives every class more calls)"
+            f"warning: at label fraction {', '.join(f'{f:g}' for f in thin)} some seed's split "
+            f"holds fewer than {MIN_CALLS} calls of a class: such a cell follows which clips "
+            "were drawn more than the initialisation"
         )
     print(
-        f"preset {args.preset}, {args.hours} h train / {args.test_hours} h test (archive seed "
-        f"{args.archive_seed}), seeds {args.seeds}, {args.pretrain_steps} pretrain + "
-        f"{args.finetune_steps} finetune steps; pretraining --set {args.pretrain_overrides}, both "
-        f"--set {args.overrides}; {time.time() - t0:.0f} s"
+        f"preset {args.preset}, seeds {args.seeds}, pretraining budgets {args.pretrain_steps} "
+        f"(--set {args.pretrain_overrides}), {args.finetune_steps} fine-tuning steps, both --set "
+        f"{args.overrides}; {time.time() - t0:.0f} s"
     )
     return runs
 

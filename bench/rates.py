@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -38,27 +37,21 @@ sys.path.insert(0, str(ROOT))
 from a2v_core.config import EvaluateJob, FinetuneJob, ModelConfig  # noqa: E402
 from a2v_core.config_loader import load_config  # noqa: E402
 from a2v_core.encoder import Encoder, flush_denormals  # noqa: E402
+from bench.archive_split import group_split  # noqa: E402
 
 GY6OR6 = ROOT.parent / "shared/data/real/bengalese_finch_gy6or6"
 TEST_DAY = "_260312_"
+GY6OR6_DROPPED = ("-", "x")  # notes labelled once: no class to learn or score
 
 
 def gy6or6_split(out: Path) -> tuple[Path, Path]:
     """<out>/train and <out>/test: the recordings of days 23-25 and of day 26, each with its
-    annotations.csv (a copy of the files: evaluation labels a whole archive)."""
-    table = pd.read_csv(GY6OR6 / "annotations.csv")
-    table = table[~table["label"].astype(str).isin(["-", "x"])]
-    for name, keep in (("train", False), ("test", True)):
-        d = out / name
-        if (d / "annotations.csv").exists():
-            continue
-        d.mkdir(parents=True, exist_ok=True)
-        for f in sorted(GY6OR6.glob("*.flac")):
-            if (TEST_DAY in f.name) == keep:
-                shutil.copy(f, d / f.name)
-        files = {f.name for f in d.glob("*.flac")}
-        table[table["file"].isin(files)].to_csv(d / "annotations.csv", index=False)
-    return out / "train", out / "test"
+    annotations.csv (``bench.archive_split``; the notes labelled once, ``-`` and ``x``, left
+    out)."""
+    train, test = group_split(
+        str(GY6OR6), str(GY6OR6 / "annotations.csv"), TEST_DAY, str(out), GY6OR6_DROPPED
+    )
+    return Path(train), Path(test)
 
 
 def synth_split(out: Path, rate: int, hours: float) -> tuple[Path, Path]:

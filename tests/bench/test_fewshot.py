@@ -1,7 +1,14 @@
 """bench/fewshot.py's bookkeeping: the labelled calls a split holds and the paired table."""
 
-import pandas as pd
+import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from a2v_core.errors import InputError
 from bench import fewshot
 
 
@@ -25,22 +32,127 @@ def test_labelled_calls_count_onsets_inside_train_clips_only():
     assert calls.to_dict() == {"cc": 2, "sn": 0, "synch": 0}
 
 
-def test_summary_pairs_the_arms_of_a_seed():
+def test_summary_pairs_each_budget_with_scratch_of_the_same_seed():
     rows = []
-    for seed, (pre, scr) in enumerate([(0.7, 0.5), (0.6, 0.6), (0.8, 0.5)]):
-        for init, ap in (("pretrained", pre), ("scratch", scr)):
+    aps = {0: [0.5, 0.6, 0.5], 500: [0.7, 0.6, 0.8], 1000: [0.9, 0.9, 0.9]}
+    for budget, values in aps.items():
+        for seed, ap in enumerate(values):
             rows.append(
                 {
+                    "pretrain_steps": budget,
                     "seed": seed,
                     "label_fraction": 0.1,
-                    "init": init,
+                    "init": "pretrained" if budget else "scratch",
                     "min_calls_per_class": 2 + seed,
                     "frame_macro_ap": ap,
                     "frame_micro_f1": ap,
                     "event_f1": ap,
+                    "event_f1_iou50": ap,
+                    "wall_s": 10.0,
                 }
             )
-    row = fewshot.summary(pd.DataFrame(rows)).iloc[0]
-    assert row["seeds"] == 3 and row["min_calls_per_class"] == 2
+    table = fewshot.summary(pd.DataFrame(rows)).set_index("pretrain_steps")
+    assert list(table.index) == [500, 1000]
+    row = table.loc[500]
+    assert row["seeds"] == 3 and row["min_calls_per_class"] == 2 and row["wall_s"] == 30
     assert row["frame_macro_ap_pretrained"] == "0.700 +- 0.100"
+    assert row["frame_macro_ap_scratch"] == "0.533 +- 0.058"
     assert row["frame_macro_ap_diff"] == "+0.167 +- 0.153"  # differences 0.2, 0.0, 0.3
+    assert table.loc[1000, "event_f1_diff"] == "+0.367 +- 0.058"
+
+
+def test_the_plan_always_holds_scratch_and_every_stated_cell():
+    cells = fewshot.plan([1000, 500], [0.05, 0.1], [0, 1, 2])
+    assert len(cells) == 3 * 2 * 3 and len(set(c.name for c in cells)) == len(cells)
+    assert {c.budget for c in cells} == {0, 500, 1000}
+    assert {(c.init, c.budget == 0) for c in cells} == {("scratch", True), ("pretrained", False)}
+    assert fewshot.plan([0], [1.0], [7]) == [fewshot.Cell(0, 1.0, 7)]
+
+
+def labelled_archive(root: Path) -> Path:
+    """Six short recordings over two days and two sites, and a CSV naming them."""
+    rows = []
+    for day in ("d1", "d2"):
+        for site in ("a", "b", "c"):
+            rel = f"{site}/rec_{day}.wav"
+            (root / site).mkdir(parents=True, exist_ok=True)
+            sf.write(root / rel, np.zeros(8000, np.float32), 8000)
+            rows += [(rel, 0.1, 0.2, "cc"), (rel, 0.3, 0.4, "noise")]
+    pd.DataFrame(rows, columns=["file", "onset_s", "offset_s", "label"]).to_csv(
+        root / "labels.csv", index=False
+    )
+    return root
+
+
+def test_the_group_split_never_puts_a_test_recording_in_training(tmp_path):
+    from bench.archive_split import group_split
+
+    archive = labelled_archive(tmp_path / "archive")
+    out = str(tmp_path / "bench")
+    train, test = group_split(str(archive), str(archive / "labels.csv"), "_d2", out, ("noise",))
+    train_files = {p.relative_to(train).as_posix() for p in Path(train).rglob("*.wav")}
+    test_files = {p.relative_to(test).as_posix() for p in Path(test).rglob("*.wav")}
+    assert test_files == {"a/rec_d2.wav", "b/rec_d2.wav", "c/rec_d2.wav"}
+    assert train_files == {"a/rec_d1.wav", "b/rec_d1.wav", "c/rec_d1.wav"}
+    for part, files in ((train, train_files), (test, test_files)):
+        table = pd.read_csv(Path(part) / "annotations.csv")
+        assert set(table["file"]) == files and set(table["label"]) == {"cc"}  # noise dropped
+    # the same split again reuses the copy; another one into the same --out is refused
+    (Path(train) / "a/rec_d1.wav").write_bytes(b"kept")
+    assert group_split(str(archive), str(archive / "labels.csv"), "_d2", out, ("noise",)) == (
+        train,
+        test,
+    )
+    assert (Path(train) / "a/rec_d1.wav").read_bytes() == b"kept"
+    with pytest.raises(InputError, match="use another --out"):
+        group_split(str(archive), str(archive / "labels.csv"), "^c/", out, ("noise",))
+    with pytest.raises(InputError, match="matches 0 of the 6"):
+        group_split(str(archive), str(archive / "labels.csv"), "_d9", str(tmp_path / "x"))
+
+
+def test_finished_cells_are_not_run_again_and_seeds_move_the_split(tmp_path, monkeypatch):
+    archive = labelled_archive(tmp_path / "archive")
+    args = fewshot.parse(
+        [
+            "--out", str(tmp_path / "bench"),
+            "--archive", str(archive),
+            "--annotations", str(archive / "labels.csv"),
+            "--test-files", "_d2",
+            "--pretrain-steps", "500",
+            "--seeds", "0,1",
+        ]
+    )  # fmt: skip
+    out = str(tmp_path / "bench")
+    train, test = fewshot.parts(args, out)
+    bench = fewshot.Bench(args, out, train, test)
+    jobs = {s: bench.finetune_job(fewshot.Cell(0, 0.1, s), None) for s in (0, 1)}
+    assert jobs[0].data.split_seed != jobs[1].data.split_seed
+    assert (jobs[0].run.seed, jobs[1].run.seed) == (0, 1)
+    assert jobs[0].data.label_fraction == 0.1 and jobs[0].data.archive == train
+    cell = fewshot.Cell(500, 0.1, 1)
+    assert bench.finetune_job(cell, "x/final").pretrained == "x/final"
+    # a finished cell: its best model, its evaluation and its splits exist
+    runs = Path(out) / "runs" / cell.name
+    (runs / "best").mkdir(parents=True)
+    (runs / "best" / "model.pt").write_bytes(b"weights")
+    pd.DataFrame({"path": ["a/rec_d1.wav"], "offset_s": [0.0], "split": ["train"]}).to_csv(
+        runs / "splits.csv", index=False
+    )
+    metrics = {"frame": {"macro_ap": 0.9, "micro_f1": 0.8}, "events": {"iou_0": {"f1": 0.7}}}
+    (Path(out) / "eval" / cell.name).mkdir(parents=True)
+    (Path(out) / "eval" / cell.name / "metrics.json").write_text(json.dumps(metrics))
+
+    def ran(*_, **__):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(fewshot.finetune, "run", ran)
+    monkeypatch.setattr(fewshot.evaluate, "run", ran)
+    monkeypatch.setattr(fewshot.pretrain, "run", ran)
+    events = pd.read_csv(Path(train) / "annotations.csv")
+    row = bench.scored(cell, events)
+    assert row["frame_macro_ap"] == 0.9 and row["init"] == "pretrained"
+    assert (
+        row["pretrain_steps"] == 500
+        and row["seed"] == 1
+        and row["calls_per_class"] == {"cc": 1, "noise": 1}
+    )

@@ -48,8 +48,23 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("animal2vec-ray")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def usage() -> str:
-    lines = ["usage: a2v <command> [options]   (a2v <command> --help for options)", "", "commands:"]
+    lines = [
+        "usage: a2v <command> [options]   (a2v <command> --help for options; a2v --version)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -58,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return
+    if argv[0] in ("-V", "--version"):
+        print(f"a2v {version()}")
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -124,13 +124,15 @@ def print_summary(pre_res, ft_res, lab: LabelJob, summary: dict, test_archive: s
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v demo", __doc__)
-    ap.add_argument("--out", default="demo_out")
+    ap.add_argument(
+        "--out", default="demo_out", help="folder for the archives, runs, labels and MLflow"
+    )
     ap.add_argument("--hours", type=float, default=0.25, help="hours of synthetic training audio")
     ap.add_argument(
         "--test-hours", type=float, default=0.25, help="held-out audio the labels are scored on"
     )
-    ap.add_argument("--pretrain-steps", type=int, default=100)
-    ap.add_argument("--finetune-steps", type=int, default=640)
+    ap.add_argument("--pretrain-steps", type=int, default=100, help="pretraining updates")
+    ap.add_argument("--finetune-steps", type=int, default=640, help="fine-tuning updates")
     ap.add_argument(
         "--seed", type=int, default=None, help="run.seed of pretraining and fine-tuning"
     )

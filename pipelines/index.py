@@ -37,7 +37,7 @@ from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 from pipelines.labelling.label_outputs import committed_parts, read_committed, runs_under
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.jobargs import ADDRESS_HELP, add_dry_run, command, parser
 from pipelines.runtime.ray_init import init_ray
 
 KEY_BITS = 40  # a shard's keys: shard number x 2^40 + row (a trillion rows per shard)
@@ -277,12 +277,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--embeddings", required=True, help="the --out of `a2v embed`")
     ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
     ap.add_argument("--out", required=True, help="output URI of the index")
-    ap.add_argument("--shard-rows", type=int, default=2_000_000)
-    ap.add_argument("--dtype", default="f16", choices=list(vector_index.DTYPES))
+    ap.add_argument("--shard-rows", type=int, default=2_000_000, help="windows per index shard")
+    ap.add_argument(
+        "--dtype",
+        default="f16",
+        choices=list(vector_index.DTYPES),
+        help="vector precision in the index",
+    )
     ap.add_argument("--connectivity", type=int, default=16, help="HNSW links per node (M)")
     ap.add_argument("--expansion-add", type=int, default=64, help="HNSW efConstruction")
     ap.add_argument("--cpus-per-shard", type=int, default=2, help="a shard build's threads")
-    ap.add_argument("--address", default=None, help="Ray cluster (default: local)")
+    ap.add_argument("--address", default=None, help=ADDRESS_HELP)
     ap.add_argument("--overwrite", action="store_true", help="replace another index at --out")
     add_dry_run(ap, "index the first part")
     args = ap.parse_args(argv)

@@ -18,7 +18,7 @@ from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
-from pipelines.runtime.jobargs import command, parser
+from pipelines.runtime.jobargs import SET_HELP, command, parser
 
 
 def summarize(job: TrainJob) -> dict:
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="= --set model.sample_rate_hz=...: the rate preset (8000 ... 384000)",
     )
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help=SET_HELP)
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = ap.parse_args(argv)
     if args.fields:
         print_fields(args.job or "finetune")

@@ -26,7 +26,7 @@ from a2v_core.rates import recommend_preset_hz, upsampling_warning
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 from pipelines.labelling.progress import ProgressLog
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.jobargs import ADDRESS_HELP, add_dry_run, command, parser
 from pipelines.runtime.ray_init import init_ray
 
 COLUMNS = [
@@ -181,9 +181,9 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v manifest", __doc__)
-    ap.add_argument("--archive", required=True)
+    ap.add_argument("--archive", required=True, help="folder or prefix (local, s3://, gs://)")
     ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
-    ap.add_argument("--address", default=None)
+    ap.add_argument("--address", default=None, help=ADDRESS_HELP)
     ap.add_argument(
         "--progress-every-s",
         type=float,

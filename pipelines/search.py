@@ -260,8 +260,14 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--index", help="the --out of `a2v index` (approximate, any size)")
     ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
     ap.add_argument("--model", required=True, help="the checkpoint the run was embedded with")
-    ap.add_argument("--query", action="append", required=True, metavar="FILE[:ONSET-OFFSET]")
-    ap.add_argument("--top-k", type=int, default=50)
+    ap.add_argument(
+        "--query",
+        action="append",
+        required=True,
+        metavar="FILE[:ONSET-OFFSET]",
+        help="an example of what to find: a recording URI, optionally a span in seconds (repeatable)",
+    )
+    ap.add_argument("--top-k", type=int, default=50, help="hits to return")
     ap.add_argument("--label", default="query", help="the hits' Annotation in the Raven table")
     ap.add_argument("--out", required=True, help="output URI for hits.parquet / .selections.txt")
     add_dry_run(ap, "the first query, the top hit")

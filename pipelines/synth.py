@@ -54,11 +54,16 @@ def write_archive(
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v synth", __doc__)
     ap.add_argument("--out", required=True, help="local path, file://, s3:// or gs:// URI")
-    ap.add_argument("--hours", type=float, default=0.25)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sample-rate-hz", type=int, default=8000)
+    ap.add_argument("--hours", type=float, default=0.25, help="hours of audio to write")
+    ap.add_argument("--seed", type=int, default=0, help="seed of calls, noise and recordings")
+    ap.add_argument(
+        "--sample-rate-hz",
+        type=int,
+        default=8000,
+        help="rate of the recordings; calls live where only this rate hears them",
+    )
     ap.add_argument("--file-s", type=float, default=60.0, help="length of each recording")
-    ap.add_argument("--format", choices=["WAV", "FLAC"], default="WAV")
+    ap.add_argument("--format", choices=["WAV", "FLAC"], default="WAV", help="file format")
     add_dry_run(ap, "one recording")
     args = ap.parse_args(argv)
     hours = args.file_s / 3600 if args.dry_run else args.hours

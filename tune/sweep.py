@@ -29,7 +29,7 @@ from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
 from pipelines.data import storage
 from pipelines.data.shared_storage import require_shared
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.jobargs import ADDRESS_HELP, SET_HELP, add_dry_run, command, parser
 from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.tracking import Tracker, tracking_uri
 from tune.plots import plot_sweep
@@ -271,8 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--storage-path", default=None, help="where sweeps live (default: the config's)"
     )
-    ap.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--address", default=None, help=ADDRESS_HELP)
+    ap.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP
+    )
     add_dry_run(ap, "one trial of one file / one step per stage (sweep <name>-dry-run)")
     args = ap.parse_args(argv)
     if bool(args.config) == bool(args.resume):

@@ -31,11 +31,29 @@ SHORTHANDS = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every flag's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, [], argparse.SUPPRESS)
+        if shown and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The argument parser of a command: its name, its module docstring as the help text."""
-    return argparse.ArgumentParser(
-        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """The argument parser of a command: its name, its module docstring as the help text,
+    every flag's default."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
+
+
+#: the one help text of the flags every command that takes them shares
+ADDRESS_HELP = (
+    "Ray cluster address, e.g. auto or ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)"
+)
+SET_HELP = "override one config key, GROUP.KEY=VALUE (repeatable; `a2v info --fields` lists them)"
 
 
 def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
@@ -47,7 +65,7 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
         action="append",
         default=[],
         metavar="GROUP.KEY=VALUE",
-        help="override one config key (repeatable)",
+        help=SET_HELP,
     )
     add_dry_run(ap)
     for name in shorthands:
@@ -55,7 +73,7 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
             f"--{name.replace('_', '-')}",
             dest=name,
             default=None,
-            help=f"= --set {SHORTHANDS[name]}=...",
+            help=ADDRESS_HELP if name == "address" else f"= --set {SHORTHANDS[name]}=...",
         )
     return ap
 

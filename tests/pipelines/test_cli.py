@@ -210,3 +210,33 @@ def test_every_config_key_of_every_job_says_what_it_means():
     keys = {line.split()[0] for line in out.stdout.splitlines()[1:]}
     assert keys == {key for key, *_ in field_docs(JOBS["label"])}
     assert "events.threshold" in keys and "data.time_expansion" in keys
+
+
+def test_every_flag_of_every_command_has_help_and_a2v_has_a_version(monkeypatch):
+    """Each command's parser, caught as its ``main`` parses: no flag without help text."""
+    import argparse
+    import importlib
+
+    from pipelines.cli import COMMANDS
+
+    class Caught(Exception):
+        pass
+
+    parsers = {}
+
+    def catch(self, *args, **kwargs):
+        parsers[self.prog] = self
+        raise Caught
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    for name, (module, _) in COMMANDS.items():
+        try:
+            importlib.import_module(module).main([])
+        except Caught:
+            pass
+    assert len(parsers) == len(COMMANDS), set(COMMANDS) - {p.split()[-1] for p in parsers}
+    for prog, ap in parsers.items():
+        bare = [a.dest for a in ap._actions if a.dest != "help" and not (a.help or "").strip()]
+        assert not bare, (prog, bare)
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("a2v 0.")

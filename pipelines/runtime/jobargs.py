@@ -9,11 +9,12 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from a2v_core.config import Job
 from a2v_core.config_loader import load_config
-from a2v_core.errors import job_error_in
+from a2v_core.errors import InputError, job_error_in
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +59,10 @@ SET_HELP = "override one config key, GROUP.KEY=VALUE (repeatable; `a2v info --fi
 
 def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.ArgumentParser:
     ap = parser(prog, doc)
-    ap.add_argument("--config", help="YAML under configs/<job>/ (defaults apply when omitted)")
+    ap.add_argument(
+        "--config",
+        help="YAML under configs/<job>/ (pretrain, finetune without it: configs/<job>/tiny.yaml)",
+    )
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -141,7 +145,28 @@ def resolve(
     overrides += args.overrides
     if getattr(args, "dry_run", False):
         overrides.append("run.dry_run=true")
-    return load_config(job_cls, args.config, overrides)  # ConfigError: an InputError
+    return load_config(job_cls, args.config or default_config(job_cls), overrides)
+
+
+#: the recipe a training job runs without --config: the tiny one, never the bare defaults (the
+#: paper's 384 230-step schedule on the tiny model)
+DEFAULT_RECIPES = {
+    "PretrainJob": "configs/pretrain/tiny.yaml",
+    "FinetuneJob": "configs/finetune/tiny.yaml",
+}
+
+
+def default_config(job_cls: type[Job]) -> str | None:
+    """The shipped tiny recipe of a training job (said in the log), or None (a job whose
+    defaults are its recipe)."""
+    rel = DEFAULT_RECIPES.get(job_cls.__name__)
+    if rel is None:
+        return None
+    path = Path(__file__).resolve().parents[2] / rel
+    if not path.is_file():
+        raise InputError(f"--config is required (no {rel} beside this installation)")
+    print(f"[{job_cls.__name__[:-3].lower()}] no --config: the tiny recipe {rel}")
+    return str(path)
 
 
 def command(main: F) -> F:

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from a2v_core.config_loader import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 A2V = [sys.executable, "-m", "pipelines.cli"]
 
@@ -229,7 +231,7 @@ def test_every_flag_of_every_command_has_help_and_a2v_has_a_version(monkeypatch)
         raise Caught
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
-    for name, (module, _) in COMMANDS.items():
+    for module, _ in COMMANDS.values():
         try:
             importlib.import_module(module).main([])
         except Caught:
@@ -240,3 +242,18 @@ def test_every_flag_of_every_command_has_help_and_a2v_has_a_version(monkeypatch)
         assert not bare, (prog, bare)
     out = run("--version")
     assert out.returncode == 0 and out.stdout.startswith("a2v 0.")
+
+
+def test_a_training_job_without_config_runs_the_tiny_recipe_not_the_papers_schedule(capsys):
+    import argparse
+
+    from a2v_core.config import FinetuneJob, LabelJob, PretrainJob
+    from pipelines.runtime.jobargs import resolve
+
+    args = argparse.Namespace(config=None, overrides=[], dry_run=False)
+    for cls, job in ((PretrainJob, "pretrain"), (FinetuneJob, "finetune")):
+        got = resolve(cls, args, [])
+        tiny = load_config(cls, ROOT / f"configs/{job}/tiny.yaml", [])
+        assert got.optim.max_steps == tiny.optim.max_steps < cls().optim.max_steps
+        assert f"no --config: the tiny recipe configs/{job}/tiny.yaml" in capsys.readouterr().out
+    assert resolve(LabelJob, args, []).events.threshold == 0.15  # its defaults are its recipe

@@ -245,7 +245,7 @@ def publish(job: EmbedJob, tracker, summary: dict) -> None:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    shorthands = ["archive", "name", "address"]
+    shorthands = ["archive", "name", "address", "num_actors", "gpus_per_actor"]
     ap = job_parser("a2v embed", __doc__, shorthands)
     ap.add_argument("--model", help="a pretraining checkpoint or a fine-tuned model (URI)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")

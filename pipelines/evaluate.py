@@ -219,7 +219,7 @@ def run(job: EvaluateJob) -> dict:
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    shorthands = ["archive", "annotations", "name", "address"]
+    shorthands = ["archive", "annotations", "name", "address", "num_actors", "gpus_per_actor"]
     ap = job_parser("a2v evaluate", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output directory / URI")

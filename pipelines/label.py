@@ -231,7 +231,7 @@ def _label_files(
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    shorthands = ["archive", "name", "address"]
+    shorthands = ["archive", "name", "address", "num_actors", "gpus_per_actor"]
     ap = job_parser("a2v label", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")

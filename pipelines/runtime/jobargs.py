@@ -29,6 +29,8 @@ SHORTHANDS = {
     "address": "cluster.address",
     "num_workers": "cluster.num_workers",
     "sample_rate_hz": "model.sample_rate_hz",
+    "num_actors": "cluster.num_actors",
+    "gpus_per_actor": "cluster.gpus_per_actor",
 }
 
 

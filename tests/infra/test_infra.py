@@ -125,7 +125,8 @@ def test_cluster_launcher_passes_rays_own_validation():
 
 
 def entry_points() -> list[tuple[str, list[str]]]:
-    """Every ``python -m MODULE ...`` command in the manifests, the launcher and the README."""
+    """Every ``python -m MODULE ...`` command in the manifests, the launcher, the README and
+    docs/."""
     found = []
     for _, obj in all_objects():
         if obj["kind"] == "RayJob":
@@ -133,6 +134,7 @@ def entry_points() -> list[tuple[str, list[str]]]:
     texts = {
         "infra/cluster/aws.yaml": (INFRA / "cluster/aws.yaml").read_text(),
         "README.md": (ROOT / "README.md").read_text(),
+        **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))},
     }
     for where, text in texts.items():
         joined = re.sub(r"\\\n\s*#?\s*", " ", text)  # shell line continuations

@@ -257,3 +257,20 @@ def test_a_training_job_without_config_runs_the_tiny_recipe_not_the_papers_sched
         assert got.optim.max_steps == tiny.optim.max_steps < cls().optim.max_steps
         assert f"no --config: the tiny recipe configs/{job}/tiny.yaml" in capsys.readouterr().out
     assert resolve(LabelJob, args, []).events.threshold == 0.15  # its defaults are its recipe
+
+
+def test_every_relative_link_in_the_docs_resolves_inside_the_repository():
+    import re
+
+    docs = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(docs) >= 6
+    for md in docs:
+        text = md.read_text()
+        for target in re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", text):
+            if re.match(r"^(https?:|mailto:|#)", target):
+                continue
+            path = (md.parent / target.split("#")[0]).resolve()
+            assert path.exists(), (md.name, target)
+            assert path.is_relative_to(ROOT), (md.name, target)
+        assert "../shared" not in text, md.name  # nothing outside the repository
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 220

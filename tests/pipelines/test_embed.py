@@ -46,7 +46,7 @@ def embed_job(model: str, archive: str, out: str, *extra: str) -> EmbedJob:
 
 @pytest.fixture(scope="module")
 def pre_windows(s3_pretrained, s3_archive) -> dict:
-    """`a2v embed` as the README's review loop types it (its command 2): the pretrained
+    """`a2v embed` as the review loop of docs/jobs.md types it (its command 2): the pretrained
     encoder's windows of the S3 archive, committed in parts of 4 files; -> its run.json."""
     out, pre = "s3://a2v-test/embeddings", s3_pretrained["result"]["checkpoint"]
     embed.main(
@@ -133,7 +133,7 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
 
 
 def test_the_review_loop_in_five_commands_on_s3(pre_windows, s3_archive, synth_archive):
-    """README's loop, command by command (pretraining is the session's fixture, embedding the
+    """docs/jobs.md's review loop, command by command (pretraining is the session's fixture, embedding the
     module's, both run as typed): embed the archive, search it with 3 calls of a class, review the hits (here against the
     ground truth: kept as the class, the rest marked negative in Raven's Annotation column),
     fine-tune on the reviewed table, label the archive with the new classifier. Everything on

@@ -181,6 +181,10 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
         f"{summary['audio_hours']:.3f} audio h in {summary['wall_s']:.1f} s "
         f"= {summary['x_real_time']:.0f}x real time -> {job.out}"
     )
+    for name in job.formats:
+        fmt = FORMATS[name]
+        if fmt.per_run:  # the table a user opens first
+            print(f"[label] {name}: {storage.join(job.out, *fmt.per_run_path(run_id))}")
 
 
 def _label_files(

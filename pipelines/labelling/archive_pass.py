@@ -99,9 +99,14 @@ def start(
 def finish_run(
     job: ArchiveJob, name: str, tracker: Tracker, summary: dict, metrics: tuple[str, ...]
 ) -> None:
-    """The run's ``<out>/run.json`` and MLflow metrics and artifact; the MLflow run ended; a
-    line when files are left to retry (``start``'s other end)."""
+    """The run's record, ``<out>/runs/<run>.run.json`` (one per run: labelling site after site
+    into one prefix keeps every site's), the same as ``<out>/run.json`` (the last invocation
+    under ``out``), MLflow metrics and artifact; the MLflow run ended; a line when files are
+    left to retry (``start``'s other end)."""
     text = json.dumps(summary, indent=2, default=str)
+    storage.write_bytes(
+        storage.join(job.out, "runs", f"{summary['run_id']}.run.json"), text.encode()
+    )
     storage.write_bytes(storage.join(job.out, "run.json"), text.encode())
     tracker.log_metrics({k: summary[k] for k in metrics}, 0)
     tracker.log_text(text, "run.json")

@@ -263,6 +263,7 @@ def remove_run(out: str, run_id: str) -> None:
             storage.remove(storage.join(out, *fmt.per_run_path(run_id)))
     storage.remove(storage.join(out, "_progress", run_id))
     storage.remove(storage.join(out, "runs", f"{run_id}.json"))
+    storage.remove(storage.join(out, "runs", f"{run_id}.run.json"))
 
 
 def committed_parts(out: str, kind: str, run_id: str) -> list[tuple[str, set[str]]]:

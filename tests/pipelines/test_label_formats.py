@@ -68,3 +68,29 @@ def test_an_unknown_format_names_the_known_ones():
     for name in FORMATS:
         assert name in formats_help()
     assert pd.Series(LabelJob().formats).isin(list(FORMATS)).all()
+
+
+def test_two_archives_labelled_into_one_prefix_leave_two_run_records(tmp_path, capsys):
+    """``runs/<run>.run.json`` per run (``run.json`` is only the last invocation), removed with
+    the run by ``--overwrite``."""
+    import json
+
+    from pipelines.labelling.archive_pass import finish_run
+    from pipelines.runtime.tracking import Tracker
+
+    out = str(tmp_path / "labels")
+    job = LabelJob(out=out)
+    for run_id, files in (("site1-aaaa", 3), ("site2-bbbb", 5)):
+        summary = {"run_id": run_id, "files_processed": files, "files_to_retry": 0}
+        finish_run(job, "label", Tracker(None, "x", active=False), summary, ("files_processed",))
+    records = {
+        p.name: json.loads(p.read_text()) for p in (tmp_path / "labels/runs").glob("*.run.json")
+    }
+    assert {k: v["files_processed"] for k, v in records.items()} == {
+        "site1-aaaa.run.json": 3,
+        "site2-bbbb.run.json": 5,
+    }
+    assert json.loads((tmp_path / "labels/run.json").read_text())["run_id"] == "site2-bbbb"
+    remove_run(out, "site1-aaaa")
+    assert not (tmp_path / "labels/runs/site1-aaaa.run.json").exists()
+    assert (tmp_path / "labels/runs/site2-bbbb.run.json").exists()

@@ -19,29 +19,13 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise
 from a2v_core.checkpoint import embedder_of, load_checkpoint
-from a2v_core.config import EmbedJob
-from a2v_core.config_loader import load_config
 from a2v_core.errors import InputError
 from pipelines import embed, search
 from pipelines.data import storage
+from tests.helpers.jobs import embed_job
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def embed_job(model: str, archive: str, out: str, *extra: str) -> EmbedJob:
-    return load_config(
-        EmbedJob,
-        ROOT / "configs/embed/default.yaml",
-        [
-            f"model={model}",
-            f"data.archive={archive}",
-            f"out={out}",
-            "tracking.enabled=false",
-            "cluster.cpus_per_worker=0.5",
-            *extra,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,33 @@ def print_fields(job: str) -> None:
         print(f"  {key:<{width}}  {kind} = {default!r}  {text}")
 
 
+def print_summary(info: dict) -> None:
+    """The summary as the table ``a2v info`` prints."""
+    low, high = info["band_hz"]
+    print(f"preset            {info['preset']}")
+    print(
+        f"input rate        {info['sample_rate_hz']} Hz; hears {low:g}-{high:g} Hz (files at other "
+        "rates are resampled to it)"
+    )
+    print(
+        f"front end         Sinc {info['sinc_taps']} taps, stride {info['sinc_stride']}; conv "
+        f"strides {'*'.join(map(str, info['conv_strides']))}; cost {info['frontend_cost_vs_8khz']:.2f}x "
+        "the 8 kHz preset's per second of audio"
+    )
+    print(f"params encoder    {info['params_encoder'] / 1e6:.2f} M")
+    print(f"params student    {info['params_student'] / 1e6:.2f} M (encoder + decoder)")
+    print(f"params teacher    {info['params_teacher'] / 1e6:.2f} M (EMA, no CNN / decoder)")
+    print(
+        f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms"
+    )
+    print(f"frames per clip   {info['frames_per_clip']}")
+    frame_ms = 1000 / info["frame_rate_hz"]
+    if frame_ms not in (5.0, 1.0):
+        print(f"warning: {frame_ms:g} ms frames; the presets give 5 ms (or 1 ms, ultrasonic)")
+    print(f"masked fraction   {info['masked_fraction']:.3f} (simulated)")
+    print(f"audio per step    {info['audio_s_per_step']:g} s")
+
+
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v info", __doc__)
@@ -100,29 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(info, indent=2))
         return
-    low, high = info["band_hz"]
-    print(f"preset            {info['preset']}")
-    print(
-        f"input rate        {info['sample_rate_hz']} Hz; hears {low:g}-{high:g} Hz (files at other "
-        "rates are resampled to it)"
-    )
-    print(
-        f"front end         Sinc {info['sinc_taps']} taps, stride {info['sinc_stride']}; conv "
-        f"strides {'*'.join(map(str, info['conv_strides']))}; cost {info['frontend_cost_vs_8khz']:.2f}x "
-        "the 8 kHz preset's per second of audio"
-    )
-    print(f"params encoder    {info['params_encoder'] / 1e6:.2f} M")
-    print(f"params student    {info['params_student'] / 1e6:.2f} M (encoder + decoder)")
-    print(f"params teacher    {info['params_teacher'] / 1e6:.2f} M (EMA, no CNN / decoder)")
-    print(
-        f"frame rate        {info['frame_rate_hz']:g} Hz; receptive field {info['receptive_field_ms']:.2f} ms"
-    )
-    print(f"frames per clip   {info['frames_per_clip']}")
-    frame_ms = 1000 / info["frame_rate_hz"]
-    if frame_ms not in (5.0, 1.0):
-        print(f"warning: {frame_ms:g} ms frames; the presets give 5 ms (or 1 ms, ultrasonic)")
-    print(f"masked fraction   {info['masked_fraction']:.3f} (simulated)")
-    print(f"audio per step    {info['audio_s_per_step']:g} s")
+    print_summary(info)
 
 
 if __name__ == "__main__":

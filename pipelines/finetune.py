@@ -17,7 +17,6 @@ at ``frame_threshold`` (0.175) and macro AP; the best model by ``select_metric``
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 import time
@@ -26,18 +25,17 @@ import pandas as pd
 import ray
 import ray.train
 import ray.train.torch
-import torch
 
 from a2v_core.checkpoint import encoder_state, load_checkpoint, save_checkpoint
 from a2v_core.config import FinetuneJob
 from a2v_core.config_loader import flatten, to_yaml
 from a2v_core.errors import InputError
-from a2v_core.finetune import FrameClassifier, load_pretrained_encoder, valid_frames
+from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.redact import redact_uri
 from a2v_core.selection import BestKeeper
 from a2v_core.training import TrainState, finetune_step
 from pipelines.data import storage
-from pipelines.data.finetune_data import batch_targets, is_reviewed, prepare, split_dataset
+from pipelines.data.finetune_data import is_reviewed, prepare, split_dataset
 from pipelines.data.shared_storage import require_shared
 from pipelines.data.training_data import repeated
 from pipelines.runtime.job_paths import pin_paths
@@ -46,7 +44,7 @@ from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.run_dir import BEST, CONFIG, FINAL, SPLITS, open_checkpoint, run_dir
 from pipelines.runtime.run_dir import path as run_path
 from pipelines.runtime.tracking import Tracker
-from pipelines.train.finetune_validate import event_thresholds, validate_shard
+from pipelines.train.finetune_validate import Targets
 from pipelines.train.resume import check_resume
 from pipelines.train.train_worker import Worker
 from pipelines.train.trainer import build_torch_trainer, fit_or_fail, maybe_fail
@@ -58,49 +56,6 @@ def load_encoder_into(model: FrameClassifier, pretrained_uri: str) -> None:
     """The pretrained encoder's weights, fetched on this worker's node."""
     opened = open_checkpoint(pretrained_uri, ("pretrain",), "--pretrained")
     load_pretrained_encoder(model, encoder_state(opened.states["model"]))
-
-
-class Targets:
-    """The annotations as a worker uses them: frame targets of a batch (NaN where nobody
-    reviewed), the validation truth."""
-
-    def __init__(self, job: FinetuneJob, classes: list[str], events: pd.DataFrame) -> None:
-        self.job, self.classes, self.events = job, classes, events
-        self.by_file = {f: g for f, g in events.groupby("file")} if len(events) else {}
-        self.reviewed = is_reviewed(events, job)
-
-    def tensors(self, batch: dict, w: Worker) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(audio, targets, valid frames) of a training batch on the worker's device."""
-        job = self.job
-        y = batch_targets(
-            self.by_file, self.classes, batch["path"], batch["offset_s"], job, self.reviewed
-        )
-        frames = valid_frames(batch["duration_s"], y.shape[1], job.model.frame_rate_hz)
-        w.tp.add(float(batch["duration_s"].sum()))
-        return (
-            torch.as_tensor(batch["audio"], dtype=torch.float32, device=w.dev),
-            torch.as_tensor(y, device=w.dev),
-            frames.to(w.dev),
-        )
-
-    def run_validation(self, model, state: TrainState, keeper: BestKeeper, w: Worker) -> dict:
-        """Rank 0: one validation; the keeper decides on the best weights and thresholds."""
-        job, step = self.job, state.step
-        val, clips = validate_shard(model, job, self.classes, self.by_file, w.dev, self.reviewed)
-        keeper.update(
-            val,
-            step,
-            final=step == job.optim.max_steps,
-            tune=lambda: event_thresholds(clips, self.events, self.classes, job),
-            keep_weights=lambda: state.extras.update(best_model=copy.deepcopy(model.state_dict())),
-        )
-        best = keeper.best
-        w.log(
-            f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-            f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
-            f"{best[job.select_metric]:.3f} @ {best['step']})"
-        )
-        return val
 
 
 def train_loop(config: dict) -> None:

@@ -158,7 +158,8 @@ def test_the_review_loop_in_five_commands_on_s3(pre_windows, s3_archive, synth_a
 
     # 4. fine-tune on the reviewed table, 5. label the archive with it
     finetune.main(
-        ["--archive", s3_archive, "--annotations", f"{root}/reviewed.selections.txt"]
+        ["--config", "configs/finetune/tiny.yaml", "--set", "loss.prior_prob=0.2"]
+        + ["--archive", s3_archive, "--annotations", f"{root}/reviewed.selections.txt"]
         + ["--pretrained", pre, "--storage-path", f"{root}/runs", "--name", "review-1"]
         + ["--max-steps", "12", "--set", "run.validate_every_steps=6"]
         + ["--set", "optim.freeze_steps=6", *common]

@@ -10,21 +10,21 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from a2v_core.config_events import EventConfig
 from a2v_core.config_groups import (
     ClusterConfig,
     DataConfig,
     EmaConfig,
-    EventConfig,
     FinetuneMaskingConfig,
     Group,
     LossConfig,
     MaskingConfig,
     MixupConfig,
-    ModelConfig,
     OptimConfig,
     RunConfig,
     TrackingConfig,
 )
+from a2v_core.config_model import ModelConfig
 from a2v_core.label_formats import DEFAULT_FORMATS, FORMATS, check_formats
 
 #: the groups, importable from here as before the split

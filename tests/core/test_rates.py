@@ -10,7 +10,7 @@ import soxr
 import torch
 
 from a2v_core.config import FinetuneJob, ModelConfig, PretrainJob
-from a2v_core.config_groups import EventConfig
+from a2v_core.config_events import EventConfig
 from a2v_core.config_loader import ConfigError, build_config
 from a2v_core.encoder import LocalEncoder
 from a2v_core.rates import (

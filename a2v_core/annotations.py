@@ -133,7 +133,7 @@ def read_raven(
 
 def to_raven(
     table: pd.DataFrame,
-    sample_rate_hz: float | None = None,
+    sample_rate_hz: float,
     combined: bool = False,
     low_hz: float = 0.0,
 ) -> str:
@@ -145,7 +145,7 @@ def to_raven(
     model's) and of the row's ``source_rate_hz`` (the recording's own), when known."""
     order = ["file", "onset_s", "label"] if combined else ["onset_s", "label"]
     t = canonical_table(table).sort_values(order).reset_index(drop=True)
-    nyquist = pd.Series((sample_rate_hz or 8000) / 2, index=t.index, dtype=float)
+    nyquist = pd.Series(sample_rate_hz / 2, index=t.index, dtype=float)
     if "source_rate_hz" in t.columns:
         source = pd.to_numeric(t["source_rate_hz"], errors="coerce")
         nyquist = nyquist.where(~(source > 0), np.minimum(nyquist, source / 2))
@@ -240,8 +240,8 @@ def frame_targets(
     classes: list[str],
     offset_s: float,
     n_frames: int,
-    sample_rate_hz: int = 8000,
-    hop_samples: int = 40,
+    sample_rate_hz: int,
+    hop_samples: int,
     reviewed: bool = False,
 ) -> np.ndarray:
     """Multi-hot (n_frames, C) targets for the chunk starting at ``offset_s``.

@@ -100,11 +100,12 @@ class ModelConfig(Group):
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            preset = data.get("preset", "tiny")
+            fields = cls.model_fields  # the field defaults, not copies of them
+            preset = data.get("preset", fields["preset"].default)
             if preset in MODEL_PRESETS:
                 size = MODEL_PRESETS[preset]
-                rate = data.get("sample_rate_hz", 8000)
-                frames = data.get("frame_rate_hz", 200)
+                rate = data.get("sample_rate_hz", fields["sample_rate_hz"].default)
+                frames = data.get("frame_rate_hz", fields["frame_rate_hz"].default)
                 if isinstance(rate, int) and frames in FRAME_RATES_HZ:
                     # ValueError naming the nearest preset for a rate without one
                     size = {**size, **front_end(size["conv_layers"], rate, frames)}

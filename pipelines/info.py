@@ -18,6 +18,7 @@ from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
 from a2v_core.pretrain import Data2VecPretrainer
+from a2v_core.rates import RATE_PRESETS
 from pipelines.runtime.jobargs import SET_HELP, command, parser
 
 
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         "--sample-rate-hz",
         type=int,
         default=None,
-        help="= --set model.sample_rate_hz=...: the rate preset (8000 ... 384000)",
+        help="= --set model.sample_rate_hz=...: the rate preset, one of "
+        + ", ".join(str(r) for r in RATE_PRESETS),
     )
     ap.add_argument("--set", dest="overrides", action="append", default=[], help=SET_HELP)
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")

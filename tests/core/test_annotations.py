@@ -63,9 +63,9 @@ def test_frame_targets_at_exact_5ms_boundaries():
             "focal": [True, False],
         }
     )
-    y = ann.frame_targets(events, ["a", "b", "focal"], 0.0, 2000)
+    y = ann.frame_targets(events, ["a", "b", "focal"], 0.0, 2000, 8000, 40)
     assert np.flatnonzero(y[:, 0]).tolist() == [2, 3] and np.flatnonzero(y[:, 2]).tolist() == [2, 3]
-    y2 = ann.frame_targets(events, ["a", "b", "focal"], 10.0, 2000)
+    y2 = ann.frame_targets(events, ["a", "b", "focal"], 10.0, 2000, 8000, 40)
     # onset 12.5 ms -> first frame whose sample (40 i) >= 100 is i = 3; offset 30 ms -> < 240 -> up to 5
     assert np.flatnonzero(y2[:, 1]).tolist() == [3, 4, 5] and not y2[:, 0].any()
 
@@ -84,7 +84,7 @@ def test_250khz_recording_decodes_and_targets_align():
         chunks = list(iter_chunks(f, 1.0, 8000))
     assert chunks[0].audio.shape == (8000,) and np.isfinite(chunks[0].audio).all()
     calls = ann.read_csv(REAL / "deermouse_jourjine2023/annotations_in_clip.csv")
-    y = ann.frame_targets(calls, ["pup_call"], 0.0, 200)
+    y = ann.frame_targets(calls, ["pup_call"], 0.0, 200, 8000, 40)
     assert y[:, 0].sum() > 0 and y[int(0.6 * 200), 0] == 1 and y[int(0.3 * 200), 0] == 0
 
 
@@ -109,7 +109,7 @@ def test_any_format_is_detected_by_content_and_errors_name_the_file():
     buf = io.StringIO()
     ann.write_csv(table, buf)
     flat = buf.getvalue().encode()
-    raven = ann.to_raven(table).encode()
+    raven = ann.to_raven(table, 8000).encode()
     audacity = ann.to_audacity(table).encode()
     assert [ann.sniff(x) for x in (flat, raven, audacity)] == ["csv", "raven", "audacity"]
     for data, source in ((flat, "a.csv"), (raven, "rec.wav.selections.txt")):
@@ -137,11 +137,11 @@ def test_reviewed_spans_leave_unreviewed_frames_unknown():
             "label": ["a", "negative"],
         }
     )
-    y = ann.frame_targets(events, ["a", "b"], 0.0, 2000, reviewed=True)
+    y = ann.frame_targets(events, ["a", "b"], 0.0, 2000, 8000, 40, reviewed=True)
     known = ~np.isnan(y).any(-1)
     assert np.flatnonzero(known).tolist() == list(range(200, 400)) + list(range(600, 800))
     assert (y[200:400] == [1.0, 0.0]).all() and (y[600:800] == 0.0).all()
     assert np.isnan(y[:200]).all() and np.isnan(y[800:]).all()
     # exhaustive (the default): the same rows, everything else background
-    y0 = ann.frame_targets(events, ["a", "b"], 0.0, 2000)
+    y0 = ann.frame_targets(events, ["a", "b"], 0.0, 2000, 8000, 40)
     assert not np.isnan(y0).any() and y0.sum() == 200

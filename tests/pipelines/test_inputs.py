@@ -94,7 +94,9 @@ def test_raven_and_audacity_annotations_match_the_csv(tmp_path, synth_archive, c
         d.mkdir()
     for file, rows in truth.groupby("file"):
         name = file.rsplit("/", 1)[-1]
-        (raven / f"{name}.selections.txt").write_text(ann.to_raven(rows))  # Begin File: base name
+        (raven / f"{name}.selections.txt").write_text(
+            ann.to_raven(rows, 8000)
+        )  # Begin File: base name
         (audacity / f"{name}.txt").write_text(ann.to_audacity(rows))
     (raven / "README.md").write_text("not a table")
     key = ["file", "onset_s", "offset_s", "label"]
@@ -170,7 +172,7 @@ def test_a_reviewed_search_table_fine_tunes_on_its_spans_only(tmp_path, synth_ar
     rejected["offset_s"] = rejected["onset_s"] + 1.0
     table = pd.concat([kept, rejected], ignore_index=True)[["file", "onset_s", "offset_s", "label"]]
     raven = tmp_path / "hits.selections.txt"
-    raven.write_text(ann.to_raven(table, combined=True))
+    raven.write_text(ann.to_raven(table, 8000, combined=True))
 
     def job(annotations, *sets):
         return load_config(
@@ -192,7 +194,7 @@ def test_a_reviewed_search_table_fine_tunes_on_its_spans_only(tmp_path, synth_ar
     assert len(exhaustive[2]) > len(clips) and "negative" in exhaustive[1]
 
     only_negatives = tmp_path / "neg.selections.txt"
-    only_negatives.write_text(ann.to_raven(rejected, combined=True))
+    only_negatives.write_text(ann.to_raven(rejected, 8000, combined=True))
     with pytest.raises(InputError, match="every row is labelled 'negative'"):
         prepare(job(only_negatives))
     with pytest.raises(InputError, match="'negative' is data.negative_label"):

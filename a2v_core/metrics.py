@@ -10,10 +10,12 @@ predictions).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from a2v_core.events import RUN_COLUMNS, EventRule, merge_runs, pooled, run_rows
+from a2v_core.events import RUN_COLUMNS, EventRule, pooled, run_rows
 
 
 def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
@@ -191,7 +193,8 @@ def class_events_at(
     rows = []
     for (file, offset, p, _), s in zip(clips, smooth, strict=True):
         rows += run_rows(p[:, [c]], s[:, [c]], [name], [threshold], file, offset, frame_rate_hz)
-    return merge_runs(pd.DataFrame(rows, columns=RUN_COLUMNS), rule.min_event_s)
+    alone = replace(rule, top_class_only=False)  # a class is tuned on its own events
+    return alone.merge(pd.DataFrame(rows, columns=RUN_COLUMNS))
 
 
 def tune_thresholds(

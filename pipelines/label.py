@@ -128,7 +128,8 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     # the predictor actors open the model and the read tasks the archive on their own nodes
     require_shared({"model": job.model, "data.archive": job.data.archive})
     read_as_model_reads(job, meta)
-    fp = fingerprint(job, version, event_rule(job, meta).class_thresholds)
+    tuned = event_rule(job, meta).class_thresholds  # the model's, under the job's explicit ones
+    fp = fingerprint(job, version, tuned)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
     tracker, mlflow_run_id = start(job, "label", version, run_id, p, len(listed))
@@ -147,7 +148,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
         "model_version": version,
         "thresholds": {
             "default": job.events.threshold,
-            **event_rule(job, meta).class_thresholds,
+            **tuned,
         },
         "model_meta": {
             k: meta.get(k)

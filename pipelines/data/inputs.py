@@ -11,7 +11,6 @@ from collections import defaultdict
 import pandas as pd
 
 from a2v_core import annotations as ann
-from a2v_core.config import ModelConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
@@ -40,8 +39,7 @@ def finetuned_model(uri: str | None) -> tuple[dict, str]:
     """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load; meta gains
     ``band_hz``, the band its model hears (the Sinc filters' low edge at init to Nyquist)."""
     opened = open_checkpoint(uri, ("finetune",))
-    band = ModelConfig.model_validate(opened.config.get("model", {})).band_hz
-    return {**opened.meta, "band_hz": list(band)}, opened.version
+    return {**opened.meta, "band_hz": list(opened.model.model_cfg.band_hz)}, opened.version
 
 
 def encoder_model(uri: str | None) -> tuple[dict, dict, str]:

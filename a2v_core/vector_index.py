@@ -10,13 +10,16 @@ HNSW with f16/int8 storage, an index file that can be memory-mapped instead of l
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from usearch.index import Index
 
-DTYPES = ("f32", "f16", "i8")
+from a2v_core.config_tools import IndexDtype
+
+DTYPES = typing.get_args(IndexDtype)  # the one list of precisions
 
 
 def unit(x: np.ndarray) -> np.ndarray:

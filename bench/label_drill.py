@@ -39,7 +39,7 @@ from a2v_core.config import FinetuneJob  # noqa: E402
 from a2v_core.config_loader import load_config, to_yaml  # noqa: E402
 from a2v_core.finetune import FrameClassifier  # noqa: E402
 from pipelines.data import storage  # noqa: E402
-from pipelines.labelling.label_outputs import journal, read_events  # noqa: E402
+from pipelines.inference.label_outputs import journal, read_events  # noqa: E402
 from pipelines.synth import write_archive  # noqa: E402
 
 CLASSES = ["agg", "al", "cc", "ld", "mo", "sn", "soc", "synch"]

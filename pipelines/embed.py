@@ -39,7 +39,7 @@ from a2v_core.redact import redact_tree, redact_uri
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import (
+from pipelines.inference.archive_pass import (
     FileState,
     Plan,
     actor_pool,
@@ -50,8 +50,8 @@ from pipelines.labelling.archive_pass import (
     plan,
     start,
 )
-from pipelines.labelling.embedder import Embedder
-from pipelines.labelling.label_outputs import (
+from pipelines.inference.embedder import Embedder
+from pipelines.inference.label_outputs import (
     PartWriter,
     read_parts,
     run_id_of,

@@ -33,11 +33,12 @@ import pyarrow.parquet as pq
 import usearch
 
 from a2v_core import vector_index
+from a2v_core.config_tools import IndexJob
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
-from pipelines.labelling.label_outputs import committed_parts, read_committed, runs_under
-from pipelines.runtime.jobargs import ADDRESS_HELP, add_dry_run, command, parser
+from pipelines.inference.label_outputs import committed_parts, read_committed, runs_under
+from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 from pipelines.runtime.ray_init import init_ray
 
 KEY_BITS = 40  # a shard's keys: shard number x 2^40 + row (a trillion rows per shard)
@@ -194,33 +195,19 @@ def index_manifest(out: str, ident: dict, fp: dict, n_shards: int, dry_run: bool
     }
 
 
-def run(
-    embeddings: str,
-    out: str,
-    run_id: str | None = None,
-    shard_rows: int = 2_000_000,
-    dtype: str = "f16",
-    connectivity: int = 16,
-    expansion_add: int = 64,
-    cpus_per_shard: int = 2,
-    address: str | None = None,
-    overwrite: bool = False,
-    dry_run: bool = False,
-) -> dict:
+def run(cfg: IndexJob) -> dict:
     """Build (or finish building) the index of one run; -> the index's ``index.json``.
     inputs (the run's parts) -> plan (shards, those not built yet) -> build -> manifest."""
-    t0 = time.time()
-    if dtype not in vector_index.DTYPES:
-        raise InputError(f"--dtype {dtype}: one of {', '.join(vector_index.DTYPES)}")
-    run_id, fp, parts = run_parts(embeddings, run_id, dry_run)
+    t0, out, shard_rows, dtype = time.time(), cfg.out, cfg.shard_rows, cfg.dtype
+    run_id, fp, parts = run_parts(cfg.embeddings, cfg.run, cfg.dry_run)
     settings = {
         "dtype": dtype,
-        "connectivity": connectivity,
-        "expansion_add": expansion_add,
+        "connectivity": cfg.connectivity,
+        "expansion_add": cfg.expansion_add,
         "shard_rows": shard_rows,
     }
-    ident = identity(embeddings, run_id, parts, settings)
-    held = finished_index(out, ident, overwrite)
+    ident = identity(cfg.embeddings, run_id, parts, settings)
+    held = finished_index(out, ident, cfg.overwrite)
     if held is not None:
         print(f"[index] {redact_uri(out)} already indexes run {run_id}: nothing to do")
         return held
@@ -234,12 +221,12 @@ def run(
     print(
         f"[index] run {run_id}: {sum(n for _, _, n in parts):,} windows in {len(parts)} parts -> "
         f"{len(shards)} shard(s) of <= {shard_rows:,} ({len(shards) - len(todo)} already built); "
-        f"usearch HNSW {dtype}, M={connectivity}, efC={expansion_add} -> {redact_uri(out)}",
+        f"usearch HNSW {dtype}, M={cfg.connectivity}, efC={cfg.expansion_add} -> {redact_uri(out)}",
         flush=True,
     )
     if todo:
-        build_shards(todo, shards, parts, out, settings, cpus_per_shard, address)
-    manifest = index_manifest(out, ident, fp, len(shards), dry_run)
+        build_shards(todo, shards, parts, out, settings, cfg.cpus_per_shard, cfg.address)
+    manifest = index_manifest(out, ident, fp, len(shards), cfg.dry_run)
     storage.write_bytes(storage.join(out, "index.json"), json.dumps(manifest, indent=1).encode())
     storage.remove(marker_uri)
     print(f"[index] {manifest['rows']:,} windows indexed in {time.time() - t0:.0f} s")
@@ -274,36 +261,8 @@ def finished_index(out: str, ident: dict, overwrite: bool) -> dict | None:
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v index", __doc__)
-    ap.add_argument("--embeddings", required=True, help="the --out of `a2v embed`")
-    ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
-    ap.add_argument("--out", required=True, help="output URI of the index")
-    ap.add_argument("--shard-rows", type=int, default=2_000_000, help="windows per index shard")
-    ap.add_argument(
-        "--dtype",
-        default="f16",
-        choices=list(vector_index.DTYPES),
-        help="vector precision in the index",
-    )
-    ap.add_argument("--connectivity", type=int, default=16, help="HNSW links per node (M)")
-    ap.add_argument("--expansion-add", type=int, default=64, help="HNSW efConstruction")
-    ap.add_argument("--cpus-per-shard", type=int, default=2, help="a shard build's threads")
-    ap.add_argument("--address", default=None, help=ADDRESS_HELP)
-    ap.add_argument("--overwrite", action="store_true", help="replace another index at --out")
-    add_dry_run(ap, "index the first part")
-    args = ap.parse_args(argv)
-    run(
-        args.embeddings,
-        args.out,
-        args.run,
-        args.shard_rows,
-        args.dtype,
-        args.connectivity,
-        args.expansion_add,
-        args.cpus_per_shard,
-        args.address,
-        args.overwrite,
-        args.dry_run,
-    )
+    add_fields(ap, IndexJob, "index the first part")
+    run(tool_config(IndexJob, ap.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from a2v_core.config import JOBS, EmaConfig, MaskingConfig, ModelConfig, TrainJob
 from a2v_core.config_loader import field_docs, load_config
+from a2v_core.config_tools import TOOLS
 from a2v_core.encoder import count_params
 from a2v_core.errors import InputError
 from a2v_core.masking import expected_masked_fraction
@@ -53,12 +54,17 @@ def summarize(job: TrainJob) -> dict:
 
 
 def print_fields(job: str) -> None:
-    """One line per config key of ``job``: key, type, default, description."""
-    rows = field_docs(JOBS[job])
+    """One line per config key of ``job``: key, type, default, description (a tool
+    command's keys are its flags)."""
+    rows = field_docs(JOBS[job] if job in JOBS else TOOLS[job])
     width = max(len(key) for key, *_ in rows)
-    print(f"config keys of a2v {job} (--set KEY=VALUE; YAML: nested groups)")
+    if job in JOBS:
+        print(f"config keys of a2v {job} (--set KEY=VALUE; YAML: nested groups)")
+    else:
+        print(f"config of a2v {job}: one flag per key (--KEY-NAME VALUE)")
     for key, kind, default, text in rows:
-        print(f"  {key:<{width}}  {kind} = {default!r}  {text}")
+        shown = "(required)" if default == "(preset)" and job in TOOLS else repr(default)
+        print(f"  {key:<{width}}  {kind} = {shown}  {text}")
 
 
 def print_summary(info: dict) -> None:
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", help="a pretraining or fine-tuning config (sizes and rates)")
     ap.add_argument(
         "--job",
-        choices=list(JOBS),
+        choices=[*JOBS, *TOOLS],
         help="the job the config is for (default: its folder, configs/<job>/...)",
     )
     ap.add_argument(

@@ -46,7 +46,7 @@ from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
-from pipelines.labelling.archive_pass import (
+from pipelines.inference.archive_pass import (
     FileState,
     actor_pool,
     collect,
@@ -56,7 +56,7 @@ from pipelines.labelling.archive_pass import (
     plan,
     start,
 )
-from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part of this job's API)
+from pipelines.inference.label_outputs import (  # noqa: F401 (readers are part of this job's API)
     EVENT_COLUMNS,
     OutputWriter,
     fingerprint,
@@ -70,7 +70,7 @@ from pipelines.labelling.label_outputs import (  # noqa: F401 (readers are part 
     safe_relpath,
     write_run_tables,
 )
-from pipelines.labelling.predictor import Predictor, event_rule
+from pipelines.inference.predictor import Predictor, event_rule
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import (
     add_rerun_flags,

@@ -21,12 +21,13 @@ from tqdm import tqdm
 
 from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
+from a2v_core.config_tools import ManifestJob
 from a2v_core.errors import InputError
 from a2v_core.rates import recommend_preset_hz, upsampling_warning
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
-from pipelines.labelling.progress import ProgressLog
-from pipelines.runtime.jobargs import ADDRESS_HELP, add_dry_run, command, parser
+from pipelines.inference.progress import ProgressLog
+from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 from pipelines.runtime.ray_init import init_ray
 
 COLUMNS = [
@@ -178,48 +179,23 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
     }
 
 
-@command
-def main(argv: list[str] | None = None) -> None:
-    ap = parser("a2v manifest", __doc__)
-    ap.add_argument("--archive", required=True, help="folder or prefix (local, s3://, gs://)")
-    ap.add_argument("--out", required=True, help="Parquet URI, e.g. demo_out/manifest.parquet")
-    ap.add_argument("--address", default=None, help=ADDRESS_HELP)
-    ap.add_argument(
-        "--progress-every-s",
-        type=float,
-        default=30.0,
-        help="seconds between progress lines in logs without a terminal (default 30)",
-    )
-    ap.add_argument(
-        "--verify",
-        action="store_true",
-        help="decode every file as labelling does (finds truncated or NaN audio; slower)",
-    )
-    ap.add_argument(
-        "--time-expansion",
-        type=int,
-        default=1,
-        help="recordings from a time-expansion detector, slowed down this many times: report "
-        "the true rates and durations (as data.time_expansion does for every job)",
-    )
-    add_dry_run(ap, "the first file")
-    args = ap.parse_args(argv)
-    if args.time_expansion < 1:
-        raise InputError(f"--time-expansion {args.time_expansion}: must be a whole number >= 1")
-    if not storage.exists(args.archive):  # before Ray starts
-        raise InputError(f"--archive {redact_uri(args.archive)}: not found")
-    init_ray(args.address)
+def run(cfg: ManifestJob) -> dict:
+    """Probe (or with ``verify`` decode) every file of the archive; write the manifest and
+    print its summary; -> the summary."""
+    if not storage.exists(cfg.archive):  # before Ray starts
+        raise InputError(f"--archive {redact_uri(cfg.archive)}: not found")
+    init_ray(cfg.address)
     manifest = build_manifest(
-        args.archive,
-        verify=args.verify,
-        progress_every_s=args.progress_every_s,
-        max_files=1 if args.dry_run else None,
-        time_expansion=args.time_expansion,
+        cfg.archive,
+        verify=cfg.verify,
+        progress_every_s=cfg.progress_every_s,
+        max_files=1 if cfg.dry_run else None,
+        time_expansion=cfg.time_expansion,
     )
     buf = io.BytesIO()
     manifest.to_parquet(buf, index=False)
-    storage.write_bytes(args.out, buf.getvalue())
-    summary = summarize(manifest, args.verify)
+    storage.write_bytes(cfg.out, buf.getvalue())
+    summary = summarize(manifest, cfg.verify)
     print(json.dumps(summary, indent=2))
     for rate, r in summary["rates"].items():
         print(f"  {int(rate):>7} Hz: {r['files']} files, {r['hours']:.3f} h")
@@ -231,8 +207,16 @@ def main(argv: list[str] | None = None) -> None:
         print(summary["warning"])
     print(
         f"manifest: {summary['files']} files, {summary['audio_hours']:.3f} audio hours, "
-        f"errors {summary['errors_by_type']} -> {args.out}"
+        f"errors {summary['errors_by_type']} -> {redact_uri(cfg.out)}"
     )
+    return summary
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    ap = parser("a2v manifest", __doc__)
+    add_fields(ap, ManifestJob, "the first file")
+    run(tool_config(ManifestJob, ap.parse_args(argv)))
 
 
 if __name__ == "__main__":

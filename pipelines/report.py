@@ -27,12 +27,13 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise, read_window
 from a2v_core.checkpoint import load_checkpoint, load_classifier
+from a2v_core.config_tools import ReportJob
 from a2v_core.encoder import sinc_front_end
 from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
 from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.synth import synth_recording
 from pipelines.data import storage
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 
 
 def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
@@ -92,29 +93,25 @@ def report_clip(
     return audio, clip_events, spectra_src, source
 
 
-def run(
-    model_uri: str,
-    out: str,
-    archive: str | None = None,
-    annotations: str | None = None,
-    per_class: int = 40,
-) -> dict:
-    """Write the PNGs; ``per_class``: annotated calls per class in the mean spectra."""
+def run(cfg: ReportJob) -> dict:
+    """Write the PNGs (a dry run: from one annotated call per class)."""
+    model_uri, out, archive, annotations = cfg.model, cfg.out, cfg.archive, cfg.annotations
+    per_class = 1 if cfg.dry_run else cfg.per_class
     local = storage.local_copy(storage.absolute(model_uri))
     model, meta = load_classifier(local)
     _, config, _ = load_checkpoint(local)  # the frame threshold the plot marks
-    cfg, classes = model.model_cfg, list(meta["classes"])
+    model_cfg, classes = model.model_cfg, list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
     audio, clip_events, spectra_src, source = report_clip(
         archive, annotations, float(meta["clip_s"]), sr, per_class
     )
-    initial, trained = sinc_front_end(cfg).sinc, model.encoder.local.sinc.sinc
+    initial, trained = sinc_front_end(model_cfg).sinc, model.encoder.local.sinc.sinc
     freqs, mag0 = filter_responses(initial)
     _, mag1 = filter_responses(trained)
     spectra = {label: mean_spectrum(segs, sr) for label, segs in sorted(spectra_src.items())}
     x = torch.as_tensor(normalise(audio.astype(np.float32)))[None]
     maps, rollout, probs = attention_maps(model, x)
-    targets = ann.frame_targets(clip_events, classes, 0.0, len(probs), sr, cfg.hop_samples)
+    targets = ann.frame_targets(clip_events, classes, 0.0, len(probs), sr, model_cfg.hop_samples)
     # the frame threshold (fine-tuning configs before it had its own key kept it in events)
     threshold = float(
         config.get("frame_threshold", config.get("events", {}).get("threshold", 0.175))
@@ -145,15 +142,8 @@ def run(
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v report", __doc__)
-    ap.add_argument("--model", required=True, help="fine-tuned checkpoint URI")
-    ap.add_argument("--out", required=True, help="output directory / URI")
-    ap.add_argument("--archive", help="annotated archive (for class spectra and a real clip)")
-    ap.add_argument("--annotations", help="annotation CSV of that archive")
-    add_dry_run(ap, "every PNG from one call per class")
-    args = ap.parse_args(argv)
-    if bool(args.archive) != bool(args.annotations):
-        ap.error("--archive and --annotations go together")
-    run(args.model, args.out, args.archive, args.annotations, 1 if args.dry_run else 40)
+    add_fields(ap, ReportJob, "every PNG from one call per class")
+    run(tool_config(ReportJob, ap.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -40,13 +40,14 @@ from a2v_core import annotations as ann
 from a2v_core import vector_index
 from a2v_core.audio import DecodeError, chunk_offsets, open_sound, read_window
 from a2v_core.config import ModelConfig
+from a2v_core.config_tools import SearchJob
 from a2v_core.encoder import flush_denormals
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 from pipelines.index import pick_run
-from pipelines.labelling.label_outputs import committed_parts
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.inference.label_outputs import committed_parts
+from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 from pipelines.runtime.run_dir import open_checkpoint
 
 _SPAN = re.compile(r"^(?P<file>.+?)(?::(?P<on>\d+(?:\.\d*)?)-(?P<off>\d+(?:\.\d*)?))?$")
@@ -210,18 +211,12 @@ def write_hits(hits: pd.DataFrame, out: str, label: str, sample_rate_hz: int) ->
     storage.write_bytes(storage.join(out, "hits.selections.txt"), raven.encode())
 
 
-def run(
-    embeddings: str | None,
-    model_uri: str,
-    queries: list[str],
-    top_k: int,
-    out: str,
-    label: str = "query",
-    run_id: str | None = None,
-    index: str | None = None,
-) -> pd.DataFrame:
-    """Search the windows of ``embeddings`` (exact) or of an ``index`` (approximate)."""
-    run_id, fp, manifest = searched_run(embeddings, run_id, index)
+def run(cfg: SearchJob) -> pd.DataFrame:
+    """Search the windows of ``cfg.embeddings`` (exact) or of ``cfg.index`` (approximate);
+    a dry run: the first query, the top hit."""
+    embeddings, index, model_uri, out = cfg.embeddings, cfg.index, cfg.model, cfg.out
+    queries, top_k = (cfg.query[:1], 1) if cfg.dry_run else (cfg.query, cfg.top_k)
+    run_id, fp, manifest = searched_run(embeddings, cfg.run, index)
     opened = open_checkpoint(model_uri, ("pretrain", "finetune"))
     version, model = opened.version, opened.model
     if version != fp["model_version"]:
@@ -244,7 +239,7 @@ def run(
         n_windows = manifest["rows"]
     else:
         hits, n_windows = search_parts(embeddings, run_id, vectors, top_k)
-    write_hits(hits, out, label, model_cfg.sample_rate_hz)
+    write_hits(hits, out, cfg.label, model_cfg.sample_rate_hz)
     print(
         f"[search] {len(queries)} queries -> top {len(hits)} of {n_windows} windows of run "
         f"{run_id} (scores {hits['score'].max():.3f} .. {hits['score'].min():.3f}) -> {out}"
@@ -255,25 +250,8 @@ def run(
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v search", __doc__)
-    source = ap.add_mutually_exclusive_group(required=True)
-    source.add_argument("--embeddings", help="the --out of `a2v embed` (exact search)")
-    source.add_argument("--index", help="the --out of `a2v index` (approximate, any size)")
-    ap.add_argument("--run", default=None, help="the run under --embeddings (when several)")
-    ap.add_argument("--model", required=True, help="the checkpoint the run was embedded with")
-    ap.add_argument(
-        "--query",
-        action="append",
-        required=True,
-        metavar="FILE[:ONSET-OFFSET]",
-        help="an example of what to find: a recording URI, optionally a span in seconds (repeatable)",
-    )
-    ap.add_argument("--top-k", type=int, default=50, help="hits to return")
-    ap.add_argument("--label", default="query", help="the hits' Annotation in the Raven table")
-    ap.add_argument("--out", required=True, help="output URI for hits.parquet / .selections.txt")
-    add_dry_run(ap, "the first query, the top hit")
-    args = ap.parse_args(argv)
-    queries, top_k = (args.query[:1], 1) if args.dry_run else (args.query, args.top_k)
-    run(args.embeddings, args.model, queries, top_k, args.out, args.label, args.run, args.index)
+    add_fields(ap, SearchJob, "the first query, the top hit")
+    run(tool_config(SearchJob, ap.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ import pandas as pd
 import soundfile as sf
 
 from a2v_core import annotations
+from a2v_core.config_tools import SynthJob
+from a2v_core.redact import redact_uri
 from a2v_core.synth import synth_archive
 from pipelines.data import storage
-from pipelines.runtime.jobargs import add_dry_run, command, parser
+from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 
 
 def write_archive(
@@ -50,29 +52,27 @@ def write_archive(
     return table
 
 
+def run(cfg: SynthJob) -> pd.DataFrame:
+    """Write the archive and its annotations; -> the annotation table (a dry run: one
+    recording)."""
+    hours = cfg.file_s / 3600 if cfg.dry_run else cfg.hours
+    table = write_archive(cfg.out, hours, cfg.seed, cfg.sample_rate_hz, cfg.file_s, cfg.format)
+    n_files = table.attrs["n_files"]
+    print(
+        f"synth: wrote {n_files} recordings ({hours:g} h) and {len(table)} events to {redact_uri(cfg.out)}"
+    )
+    print(
+        f"synth: annotations at {redact_uri(storage.join(cfg.out, 'annotations.csv'))}; classes: "
+        f"{sorted(table['label'].unique())}"
+    )
+    return table
+
+
 @command
 def main(argv: list[str] | None = None) -> None:
     ap = parser("a2v synth", __doc__)
-    ap.add_argument("--out", required=True, help="local path, file://, s3:// or gs:// URI")
-    ap.add_argument("--hours", type=float, default=0.25, help="hours of audio to write")
-    ap.add_argument("--seed", type=int, default=0, help="seed of calls, noise and recordings")
-    ap.add_argument(
-        "--sample-rate-hz",
-        type=int,
-        default=8000,
-        help="rate of the recordings; calls live where only this rate hears them",
-    )
-    ap.add_argument("--file-s", type=float, default=60.0, help="length of each recording")
-    ap.add_argument("--format", choices=["WAV", "FLAC"], default="WAV", help="file format")
-    add_dry_run(ap, "one recording")
-    args = ap.parse_args(argv)
-    hours = args.file_s / 3600 if args.dry_run else args.hours
-    table = write_archive(args.out, hours, args.seed, args.sample_rate_hz, args.file_s, args.format)
-    n_files = table.attrs["n_files"]
-    print(f"synth: wrote {n_files} recordings ({hours:g} h) and {len(table)} events to {args.out}")
-    print(
-        f"synth: annotations at {storage.join(args.out, 'annotations.csv')}; classes: {sorted(table['label'].unique())}"
-    )
+    add_fields(ap, SynthJob, "one recording")
+    run(tool_config(SynthJob, ap.parse_args(argv)))
 
 
 if __name__ == "__main__":

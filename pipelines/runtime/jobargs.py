@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from a2v_core.config import Job
-from a2v_core.config_loader import load_config
+from a2v_core.config_loader import ConfigError, load_config
+from a2v_core.config_tools import ToolJob
 from a2v_core.errors import InputError, job_error_in
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +92,58 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
 def add_dry_run(ap: argparse.ArgumentParser, what: str = "one file / one step") -> None:
     """The one ``--dry-run`` flag every command takes (``what``: what it does for this one)."""
     ap.add_argument("--dry-run", action="store_true", help=f"{what} end to end, then stop")
+
+
+#: help texts a field shares with the same flag of every other command
+_SHARED_HELP = {"address": ADDRESS_HELP}
+
+
+def add_fields(ap: argparse.ArgumentParser, model: type[ToolJob], dry_run: str) -> None:
+    """One flag per field of a tool command's typed config (``a2v_core.config_tools``):
+    ``--field-name``, its description as help, required where the field has no default,
+    ``store_true`` for a bool, repeatable for a list, choices for a Literal. Types and
+    bounds are checked by the model (``tool_config``), so the parser never holds a second
+    copy of a default or a check. ``dry_run``: what the command's ``--dry-run`` does."""
+    for name, field in model.model_fields.items():
+        if name == "dry_run":
+            continue
+        flag, ann = f"--{name.replace('_', '-')}", field.annotation
+        kwargs: dict[str, Any] = {"help": _SHARED_HELP.get(name, field.description)}
+        kind = (
+            typing.get_args(ann)[0]
+            if typing.get_origin(ann) in (typing.Union, types.UnionType)
+            else ann
+        )
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(kind) is list:
+            kwargs.update(action="append", type=typing.get_args(kind)[0])
+        elif typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        else:
+            kwargs["type"] = kind
+        if field.is_required():
+            kwargs["required"] = True
+        elif kind is not bool:
+            kwargs["default"] = field.get_default(call_default_factory=True)
+        ap.add_argument(flag, dest=name, **kwargs)
+    add_dry_run(ap, dry_run)
+
+
+def tool_config(model: type[ToolJob], args: argparse.Namespace) -> Any:
+    """The parsed flags as ``model``; a rejected value is one ``error:`` line (exit 2)
+    naming the flag."""
+    try:
+        return model.model_validate({k: getattr(args, k) for k in model.model_fields})
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = "".join(f"--{p}".replace("_", "-") for p in e["loc"][:1])
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}{shown}" if loc else msg)
+        raise ConfigError("; ".join(lines)) from None
 
 
 def add_rerun_flags(ap: argparse.ArgumentParser, verb: str) -> None:

@@ -3,7 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from a2v_core.config_loader import load_config
+from tests.helpers.cli import clis
 
 ROOT = Path(__file__).resolve().parents[2]
 A2V = [sys.executable, "-m", "pipelines.cli"]
@@ -274,3 +277,41 @@ def test_every_relative_link_in_the_docs_resolves_inside_the_repository():
             assert path.is_relative_to(ROOT), (md.name, target)
         assert "../shared" not in text, md.name  # nothing outside the repository
     assert len((ROOT / "README.md").read_text().splitlines()) <= 220
+
+
+def test_tool_commands_have_typed_configs_their_flags_come_from(tmp_path):
+    """index, search, report, manifest, synth: every flag is one field of the command's typed
+    config (same default, same help), a bad value is one ``error:`` line naming the flag (exit
+    2, before any work), and ``a2v info --fields`` lists the fields."""
+    import importlib
+
+    from a2v_core.config_tools import TOOLS
+    from pipelines.runtime.jobargs import add_fields, parser
+
+    for job, cls in TOOLS.items():
+        ap = parser(f"a2v {job}", None)
+        add_fields(ap, cls, "x")
+        flags = {a.dest: a for a in ap._actions if a.dest != "help"}
+        assert set(flags) == set(cls.model_fields), job
+        for name, field in cls.model_fields.items():
+            assert field.description and flags[name].help, (job, name)
+            assert flags[name].required == field.is_required(), (job, name)
+            if not field.is_required() and field.annotation is not bool:
+                assert flags[name].default == field.default, (job, name)
+        main = importlib.import_module(f"pipelines.{job}").main
+        assert "tool_config" in main.__wrapped__.__code__.co_names, job  # parsed into cls
+    with pytest.raises(SystemExit):
+        importlib.import_module("pipelines.index").main(["--out", "x"])  # --embeddings missing
+    out = str(tmp_path / "never")
+    clis(
+        (["index", "--embeddings", out, "--out", out, "--connectivity", "1"], "--connectivity"),
+        (["search", "--model", "m", "--query", "q", "--out", out], "exactly one of --embeddings"),
+        (["report", "--model", "m", "--out", out, "--archive", out], "go together"),
+        (["manifest", "--archive", out, "--out", out, "--time-expansion", "0"], "--time-expansion"),
+        (["synth", "--out", out, "--hours", "0"], "--hours: Input should be greater than 0"),
+    )
+    assert not (tmp_path / "never").exists()
+    listed = run("info", "--fields", "--job", "search")
+    assert listed.returncode == 0, listed.stderr
+    keys = {line.split()[0] for line in listed.stdout.splitlines()[1:]}
+    assert keys == set(TOOLS["search"].model_fields)

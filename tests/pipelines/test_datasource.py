@@ -287,7 +287,7 @@ def test_time_expansion_keys_label_and_embed_runs():
     """A rerun with another factor changes every time written: it is another run."""
     from a2v_core.config import EmbedJob, LabelJob
     from pipelines.embed import fingerprint as embed_fingerprint
-    from pipelines.labelling.label_outputs import fingerprint
+    from pipelines.inference.label_outputs import fingerprint
 
     plain, expanded = LabelJob(), LabelJob(data=DataConfig(time_expansion=10))
     assert fingerprint(plain, "v", {}) != fingerprint(expanded, "v", {})

@@ -19,6 +19,7 @@ import torch
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise
 from a2v_core.checkpoint import embedder_of, load_checkpoint
+from a2v_core.config_tools import IndexJob, SearchJob
 from a2v_core.errors import InputError
 from pipelines import embed, search
 from pipelines.data import storage
@@ -93,10 +94,31 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
     # search by example: a window of the archive finds itself first, at cosine 1
     query = f"{synth_archive / name}:3.0-4.0"
     with pytest.raises(InputError, match="2 runs .*name one with --run"):
-        search.run(out, pre, [query], 5, str(tmp_path / "s"))
+        search.run(
+            SearchJob(embeddings=out, model=pre, query=[query], top_k=5, out=str(tmp_path / "s"))
+        )
     with pytest.raises(InputError, match="the same model"):
-        search.run(out, finetuned, [query], 5, str(tmp_path / "s"), run_id=first["run_id"])
-    hits = search.run(out, pre, [query], 5, str(tmp_path / "s"), "rare", first["run_id"])
+        search.run(
+            SearchJob(
+                embeddings=out,
+                model=finetuned,
+                query=[query],
+                top_k=5,
+                out=str(tmp_path / "s"),
+                run=first["run_id"],
+            )
+        )
+    hits = search.run(
+        SearchJob(
+            embeddings=out,
+            model=pre,
+            query=[query],
+            top_k=5,
+            out=str(tmp_path / "s"),
+            label="rare",
+            run=first["run_id"],
+        )
+    )
     assert list(hits["rank"]) == [1, 2, 3, 4, 5] and hits["score"].is_monotonic_decreasing
     assert (hits.loc[0, "file"], hits.loc[0, "offset_s"]) == (name, 3.0)
     assert hits.loc[0, "score"] == pytest.approx(1.0, abs=1e-5)
@@ -106,12 +128,14 @@ def test_embed_pretrained_and_finetuned_into_one_prefix(
     assert len(table) == 5 and set(table["label"]) == {"rare"}
     assert "File Offset (s)" in raven and "Score" in raven
     two = search.run(
-        out,
-        pre,
-        [query, f"{synth_archive / name}:3.0-4.0"],
-        3,
-        str(tmp_path / "t"),
-        run_id=first["run_id"],
+        SearchJob(
+            embeddings=out,
+            model=pre,
+            query=[query, f"{synth_archive / name}:3.0-4.0"],
+            top_k=3,
+            out=str(tmp_path / "t"),
+            run=first["run_id"],
+        )
     )
     assert list(two["file"]) == list(hits["file"][:3])  # the mean of one vector twice: itself
 
@@ -203,7 +227,7 @@ def test_index_in_shards_and_search_it_like_the_exact_search(pre_windows, synth_
     # f32: a 30-step model's windows differ in the 4th decimal of their cosine (int8 storage's
     # recall is tests/core/test_vector_index.py's and bench/index.py's business)
     idx = dict(shard_rows=len(windows) // 2, dtype="f32")
-    built = index.run(emb, f"{root}/idx", run, cpus_per_shard=1, **idx)
+    built = index.run(IndexJob(embeddings=emb, out=f"{root}/idx", run=run, cpus_per_shard=1, **idx))
     assert len(built["shards"]) >= 2 and built["rows"] == len(windows)
     assert built["dim"] == 64 and built["model_version"] == pre_windows["model_version"]
     for s in built["shards"]:
@@ -211,8 +235,16 @@ def test_index_in_shards_and_search_it_like_the_exact_search(pre_windows, synth_
 
     name = sorted(windows["file"])[0]
     query = f"{synth_archive / name}:3.0-4.0"
-    exact = search.run(emb, pre, [query], 10, str(tmp_path / "exact"), run_id=run)
-    approx = search.run(None, pre, [query], 10, str(tmp_path / "approx"), index=f"{root}/idx")
+    exact = search.run(
+        SearchJob(
+            embeddings=emb, model=pre, query=[query], top_k=10, out=str(tmp_path / "exact"), run=run
+        )
+    )
+    approx = search.run(
+        SearchJob(
+            index=f"{root}/idx", model=pre, query=[query], top_k=10, out=str(tmp_path / "approx")
+        )
+    )
     cols = ["file", "offset_s", "duration_s", "channel", "archive"]
     assert list(approx.columns) == list(exact.columns)
     assert (approx.loc[0, "file"], approx.loc[0, "offset_s"]) == (name, 3.0)
@@ -220,11 +252,13 @@ def test_index_in_shards_and_search_it_like_the_exact_search(pre_windows, synth_
     assert len(same) >= 9, (exact, approx)
     np.testing.assert_allclose(approx["score"], exact["score"], atol=1e-4)
 
-    again = index.run(emb, f"{root}/idx", run, **idx)
+    again = index.run(IndexJob(embeddings=emb, out=f"{root}/idx", run=run, **idx))
     assert again == built  # nothing rebuilt
     with pytest.raises(InputError, match="holds an index of other windows or settings"):
-        index.run(emb, f"{root}/idx", run, dtype="f16")
-    replaced = index.run(emb, f"{root}/idx", run, dtype="f16", overwrite=True)
+        index.run(IndexJob(embeddings=emb, out=f"{root}/idx", run=run, dtype="f16"))
+    replaced = index.run(
+        IndexJob(embeddings=emb, out=f"{root}/idx", run=run, dtype="f16", overwrite=True)
+    )
     assert len(replaced["shards"]) == 1 and replaced["dtype"] == "f16"
     left = {rel.split("/")[0] for rel, _ in storage.list_all(f"{root}/idx")}
     assert left == {"index.json", "shard-00000"}, left  # the old shards went

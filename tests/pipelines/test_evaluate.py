@@ -13,6 +13,7 @@ from PIL import Image
 
 from a2v_core.config import EvaluateJob
 from a2v_core.config_loader import load_config
+from a2v_core.config_tools import ReportJob
 from pipelines import evaluate, label, report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,12 @@ def test_evaluate_writes_metrics_table_and_curves(finetuned, synth_archive, tmp_
 def test_report_writes_every_png(finetuned, synth_archive, tmp_path):
     out = tmp_path / "report"
     summary = report.run(
-        finetuned, str(out), str(synth_archive), str(synth_archive / "annotations.csv")
+        ReportJob(
+            model=finetuned,
+            out=str(out),
+            archive=str(synth_archive),
+            annotations=str(synth_archive / "annotations.csv"),
+        )
     )
     for name in ("sinc_filters.png", "attention.png", "frame_probs.png"):
         png_ok(out / name)
@@ -86,6 +92,6 @@ def test_report_writes_every_png(finetuned, synth_archive, tmp_path):
         "attention.png",
         "frame_probs.png",
     }
-    synthetic = report.run(finetuned, str(tmp_path / "report2"))
+    synthetic = report.run(ReportJob(model=finetuned, out=str(tmp_path / "report2")))
     assert synthetic["clip"].startswith("synthetic") and synthetic["events_in_clip"] >= 1
     png_ok(tmp_path / "report2/attention.png")

@@ -12,8 +12,8 @@ import pytest
 
 from a2v_core.config import LabelJob
 from a2v_core.metrics import class_events_at
-from pipelines.labelling.label_outputs import OutputWriter
-from pipelines.labelling.predictor import event_rule
+from pipelines.inference.label_outputs import OutputWriter
+from pipelines.inference.predictor import event_rule
 
 CLASSES = ["a", "b"]
 FR = 200.0

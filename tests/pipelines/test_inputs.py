@@ -142,7 +142,7 @@ def test_a_corrupt_annotated_file_stops_finetuning_naming_it(tmp_path, synth_arc
 def test_progress_lines_without_a_terminal():
     import io as _io
 
-    from pipelines.labelling.progress import ProgressLog
+    from pipelines.inference.progress import ProgressLog
 
     now = [0.0]
     out = _io.StringIO()

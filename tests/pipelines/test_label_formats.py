@@ -11,7 +11,7 @@ from a2v_core import label_formats
 from a2v_core.config import LabelJob
 from a2v_core.label_formats import FORMATS, LabelFormat, formats_help
 from pipelines.data import storage
-from pipelines.labelling.label_outputs import OutputWriter, remove_run, write_run_tables
+from pipelines.inference.label_outputs import OutputWriter, remove_run, write_run_tables
 
 RUNS = [["site/rec.wav", 1.0, 1.5, "cc", 4.0, 10], ["site/rec.wav", 3.0, 3.2, "sn", 20.0, 40]]
 
@@ -75,7 +75,7 @@ def test_two_archives_labelled_into_one_prefix_leave_two_run_records(tmp_path, c
     the run by ``--overwrite``."""
     import json
 
-    from pipelines.labelling.archive_pass import finish_run
+    from pipelines.inference.archive_pass import finish_run
     from pipelines.runtime.tracking import Tracker
 
     out = str(tmp_path / "labels")

@@ -11,7 +11,7 @@ import soundfile as sf
 from a2v_core.errors import InputError
 from pipelines import label
 from pipelines.data import storage
-from pipelines.labelling.label_outputs import safe_relpath
+from pipelines.inference.label_outputs import safe_relpath
 from pipelines.synth import write_archive
 from tests.helpers.jobs import label_job
 
@@ -134,7 +134,7 @@ def test_concurrent_and_crashed_writers_lose_nothing(s3):
     interleaved part by part, plus a writer killed between its Parquet part and its commit
     marker: every committed file is read exactly once, nobody's part is deleted, and the
     half-written part stays invisible until (unless) its marker lands."""
-    from pipelines.labelling.label_outputs import OutputWriter, journal
+    from pipelines.inference.label_outputs import OutputWriter, journal
 
     out = "s3://a2v-test/concurrent"
     job_a = label_job("unused", "s3://a2v-test/site-a", out)
@@ -193,7 +193,7 @@ def test_raven_channel_is_the_channel_analysed(finetuned, synth_archive, tmp_pat
     import io
 
     from a2v_core import annotations as ann
-    from pipelines.labelling.label_outputs import channel_at
+    from pipelines.inference.label_outputs import channel_at
 
     audio, sr = sf.read(synth_archive / "collar_000/rec_00000.wav")
     quiet = np.random.default_rng(0).normal(0, 1e-3, len(audio))

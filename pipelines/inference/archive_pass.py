@@ -17,7 +17,7 @@ from a2v_core.config import ArchiveJob
 from a2v_core.config_loader import flatten
 from a2v_core.rates import upsampling_warning
 from pipelines.data import storage
-from pipelines.labelling.label_outputs import (
+from pipelines.inference.label_outputs import (
     PartWriter,
     journal,
     read_errors,
@@ -25,7 +25,7 @@ from pipelines.labelling.label_outputs import (
     runs_under,
     safe_relpath,
 )
-from pipelines.labelling.progress import ProgressLog
+from pipelines.inference.progress import ProgressLog
 from pipelines.runtime.tracking import Tracker
 
 

@@ -10,7 +10,7 @@ import torch
 from a2v_core.checkpoint import embedder_of, load_checkpoint
 from a2v_core.config import EmbedJob
 from a2v_core.embeddings import window_means
-from pipelines.labelling.predictor import PASSED, ModelActor
+from pipelines.inference.predictor import PASSED, ModelActor
 
 
 class Embedder(ModelActor):

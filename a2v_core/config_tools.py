@@ -1,0 +1,132 @@
+"""Typed configs of the tool commands (index, search, report, manifest, synth).
+
+These commands take flags only (no YAML, no ``--set``): each field below is one flag,
+``--field-name``, whose help is the field's description and whose checks are the field's
+bounds (``pipelines.runtime.jobargs.add_fields`` builds the parser from the model, so a flag
+and its config key can never drift apart). ``a2v info --fields --job index`` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from a2v_core.config_groups import ClusterConfig
+
+#: vector precisions of an index (``a2v_core.vector_index``)
+IndexDtype = Literal["f32", "f16", "i8"]
+
+_ADDRESS = ClusterConfig.model_fields["address"].description
+
+
+class ToolJob(BaseModel):
+    """A tool command's flags, validated; ``dry_run`` is each command's own small pass."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dry_run: bool = Field(False, description="a small pass end to end, then stop")
+
+
+class IndexJob(ToolJob):
+    """``a2v index``: an approximate-search index of one embedding run."""
+
+    embeddings: str = Field(description="the --out of `a2v embed`")
+    run: str | None = Field(None, description="the run under --embeddings (when several)")
+    out: str = Field(description="output URI of the index")
+    shard_rows: int = Field(2_000_000, ge=1, description="windows per index shard")
+    dtype: IndexDtype = Field("f16", description="vector precision in the index")
+    connectivity: int = Field(16, ge=2, le=256, description="HNSW links per node (M)")
+    expansion_add: int = Field(64, ge=1, description="HNSW efConstruction")
+    cpus_per_shard: int = Field(2, ge=1, description="a shard build's threads")
+    address: str | None = Field(None, description=_ADDRESS)
+    overwrite: bool = Field(False, description="replace another index at --out")
+
+
+class SearchJob(ToolJob):
+    """``a2v search``: the windows of an archive most like a few examples."""
+
+    embeddings: str | None = Field(None, description="the --out of `a2v embed` (exact search)")
+    index: str | None = Field(None, description="the --out of `a2v index` (approximate, any size)")
+    run: str | None = Field(None, description="the run under --embeddings (when several)")
+    model: str = Field(description="the checkpoint the run was embedded with")
+    query: list[str] = Field(
+        min_length=1,
+        description="an example of what to find: a recording URI, optionally a span in seconds "
+        "(FILE[:ONSET-OFFSET]; repeatable)",
+    )
+    top_k: int = Field(50, ge=1, description="hits to return")
+    label: str = Field("query", description="the hits' Annotation in the Raven table")
+    out: str = Field(description="output URI for hits.parquet / .selections.txt")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchJob:
+        if (self.embeddings is None) == (self.index is None):
+            raise ValueError("give exactly one of --embeddings (exact) or --index (approximate)")
+        return self
+
+
+class ReportJob(ToolJob):
+    """``a2v report``: what a fine-tuned model learned, as PNGs."""
+
+    model: str = Field(description="fine-tuned checkpoint URI")
+    out: str = Field(description="output directory / URI")
+    archive: str | None = Field(
+        None, description="annotated archive (for class spectra and a real clip)"
+    )
+    annotations: str | None = Field(None, description="annotation CSV of that archive")
+    per_class: int = Field(40, ge=1, description="annotated calls per class in the mean spectra")
+
+    @model_validator(mode="after")
+    def _archive_with_annotations(self) -> ReportJob:
+        if (self.archive is None) != (self.annotations is None):
+            raise ValueError("--archive and --annotations go together")
+        return self
+
+
+class ManifestJob(ToolJob):
+    """``a2v manifest``: one row per recording of an archive (rate, channels, hours, errors)."""
+
+    archive: str = Field(description="folder or prefix (local, s3://, gs://)")
+    out: str = Field(description="Parquet URI, e.g. demo_out/manifest.parquet")
+    address: str | None = Field(None, description=_ADDRESS)
+    progress_every_s: float = Field(
+        30.0, gt=0, description="seconds between progress lines in logs without a terminal"
+    )
+    verify: bool = Field(
+        False,
+        description="decode every file as labelling does (finds truncated or NaN audio; slower)",
+    )
+    time_expansion: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="recordings from a time-expansion detector, slowed down this many times: "
+        "report the true rates and durations (as data.time_expansion does for every job)",
+    )
+
+
+class SynthJob(ToolJob):
+    """``a2v synth``: a synthetic annotated archive (tests, demo, benchmarks)."""
+
+    out: str = Field(description="local path, file://, s3:// or gs:// URI")
+    hours: float = Field(0.25, gt=0, description="hours of audio to write")
+    seed: int = Field(0, description="seed of calls, noise and recordings")
+    sample_rate_hz: int = Field(
+        8000,
+        ge=4000,
+        le=768_000,
+        description="rate of the recordings; calls live where only this rate hears them",
+    )
+    file_s: float = Field(60.0, gt=0, description="length of each recording (s)")
+    format: Literal["WAV", "FLAC"] = Field("WAV", description="file format")
+
+
+#: command -> its typed config
+TOOLS: dict[str, type[ToolJob]] = {
+    "index": IndexJob,
+    "search": SearchJob,
+    "report": ReportJob,
+    "manifest": ManifestJob,
+    "synth": SynthJob,
+}

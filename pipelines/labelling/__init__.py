@@ -1,1 +1,0 @@
-"""Batch inference: the predictor actors, the event outputs and the progress lines."""

@@ -303,7 +303,9 @@ class TrackingConfig(Group):
     uri: str | None = Field(
         None, description="MLflow tracking URI (None: MLFLOW_TRACKING_URI, else a local store)"
     )
-    experiment: str = Field("a2v", description="MLflow experiment")
+    experiment: str | None = Field(
+        None, description="MLflow experiment (None: $MLFLOW_EXPERIMENT_NAME, else a2v/<job>)"
+    )
     enabled: bool = Field(True, description="log to MLflow")
     registered_model: str = Field(
         "animal2vec-finetuned",

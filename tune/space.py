@@ -122,7 +122,7 @@ class Scheduler(_Strict):
 
 class SweepTracking(_Strict):
     uri: str | None = None
-    experiment: str = "a2v/sweep"
+    experiment: str | None = None  # None: $MLFLOW_EXPERIMENT_NAME, else a2v/sweep
     enabled: bool = True
 
 

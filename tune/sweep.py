@@ -31,7 +31,7 @@ from pipelines.data import storage
 from pipelines.data.shared_storage import require_shared
 from pipelines.runtime.jobargs import ADDRESS_HELP, SET_HELP, add_dry_run, command, parser
 from pipelines.runtime.ray_init import init_ray
-from pipelines.runtime.tracking import Tracker, tracking_uri
+from pipelines.runtime.tracking import Tracker, experiment_name, tracking_uri
 from tune.plots import plot_sweep
 from tune.space import SweepConfig, load_sweep, sweep_from_dict
 from tune.trial import ensure_pretrained, pretrain_final, run_trial
@@ -62,7 +62,8 @@ def _scheduler(sweep: SweepConfig):
 
 
 def _parent_run(sweep: SweepConfig, resumed: bool) -> tuple[Tracker, str | None]:
-    tracker = Tracker(sweep.tracking.uri, sweep.tracking.experiment, active=sweep.tracking.enabled)
+    experiment = experiment_name(sweep.tracking.experiment, "sweep")
+    tracker = Tracker(sweep.tracking.uri, experiment, active=sweep.tracking.enabled)
     run_id = tracker.find_run(sweep.name) if resumed else None
     params = {f"space.{k}": v.model_dump(exclude_none=True) for k, v in sweep.space.items()}
     params.update(
@@ -113,7 +114,7 @@ def build_tuner(sweep: SweepConfig, parent_id: str | None, resume: bool) -> ray.
         callbacks.append(
             SweepMLflowCallback(
                 tracking_uri=uri,
-                experiment_name=sweep.tracking.experiment,
+                experiment_name=experiment_name(sweep.tracking.experiment, "sweep"),
                 tags={"mlflow.parentRunId": parent_id, "a2v.sweep": sweep.name},
             )
         )

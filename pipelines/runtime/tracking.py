@@ -36,10 +36,16 @@ def redact(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def experiment_name(given: str | None, job: str | None = None) -> str:
+    """The MLflow experiment: the one set (``tracking.experiment``), else
+    ``$MLFLOW_EXPERIMENT_NAME`` (as MLflow's own clients read it), else ``a2v/<job>``."""
+    return given or os.environ.get("MLFLOW_EXPERIMENT_NAME") or (f"a2v/{job}" if job else "a2v")
+
+
 class Tracker:
     """A thin MLflow run handle; every method is a no-op when ``active`` is False."""
 
-    def __init__(self, uri: str | None, experiment: str, active: bool = True) -> None:
+    def __init__(self, uri: str | None, experiment: str | None, active: bool = True) -> None:
         self.active = active
         self.run_id: str | None = None
         self.logged_through = -1  # steps up to here are in the run already (see resume_from)
@@ -54,7 +60,7 @@ class Tracker:
             # ends, password included: job logs would hold it
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         mlflow.set_tracking_uri(resolved)
-        mlflow.set_experiment(experiment)
+        mlflow.set_experiment(experiment_name(experiment))
 
     def start(
         self,

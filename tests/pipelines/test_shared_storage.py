@@ -123,3 +123,37 @@ def test_a_scheme_not_served_is_refused_before_any_work():
     with pytest.raises(InputError, match=r"^model: unsupported URI scheme 'hdfs://'"):
         pin_paths(job)
     assert storage.is_remote("gs://b/p") and storage.is_remote("gcs://b/p")
+
+
+def test_the_experiment_is_the_one_set_else_mlflow_experiment_name_else_per_job(monkeypatch):
+    """``tracking.experiment`` set wins; unset, ``$MLFLOW_EXPERIMENT_NAME`` (MLflow's own
+    variable) is honoured with every shipped recipe; else ``a2v/<job>``. Pinned on the driver, so
+    a worker without the variable logs to the same experiment."""
+    from glob import glob
+
+    import yaml
+
+    from a2v_core.config import EvaluateJob, PretrainJob
+    from a2v_core.config_loader import load_config
+    from pipelines.runtime.job_paths import pin_paths
+
+    for path in glob(str(ROOT / "configs/*/*.yaml")):
+        tracking = (yaml.safe_load(open(path)) or {}).get("tracking") or {}
+        assert "experiment" not in tracking, path  # a recipe would shadow the variable
+    recipe = ROOT / "configs/pretrain/tiny.yaml"
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    job = load_config(PretrainJob, recipe)
+    pin_paths(job)
+    assert job.tracking.experiment == "a2v/pretrain"
+    evaluate = EvaluateJob()
+    pin_paths(evaluate)
+    assert evaluate.tracking.experiment == "a2v/evaluate"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "site-7")
+    job = load_config(PretrainJob, recipe)
+    pin_paths(job)
+    assert job.tracking.experiment == "site-7"
+    job = load_config(PretrainJob, recipe, ["tracking.experiment=mine"])
+    pin_paths(job)
+    assert job.tracking.experiment == "mine"
+    sweep = sweep_from_dict(yaml.safe_load(open(ROOT / "configs/tune/masking_focal.yaml")))
+    assert sweep.tracking.experiment is None

@@ -17,7 +17,7 @@ from a2v_core.config_loader import load_config
 from a2v_core.metrics import event_metrics, overlap_event_metrics
 from pipelines import finetune, label, pretrain
 from pipelines.data import storage
-from pipelines.runtime.jobargs import command, parser
+from pipelines.runtime.jobargs import add_verbose, command, parser
 from pipelines.synth import write_archive
 from pipelines.train.resume import ResumeMismatch
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--seed", type=int, default=None, help="run.seed of pretraining and fine-tuning"
     )
+    add_verbose(ap)
     args = ap.parse_args(argv)
     t0 = time.time()
     out = args.out

@@ -29,7 +29,14 @@ from a2v_core.errors import InputError, JobError
 from a2v_core.redact import drop_masked
 from pipelines.data import storage
 from pipelines.data.shared_storage import require_shared
-from pipelines.runtime.jobargs import ADDRESS_HELP, SET_HELP, add_dry_run, command, parser
+from pipelines.runtime.jobargs import (
+    ADDRESS_HELP,
+    SET_HELP,
+    add_dry_run,
+    add_verbose,
+    command,
+    parser,
+)
 from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.tracking import Tracker, experiment_name, tracking_uri
 from tune.plots import plot_sweep
@@ -277,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP
     )
     add_dry_run(ap, "one trial of one file / one step per stage (sweep <name>-dry-run)")
+    add_verbose(ap)
     args = ap.parse_args(argv)
     if bool(args.config) == bool(args.resume):
         ap.error("give exactly one of --config or --resume NAME")

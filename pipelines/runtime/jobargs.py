@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import types
 import typing
@@ -20,6 +21,7 @@ from a2v_core.config import Job
 from a2v_core.config_loader import ConfigError, load_config
 from a2v_core.config_tools import ToolJob
 from a2v_core.errors import InputError, job_error_in
+from pipelines.runtime import quiet_logs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,6 +81,7 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
         help=SET_HELP,
     )
     add_dry_run(ap)
+    add_verbose(ap)
     for name in shorthands:
         ap.add_argument(
             f"--{name.replace('_', '-')}",
@@ -87,6 +90,26 @@ def job_parser(prog: str, doc: str | None, shorthands: list[str]) -> argparse.Ar
             help=ADDRESS_HELP if name == "address" else f"= --set {SHORTHANDS[name]}=...",
         )
     return ap
+
+
+class _Verbose(argparse.Action):
+    """``--verbose``: set at parse time, before Ray starts (``quiet_logs``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        os.environ[quiet_logs.VERBOSE_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_verbose(ap: argparse.ArgumentParser) -> None:
+    """The one ``--verbose`` flag of the commands that start Ray."""
+    ap.add_argument(
+        "--verbose",
+        nargs=0,
+        action=_Verbose,
+        default=False,
+        help="also show Ray's own INFO lines (Ray Data plans, Ray Train reports; otherwise only "
+        f"in Ray's log files); = {quiet_logs.VERBOSE_ENV}=1",
+    )
 
 
 def add_dry_run(ap: argparse.ArgumentParser, what: str = "one file / one step") -> None:
@@ -128,6 +151,8 @@ def add_fields(ap: argparse.ArgumentParser, model: type[ToolJob], dry_run: str) 
             kwargs["default"] = field.get_default(call_default_factory=True)
         ap.add_argument(flag, dest=name, **kwargs)
     add_dry_run(ap, dry_run)
+    if "address" in model.model_fields:  # it starts Ray
+        add_verbose(ap)
 
 
 def tool_config(model: type[ToolJob], args: argparse.Namespace) -> Any:

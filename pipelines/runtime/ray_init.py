@@ -8,6 +8,8 @@ import socket
 import ray
 import ray.data
 
+from pipelines.runtime import quiet_logs
+
 
 def init_ray(address: str | None = None) -> None:
     """Connect to ``address`` (``auto`` = the cluster started with ``ray start`` here) or to
@@ -21,13 +23,23 @@ def init_ray(address: str | None = None) -> None:
     # twice. Plain print: once. (Ray Train propagates the variable to its workers.)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     target = address or os.environ.get("RAY_ADDRESS") or None
-    if target:
-        ray.init(address=target, log_to_driver=True)
-    else:
-        ray.init(**local_ray_options(), log_to_driver=True)
+    options = {"address": target} if target else local_ray_options()
+    quiet = quiet_logs.runtime_env()
+    env = {**options.pop("runtime_env", {}), **quiet}
+    try:
+        ray.init(**options, runtime_env=env or None, log_to_driver=True)
+    except ValueError as err:  # the submitted job's runtime env holds its own setup hook
+        if "Failed to merge" not in str(err) or not quiet:
+            raise
+        env = {k: v for k, v in env.items() if k not in quiet}
+        ray.init(**options, runtime_env=env or None, log_to_driver=True)
     # Our jobs print their own progress lines / bars; Ray Data's per-operator bars in every
-    # worker drown them out.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    # worker drown them out, and its per-dataset plans and timings (quiet_logs) too.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    if not quiet_logs.verbose():
+        context.print_on_execution_start = False
+        quiet_logs.quiet_ray_data()
 
 
 def local_ray_options() -> dict:

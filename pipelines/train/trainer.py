@@ -26,6 +26,7 @@ from a2v_core.config import TrainJob
 from a2v_core.config_loader import ConfigError, to_yaml
 from a2v_core.errors import RunStopped, job_error_in
 from pipelines.data import storage
+from pipelines.runtime import quiet_logs
 from pipelines.runtime.run_dir import STOP_MARKER
 from pipelines.runtime.run_dir import path as run_path
 
@@ -106,6 +107,7 @@ def build_torch_trainer(
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=r.keep_checkpoints),
             callbacks=callbacks,
+            logging_config=ray.train.LoggingConfig(log_level=quiet_logs.train_log_level()),
         ),
         datasets=datasets,
         dataset_config=dataset_config,

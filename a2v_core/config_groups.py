@@ -247,8 +247,12 @@ class ClusterConfig(Group):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="how Train workers are placed on nodes (Ray placement group strategy)"
     )
-    gpus_per_actor: float = Field(
-        0.0, ge=0, le=8, description="labelling/embedding: GPUs per model actor (0: CPU)"
+    gpus_per_actor: float | None = Field(
+        None,
+        ge=0,
+        le=8,
+        description="labelling/embedding: GPUs per model actor (0: CPU; None: 1 when the "
+        "cluster has a GPU when the job starts, else 0)",
     )
     num_actors: int = Field(
         1,

@@ -78,10 +78,26 @@ def commit_unsafe(writer: PartWriter, p: Plan) -> None:
     writer.flush()
 
 
+def actor_gpus(job: ArchiveJob, resources: dict[str, float]) -> float:
+    """GPUs per model actor, fixed in ``job``: as set, else one when the cluster (Ray's
+    ``resources``) has a GPU, else none (CPU)."""
+    c = job.cluster
+    if c.gpus_per_actor is None:
+        c.gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    return c.gpus_per_actor
+
+
 def start(
     job: ArchiveJob, name: str, version: str, run_id: str, p: Plan, n_listed: int
 ) -> tuple[Tracker, str | None]:
-    """The run's MLflow run (started) and its id, and one line saying what the run will do."""
+    """The run's MLflow run (started) and its id, and the lines saying what the run will do
+    and where its model actors run."""
+    gpus = actor_gpus(job, ray.cluster_resources())
+    print(
+        f"[{name}] {job.cluster.num_actors} model actor(s) on "
+        + (f"GPU ({gpus:g} each)" if gpus else "CPU")
+        + " (--gpus-per-actor sets it)"
+    )
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     mlflow_run_id = tracker.start(
         job.run.name,

@@ -145,3 +145,22 @@ def test_dry_run_labels_one_file(finetuned, synth_archive, tmp_path):
         label_job(finetuned, str(synth_archive), str(tmp_path / "dry"), "run.dry_run=true")
     )
     assert summary["files_processed"] == 1 and summary["wall_s"] > 0
+
+
+def test_label_and_embed_use_a_gpu_when_the_cluster_has_one_unless_told_not_to():
+    """No flag: one GPU per model actor on a cluster with a GPU, CPU without; a number set
+    (the flag, a config) is kept, 0 included; the shipped CPU recipes leave it unset."""
+    from a2v_core.config import EmbedJob, LabelJob
+    from a2v_core.config_loader import load_config
+    from pipelines.inference.archive_pass import actor_gpus
+
+    assert actor_gpus(LabelJob(), {"CPU": 16.0, "GPU": 4.0}) == 1.0
+    assert actor_gpus(LabelJob(), {"CPU": 16.0}) == 0.0
+    assert actor_gpus(LabelJob(), {"CPU": 16.0, "GPU": 0.5}) == 0.0  # no whole GPU to give
+    told = LabelJob.model_validate({"cluster": {"gpus_per_actor": 0}})
+    assert actor_gpus(told, {"GPU": 4.0}) == 0.0 and told.cluster.gpus_per_actor == 0.0
+    half = EmbedJob.model_validate({"cluster": {"gpus_per_actor": 0.5}})
+    assert actor_gpus(half, {"GPU": 1.0}) == 0.5
+    for job, path in ((LabelJob, "label/default.yaml"), (EmbedJob, "embed/default.yaml")):
+        assert load_config(job, ROOT / "configs" / path).cluster.gpus_per_actor is None
+    assert load_config(LabelJob, ROOT / "configs/label/gpu.yaml").cluster.gpus_per_actor == 1

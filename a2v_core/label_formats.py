@@ -2,13 +2,16 @@
 ``formats``, the writers, the ``--formats`` help and ``--overwrite``'s cleanup are derived.
 
 A format writes a table per recording (``<out>/<name>/<run>/<file><suffix>``), one table over
-the run (``<out>/<name>/<run><suffix>``), or both; ``parquet`` is the run's events parts
-(``<out>/events/run=<run>/``), written always: labelling resumes from them. Adding a format is
-one entry here.
+the run (``<out>/<name>/<run><suffix>``), or both. ``parquet`` is written always: the run's
+events parts (``<out>/events/run=<run>/``, which labelling resumes from; a relabelled file's
+older rows stay in them until ``read_events`` skips them) and, when the run finishes, the clean
+view ``<out>/parquet/<run>.events.parquet`` (each file's newest events once: what to read with
+DuckDB, pandas or Spark). Adding a format is one entry here.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,15 +19,15 @@ import pandas as pd
 
 from a2v_core.annotations import to_audacity, to_raven
 
-#: (events table, model rate, band low edge Hz, combined over recordings?) -> file text
-Render = Callable[[pd.DataFrame, float, float, bool], str]
+#: (events table, model rate, band low edge Hz, combined over recordings?) -> file contents
+Render = Callable[[pd.DataFrame, float, float, bool], str | bytes]
 
 
 @dataclass(frozen=True)
 class LabelFormat:
     name: str
     help: str
-    render: Render | None = None  # None: no table of its own (parquet: the events parts)
+    render: Render | None = None  # None: no table of its own
     per_file: str | None = None  # suffix of the per-recording tables (after the file's name)
     per_run: str | None = None  # suffix of the one table over the run (after the run id)
 
@@ -47,10 +50,22 @@ def _csv(table: pd.DataFrame, sr: float, low_hz: float, combined: bool) -> str:
     return table.to_csv(index=False)
 
 
+def _parquet(table: pd.DataFrame, sr: float, low_hz: float, combined: bool) -> bytes:
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 FORMATS: dict[str, LabelFormat] = {
     f.name: f
     for f in (
-        LabelFormat("parquet", "the run's events as Parquet parts (always written)"),
+        LabelFormat(
+            "parquet",
+            "the run's events as Parquet parts and, when the run finishes, one clean table "
+            "parquet/<run>.events.parquet (always written)",
+            _parquet,
+            per_run=".events.parquet",
+        ),
         LabelFormat(
             "raven",
             "Raven Pro selection tables, per recording and one over the run (Begin Path)",
@@ -63,6 +78,13 @@ FORMATS: dict[str, LabelFormat] = {
     )
 }
 DEFAULT_FORMATS = ["parquet", "raven"]
+#: the formats every run writes, asked for or not
+ALWAYS = ("parquet",)
+
+
+def written(names: list[str]) -> list[LabelFormat]:
+    """The formats a run with ``--formats names`` writes: those and ``ALWAYS``."""
+    return [FORMATS[n] for n in dict.fromkeys([*ALWAYS, *names])]
 
 
 def formats_help() -> str:

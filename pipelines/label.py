@@ -40,7 +40,7 @@ from collections import Counter
 
 from a2v_core.config import LabelJob
 from a2v_core.errors import InputError
-from a2v_core.label_formats import FORMATS, formats_help
+from a2v_core.label_formats import formats_help, written
 from a2v_core.rates import hearing_line
 from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
@@ -170,9 +170,8 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     """``<out>/run.json``, the run's combined CSV / Raven tables, the MLflow run's metrics and
     artifact, and the closing lines."""
     run_id = summary["run_id"]
-    if any(FORMATS[n].per_run for n in job.formats):
-        low_hz = (summary["model_meta"].get("band_hz") or [0.0])[0]
-        write_run_tables(job, run_id, read_events(job.out, run_id), low_hz)
+    low_hz = (summary["model_meta"].get("band_hz") or [0.0])[0]
+    write_run_tables(job, run_id, read_events(job.out, run_id), low_hz)
     keys = ("files_processed", "chunks_processed", "events_written")
     finish_run(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
     errors = summary["errors_by_type"]
@@ -182,10 +181,9 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
         f"{summary['audio_hours']:.3f} audio h in {summary['wall_s']:.1f} s "
         f"= {summary['x_real_time']:.0f}x real time -> {job.out}"
     )
-    for name in job.formats:
-        fmt = FORMATS[name]
-        if fmt.per_run:  # the table a user opens first
-            print(f"[label] {name}: {storage.join(job.out, *fmt.per_run_path(run_id))}")
+    for fmt in written(job.formats):
+        if fmt.per_run:  # the tables a user opens first (parquet: the clean events view)
+            print(f"[label] {fmt.name}: {storage.join(job.out, *fmt.per_run_path(run_id))}")
 
 
 def _label_files(

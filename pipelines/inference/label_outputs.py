@@ -29,7 +29,7 @@ import pandas as pd
 
 from a2v_core.config import LabelJob
 from a2v_core.events import RUN_COLUMNS
-from a2v_core.label_formats import FORMATS, LabelFormat
+from a2v_core.label_formats import FORMATS, LabelFormat, written
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 
@@ -245,11 +245,13 @@ def per_file_formats(names: list[str]) -> list[LabelFormat]:
 
 
 def write_run_tables(job: LabelJob, run_id: str, events: pd.DataFrame, low_hz: float) -> None:
-    """The tables over the whole run (Raven's combined table, the CSV) of the formats asked."""
-    for fmt in (FORMATS[n] for n in job.formats):
+    """The tables over the whole run, from ``read_events`` (each file's newest events once): the
+    clean Parquet view always, Raven's combined table and the CSV when asked."""
+    for fmt in written(job.formats):
         if fmt.per_run:
-            text = fmt.render(events, job.data.sample_rate_hz, low_hz, True)
-            storage.write_bytes(storage.join(job.out, *fmt.per_run_path(run_id)), text.encode())
+            body = fmt.render(events, job.data.sample_rate_hz, low_hz, True)
+            data = body.encode() if isinstance(body, str) else body
+            storage.write_bytes(storage.join(job.out, *fmt.per_run_path(run_id)), data)
 
 
 def remove_run(out: str, run_id: str) -> None:

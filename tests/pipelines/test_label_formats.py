@@ -39,6 +39,7 @@ def test_every_format_is_written_and_overwrite_removes_all_of_one_run(tmp_path):
         assert f"raven/{run}.selections.txt" in written  # one table over the run
         assert f"audacity/{run}/site/rec.wav.txt" in written
         assert f"csv/{run}.events.csv" in written
+        assert f"parquet/{run}.events.parquet" in written  # the clean view
     remove_run(out, "run-a")
     left = files_under(out)
     assert not [f for f in left if "run-a" in f]  # the combined tables went too
@@ -53,9 +54,10 @@ def test_a_new_format_is_one_registry_entry(tmp_path, monkeypatch):
     monkeypatch.setitem(label_formats.FORMATS, new.name, new)
     assert "labels-only (just the labels)" in formats_help()
     out = str(tmp_path / "labels")
-    label_everything(out, "run-a", ["parquet", "labels-only"])
+    label_everything(out, "run-a", ["labels-only"])  # parquet is written anyway
     assert storage.read_bytes(f"{out}/labels-only/run-a/site/rec.wav.lbl").decode() == "cc\nsn"
     assert storage.read_bytes(f"{out}/labels-only/run-a.lbl").decode().endswith("(all)")
+    assert storage.exists(f"{out}/parquet/run-a.events.parquet")
     remove_run(out, "run-a")
     assert not [f for f in files_under(out) if f.startswith("labels-only")]
 

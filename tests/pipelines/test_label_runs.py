@@ -59,6 +59,12 @@ def test_sites_settings_and_changed_files_each_get_exactly_their_run(finetuned, 
     assert changed["files_processed"] == 1 and changed["files_changed_relabelled"] == 1
     after = label.read_events(out, a["run_id"])
     assert not after.duplicated(["file", "onset_s", "label"]).any()
+    # reading the parts directly counts the relabelled file's old events too; the clean view
+    # (rewritten when the run finishes) holds each file's newest events once, as read_events
+    raw = pd.read_parquet(f"{out}/events/run={a['run_id']}")
+    assert len(raw) > len(after)
+    view = pd.read_parquet(f"{out}/parquet/{a['run_id']}.events.parquet")
+    pd.testing.assert_frame_equal(view, after)
     unchanged = before[before["file"] != "collar_000/rec_00001.wav"].reset_index(drop=True)
     kept = after[after["file"] != "collar_000/rec_00001.wav"].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, unchanged)

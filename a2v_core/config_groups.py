@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Group(BaseModel):
@@ -260,6 +260,20 @@ class ClusterConfig(Group):
         le=4096,
         description="labelling/embedding: model actors (each loads the model once)",
     )
+    shared_paths: list[str] = Field(
+        default_factory=list,
+        description="folders every node mounts at the same path (a Lustre, NFS or GPFS "
+        "project folder, e.g. [/lustre/proj]): on a multi-node cluster the archive, runs and "
+        "outputs may be local paths under them; any other local path is refused",
+    )
+
+    @field_validator("shared_paths")
+    @classmethod
+    def _absolute_folders(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if not p.startswith("/") or "://" in p]
+        if bad:
+            raise ValueError(f"absolute folders only (a path every node mounts), got {bad}")
+        return [p.rstrip("/") or "/" for p in v]
 
 
 class RunConfig(Group):

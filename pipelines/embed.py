@@ -137,7 +137,9 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     model_cfg = read_as_model_reads(job, meta, config)
     print(model_cfg.hearing("embed", job.data.time_expansion))
     init_ray(job.cluster.address)
-    require_shared({"model": job.model, "data.archive": job.data.archive})
+    require_shared(
+        {"model": job.model, "data.archive": job.data.archive}, None, job.cluster.shared_paths
+    )
     fp = fingerprint(job, version)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)

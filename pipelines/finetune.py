@@ -203,6 +203,7 @@ def run(job: FinetuneJob) -> dict:
             "pretrained": job.pretrained,
         },
         job.tracking.uri if job.tracking.enabled else None,
+        job.cluster.shared_paths,
     )
     storage.write_bytes(run_path(job, CONFIG), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)

@@ -126,7 +126,9 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     meta, version, listed = check_inputs(job, listed)
     init_ray(job.cluster.address)
     # the predictor actors open the model and the read tasks the archive on their own nodes
-    require_shared({"model": job.model, "data.archive": job.data.archive})
+    require_shared(
+        {"model": job.model, "data.archive": job.data.archive}, None, job.cluster.shared_paths
+    )
     read_as_model_reads(job, meta)
     tuned = event_rule(job, meta).class_thresholds  # the model's, under the job's explicit ones
     fp = fingerprint(job, version, tuned)

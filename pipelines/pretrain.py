@@ -145,6 +145,7 @@ def run(job: PretrainJob) -> dict:
     require_shared(
         {"data.archive": job.data.archive, "run.storage_path": job.run.storage_path},
         job.tracking.uri if job.tracking.enabled else None,
+        job.cluster.shared_paths,
     )
     storage.write_bytes(storage.join(run, CONFIG), to_yaml(job).encode())
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)

@@ -196,6 +196,7 @@ class ShareNothingCluster:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.dashboard = f"http://127.0.0.1:{env['RAY_DASHBOARD_PORT']}"
+        self.shared: Path | None = None  # the folder every node mounts (A2V_SHARE)
 
     def script(self, *args: str, timeout_s: float = 300) -> str:
         out = subprocess.run(
@@ -264,7 +265,8 @@ class ShareNothingCluster:
 @pytest.fixture(scope="module")
 def share_nothing(tmp_path_factory, s3):
     """A share-nothing Ray cluster of a 0-CPU head and 2 worker nodes (2 CPUs each), started
-    after the AWS variables are set so that every node reaches the moto server."""
+    after the AWS variables are set so that every node reaches the moto server. Its nodes share
+    exactly one folder, ``.shared`` (bind-mounted at the same path: a Slurm cluster's Lustre)."""
     check = subprocess.run(
         ["bash", str(ROOT / "infra/local/isolate.sh"), "--", "true"], capture_output=True, text=True
     )
@@ -272,6 +274,7 @@ def share_nothing(tmp_path_factory, s3):
         pytest.skip(f"share-nothing nodes need a mount namespace: {check.stderr.strip()}")
     assert check.returncode == 0, check.stderr
     state = tmp_path_factory.mktemp("share-nothing")
+    shared = tmp_path_factory.mktemp("shared-fs")  # the one folder every node mounts
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -279,6 +282,7 @@ def share_nothing(tmp_path_factory, s3):
         "RAY_HEAD_PORT": str(free_port()),
         "RAY_DASHBOARD_PORT": str(free_port()),
         "RAY_AUTH_MODE": "disabled",
+        "A2V_SHARE": str(shared),
         # every node and job driver holds it; tests/e2e's last test searches the outputs for it
         "AWS_SECRET_ACCESS_KEY": PLANTED_AWS_SECRET,
         # a killed node is declared dead after ~3 s instead of ~30 s
@@ -286,6 +290,7 @@ def share_nothing(tmp_path_factory, s3):
         "RAY_health_check_failure_threshold": "3",
     }
     cluster = ShareNothingCluster(env)
+    cluster.shared = shared
     try:
         cluster.script("up", "--share-nothing")
         yield cluster

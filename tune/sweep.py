@@ -220,7 +220,8 @@ def run(sweep: SweepConfig, resume: bool = False, address: str | None = None) ->
     sweep.storage_path = storage.absolute(sweep.storage_path)
     sweep.pin(storage.absolute)
     init_ray(address)
-    require_shared(shared_inputs(sweep))  # trials, and their Train workers, run on any node
+    # trials, and their Train workers, run on any node
+    require_shared(shared_inputs(sweep), None, sweep.finetune_job().cluster.shared_paths)
     out_dir = storage.join(sweep.storage_path, sweep.name)
     tracker, parent_id = _parent_run(sweep, resume)
     if resume:  # children an interrupted driver left RUNNING: a resumed trial logs anew

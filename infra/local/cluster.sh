@@ -10,7 +10,9 @@
 #                                             private /tmp, the checkout and $A2V_HIDE hidden,
 #                                             only the Python env visible. Code reaches the
 #                                             nodes only through `ray job submit --working-dir`,
-#                                             data through s3:// and tracking over HTTP.
+#                                             data through s3:// and tracking over HTTP; the
+#                                             folders in $A2V_SHARE (if any) are the one file
+#                                             system every node mounts (a Slurm cluster's Lustre)
 #   infra/local/cluster.sh add-worker         start one more worker node (share-nothing if the
 #                                             cluster is), e.g. to replace a killed one
 #   infra/local/cluster.sh kill-worker N      kill worker node N at once (SIGKILL to its process
@@ -19,7 +21,8 @@
 #
 # Env: RAY_HEAD_PORT (6380), RAY_DASHBOARD_PORT (8265), A2V_STATE_DIR (.a2v-local),
 #      HEAD_CPUS (2; 0 with --share-nothing), WORKER_CPUS (1; 2 with --share-nothing),
-#      WORKERS (2, --share-nothing), A2V_HIDE (extra folders to hide, space-separated).
+#      WORKERS (2, --share-nothing), A2V_HIDE (extra folders to hide, space-separated),
+#      A2V_SHARE (folders every node sees, at the same path, space-separated).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -42,6 +45,7 @@ start_node() {  # start_node NAME ray-start-args...: its own process group, pgid
   if [ -f "$STATE/share-nothing" ]; then
     local iso=("$HERE/isolate.sh" --hide "$ROOT" --keep "$PY_ENV")
     for d in ${A2V_HIDE:-}; do iso+=(--hide "$d"); done
+    for d in ${A2V_SHARE:-}; do iso+=(--keep "$d"); done
     cmd=("${iso[@]}" -- "${cmd[@]}")
   fi
   setsid "${cmd[@]}" >"$STATE/ray-$name.log" 2>&1 &

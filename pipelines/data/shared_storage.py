@@ -1,13 +1,17 @@
-"""What a cluster whose nodes share no disk requires of a job's URIs.
+"""What a multi-node cluster requires of a job's URIs.
 
 On a KubeRay RayJob or a cluster-launcher cluster, a worker node sees the network, object
 storage and the code Ray ships; never the driver's disk, temp dirs or checkout. Every URI a
 worker or an actor opens must therefore be ``s3://`` or ``gs://``, and MLflow must be a server
-every node reaches. The driver checks this right after it connects to Ray, before any task,
-actor or Train worker starts, and stops naming the keys.
+every node reaches. A cluster whose nodes mount one file system at the same path (Slurm with
+Lustre, NFS or GPFS) declares it, ``cluster.shared_paths``: local paths under it pass, every
+other local path is still refused. The driver checks this right after it connects to Ray,
+before any task, actor or Train worker starts, and stops naming the keys.
 """
 
 from __future__ import annotations
+
+import os
 
 import ray
 
@@ -37,13 +41,32 @@ def tracking_is_shared(uri: str) -> bool:
     return scheme.split("+", 1)[0] not in LOCAL_TRACKING_SCHEMES
 
 
-def problems(uris: dict[str, str | None], tracking: str | None) -> list[str]:
-    """One line per key that a share-nothing cluster cannot serve (empty = fine)."""
+def under_shared(uri: str, shared: list[str]) -> bool:
+    """A local path inside one of the ``shared`` folders (never by a ``..`` detour)."""
+    if storage.is_remote(uri):
+        return False
+    path = os.path.normpath(storage.absolute(uri))
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in shared)
+
+
+def problems(
+    uris: dict[str, str | None], tracking: str | None, shared: list[str] | None = None
+) -> list[str]:
+    """One line per key that the cluster cannot serve (empty = fine); ``shared``: the folders
+    every node mounts (``cluster.shared_paths``)."""
+    shared = list(shared or [])
+    where = f" or under cluster.shared_paths {shared}" if shared else ""
     out = [
-        f"{key} must be s3:// or gs:// on a multi-node cluster (got {uri!r}): its nodes share "
-        "no disk with the driver"
+        f"{key} must be s3:// or gs://{where} on a multi-node cluster (got {uri!r}): its nodes "
+        "share no disk with the driver"
+        + ("" if shared else " (a file system every node mounts: --set cluster.shared_paths=[DIR])")
         for key, uri in uris.items()
-        if uri and not storage.is_remote(uri)
+        if uri and not storage.is_remote(uri) and not under_shared(uri, shared)
+    ]
+    out += [
+        f"cluster.shared_paths: {root} does not exist on the driver's node"
+        for root in shared
+        if not os.path.isdir(root)
     ]
     if tracking is not None and not tracking_is_shared(tracking):
         out.append(
@@ -54,12 +77,14 @@ def problems(uris: dict[str, str | None], tracking: str | None) -> list[str]:
     return out
 
 
-def require_shared(uris: dict[str, str | None], tracking: str | None = None) -> None:
+def require_shared(
+    uris: dict[str, str | None], tracking: str | None = None, shared: list[str] | None = None
+) -> None:
     """Stop the job (before any Ray work) if it runs on several nodes and a worker-side URI is
-    local. ``uris``: config key -> URI that workers or actors open; ``tracking``: the MLflow
-    URI that Train workers log to (None when they do not)."""
+    local and not under a ``shared`` folder. ``uris``: config key -> URI that workers or actors
+    open; ``tracking``: the MLflow URI that Train workers log to (None when they do not)."""
     if not work_leaves_driver_node():
         return
-    found = problems(uris, None if tracking is None else tracking_uri(tracking))
+    found = problems(uris, None if tracking is None else tracking_uri(tracking), shared)
     if found:
         raise InputError("\n  ".join(found))

@@ -157,3 +157,41 @@ def test_the_experiment_is_the_one_set_else_mlflow_experiment_name_else_per_job(
     assert job.tracking.experiment == "mine"
     sweep = sweep_from_dict(yaml.safe_load(open(ROOT / "configs/tune/masking_focal.yaml")))
     assert sweep.tracking.experiment is None
+
+
+def test_local_paths_under_a_declared_shared_folder_pass_and_nothing_else(tmp_path):
+    """cluster.shared_paths (a Lustre / NFS mount every node has): paths under it pass, a path
+    beside it, a ``..`` detour out of it, sqlite tracking and a folder the driver lacks do not."""
+    from a2v_core.config import LabelJob
+
+    lustre = tmp_path / "lustre/proj"
+    lustre.mkdir(parents=True)
+    shared = [str(lustre)]
+    ok = {"data.archive": f"{lustre}/archive", "run.storage_path": f"file://{lustre}/runs"}
+    assert problems(ok, "http://head:5000", shared) == []
+    assert problems({"model": str(lustre)}, None, shared) == []  # the folder itself
+    bad = problems(
+        {
+            "data.archive": f"{lustre}-old/archive",  # a sibling sharing the prefix
+            "model": f"{lustre}/../../escaped",
+            "run.storage_path": "/home/me/runs",
+        },
+        "sqlite:///" + str(lustre / "mlflow.db"),  # sqlite on NFS: still a server only
+        shared,
+    )
+    assert [line.split(" ")[0] for line in bad] == [
+        "data.archive",
+        "model",
+        "run.storage_path",
+        "tracking.uri",
+    ]
+    assert f"or under cluster.shared_paths ['{lustre}']" in bad[0]
+    (missing,) = problems({}, None, ["/lustre/nowhere"])
+    assert missing == "cluster.shared_paths: /lustre/nowhere does not exist on the driver's node"
+    hint = problems({"data.archive": "/data/a"}, None)[0]
+    assert "--set cluster.shared_paths=[DIR]" in hint
+    with pytest.raises(ValueError, match="absolute folders only"):
+        LabelJob.model_validate({"cluster": {"shared_paths": ["lustre/proj"]}})
+    assert LabelJob.model_validate({"cluster": {"shared_paths": ["/p/"]}}).cluster.shared_paths == [
+        "/p"
+    ]

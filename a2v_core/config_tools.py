@@ -76,6 +76,13 @@ class ReportJob(ToolJob):
     )
     annotations: str | None = Field(None, description="annotation CSV of that archive")
     per_class: int = Field(40, ge=1, description="annotated calls per class in the mean spectra")
+    time_expansion: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="the archive's time-expansion factor (None: the model's "
+        "data.time_expansion); annotation times are real time, as every job's",
+    )
 
     @model_validator(mode="after")
     def _archive_with_annotations(self) -> ReportJob:

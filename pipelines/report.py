@@ -21,11 +21,10 @@ import json
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 
 from a2v_core import annotations as ann
-from a2v_core.audio import normalise, read_window
+from a2v_core.audio import normalise, open_sound, read_window
 from a2v_core.checkpoint import load_checkpoint, load_classifier
 from a2v_core.config_tools import ReportJob
 from a2v_core.encoder import sinc_front_end
@@ -36,21 +35,25 @@ from pipelines.data import storage
 from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 
 
-def read_segment(archive: str, file: str, onset_s: float, dur_s: float, sr: int) -> np.ndarray:
+def read_segment(
+    archive: str, file: str, onset_s: float, dur_s: float, sr: int, expansion: int = 1
+) -> np.ndarray:
+    """``dur_s`` seconds of real time from ``onset_s`` (a time-expansion file: k x its rate)."""
     fs, root = storage.filesystem(archive)
-    with storage.open_member(fs, root, file) as fh, sf.SoundFile(fh) as snd:
+    with storage.open_member(fs, root, file) as fh, open_sound(fh, expansion) as snd:
         return read_window(snd, onset_s, dur_s, sr, normalize=False).audio
 
 
-def class_segments(archive: str, truth: pd.DataFrame, sr: int, per_class: int = 40) -> dict:
+def class_segments(
+    archive: str, truth: pd.DataFrame, sr: int, per_class: int = 40, expansion: int = 1
+) -> dict:
     out = {}
     for label, group in truth.groupby("label"):
         segs = []
         for ev in group.head(per_class).itertuples(index=False):
             try:
-                segs.append(
-                    read_segment(archive, ev.file, ev.onset_s, ev.offset_s - ev.onset_s, sr)
-                )
+                dur = ev.offset_s - ev.onset_s
+                segs.append(read_segment(archive, ev.file, ev.onset_s, dur, sr, expansion))
             except Exception as err:  # a missing / broken file costs one segment, not the report
                 print(f"[report] skipped {ev.file}@{ev.onset_s:.2f}: {err}")
         if segs:
@@ -67,7 +70,12 @@ def busiest_clip(truth: pd.DataFrame, clip_s: float) -> tuple[str, float]:
 
 
 def report_clip(
-    archive: str | None, annotations: str | None, clip_s: float, sr: int, per_class: int
+    archive: str | None,
+    annotations: str | None,
+    clip_s: float,
+    sr: int,
+    per_class: int,
+    expansion: int = 1,
 ) -> tuple[np.ndarray, pd.DataFrame, dict, str]:
     """(audio, its events in clip time, segments per class for the mean spectra, a name):
     the busiest annotated clip of the archive, or a synthetic clip without one."""
@@ -75,11 +83,11 @@ def report_clip(
         archive = storage.absolute(archive)
         truth = ann.read_csv(io.BytesIO(storage.read_bytes(storage.absolute(annotations))))
         file, offset = busiest_clip(truth, clip_s)
-        audio = read_segment(archive, file, offset, clip_s, sr)
+        audio = read_segment(archive, file, offset, clip_s, sr, expansion)
         clip_events = truth[truth["file"] == file].assign(
             onset_s=lambda d: d["onset_s"] - offset, offset_s=lambda d: d["offset_s"] - offset
         )
-        spectra_src = class_segments(archive, truth, sr, per_class)
+        spectra_src = class_segments(archive, truth, sr, per_class, expansion)
         source = f"{file} @ {offset:g} s"
     else:
         rng = np.random.default_rng(0)
@@ -102,8 +110,9 @@ def run(cfg: ReportJob) -> dict:
     _, config, _ = load_checkpoint(local)  # the frame threshold the plot marks
     model_cfg, classes = model.model_cfg, list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
+    expansion = cfg.time_expansion or int(config.get("data", {}).get("time_expansion", 1))
     audio, clip_events, spectra_src, source = report_clip(
-        archive, annotations, float(meta["clip_s"]), sr, per_class
+        archive, annotations, float(meta["clip_s"]), sr, per_class, expansion
     )
     initial, trained = sinc_front_end(model_cfg).sinc, model.encoder.local.sinc.sinc
     freqs, mag0 = filter_responses(initial)

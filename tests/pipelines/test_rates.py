@@ -8,8 +8,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from a2v_core.config import LabelJob
 from a2v_core.config_loader import load_config
@@ -104,3 +106,16 @@ def test_an_ultrasonic_model_finds_bat_calls_and_labels_a_real_250khz_recording(
     )
     assert len(raven) == len(events)
     assert (raven["Low Freq (Hz)"] == 10_000).all() and (raven["High Freq (Hz)"] == 125_000).all()
+
+
+def test_report_reads_a_time_expansion_archive_in_real_time(tmp_path):
+    """``a2v report``'s clip and spectra: a 10x file's samples at real times (onset, duration),
+    as labelling reads them; the factor defaults to the model's data.time_expansion."""
+    from a2v_core.config_tools import ReportJob
+    from pipelines.report import read_segment
+
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 50_000).astype(np.float32)
+    sf.write(tmp_path / "bat.wav", x, 25_000, subtype="FLOAT")  # stated 25 kHz: real 250 kHz
+    seg = read_segment(str(tmp_path), "bat.wav", 0.1, 0.05, 250_000, expansion=10)
+    np.testing.assert_array_equal(seg, x[25_000:37_500])
+    assert ReportJob(model="m", out="o").time_expansion is None  # the model's, unless given

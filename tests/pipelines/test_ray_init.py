@@ -28,21 +28,27 @@ print("STATE", ray.get(Probe.remote().own_state.remote()))
 """
 
 
+def run_script(script: str, *unset: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh Python that starts its own local Ray (no RAY_ADDRESS, nor
+    ``unset``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", *unset)}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
 def test_a_local_ray_answers_the_state_api_about_itself(ray_session):
     """Ray Train's placement-group cleaner asks the State API whether the run's controller
     lives. A local Ray without its dashboard could not answer (a warning every second), and
     with another Ray on the machine (here the session's) the question went to that one, which
     does not know the controller: the cleaner removed the workers' placement group and the
     training died (seen: a few-shot benchmark's pretraining, killed at step 80 by a bystander)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=180,
-    )
+    out = run_script(PROBE)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "STATE ALIVE" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
 
@@ -100,19 +106,7 @@ def test_a_jobs_log_shows_our_lines_and_rays_internals_stay_in_rays_files(ray_se
     (A2V_VERBOSE=1) gives Ray's lines back (checked on the settings it switches)."""
     from pipelines.runtime import quiet_logs
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RAY_ADDRESS", quiet_logs.VERBOSE_ENV, quiet_logs.RAY_DATA_CONFIG_ENV)
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", QUIET],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    out = run_script(QUIET, quiet_logs.VERBOSE_ENV, quiet_logs.RAY_DATA_CONFIG_ENV)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     assert "[probe] worker rows 8" in log

@@ -392,6 +392,7 @@ def test_a_shared_file_system_runs_the_four_jobs(share_nothing, tracking_env, sy
             *("--name", "fs-finetune"),
             *set_args(decl, "optim.max_steps=3", "optim.warmup_steps=1", "optim.freeze_steps=1"),
             *set_args("run.validate_every_steps=3", "run.checkpoint_every_steps=3", *one_worker),
+            *set_args("loss.prior_prob=0.2"),  # 3 steps: probabilities above THRESHOLD
         ],
         env_vars=tracking_env,
     )

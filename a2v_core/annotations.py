@@ -3,7 +3,7 @@
 The canonical table (pandas DataFrame) has columns ``file, onset_s, offset_s, label`` plus
 optional ``low_freq_hz, high_freq_hz, focal, score``. ``frame_targets`` maps the events of
 one chunk to the 200 Hz multi-hot grid used for training: frame i covers sample hop*i and is
-on when floor(onset*sr) <= hop*i < ceil(offset*sr) (spec section 6).
+on when floor(onset*sr) <= hop*i < ceil(offset*sr) (docs/recipe.md §6).
 """
 
 from __future__ import annotations

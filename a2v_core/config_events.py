@@ -10,7 +10,7 @@ from a2v_core.events import EventRule
 
 
 class EventConfig(Group):
-    """Frame probabilities -> events (spec section 8)."""
+    """Frame probabilities -> events (docs/recipe.md §8)."""
 
     threshold: float = Field(
         0.15,

@@ -137,7 +137,7 @@ class ModelConfig(Group):
 
     @property
     def sinc_min_band_hz(self) -> float:
-        """ceil(sr / kernel): 127 Hz for 63 taps at 8 kHz (spec section 2)."""
+        """ceil(sr / kernel): 127 Hz for 63 taps at 8 kHz (docs/recipe.md §2)."""
         return float(math.ceil(self.sample_rate_hz / self.sinc_taps))
 
     @property

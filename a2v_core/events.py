@@ -1,4 +1,4 @@
-"""Frame probabilities -> call events (spec section 8): the one definition of an event.
+"""Frame probabilities -> call events (docs/recipe.md §8): the one definition of an event.
 
 Per class: a centred moving average over ``pool_s`` (the original's average pool shifted by
 half a window), a threshold (per class, else the default), maximal runs of frames ->

@@ -1,4 +1,4 @@
-"""Frame-level and event-level metrics (spec section 7).
+"""Frame-level and event-level metrics (docs/recipe.md §7).
 
 Frame: AP per class / macro / micro (scikit-learn) and micro precision/recall/F1 at a
 threshold (0.175 = the original's model selection threshold). Event: per class, a predicted

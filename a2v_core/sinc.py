@@ -1,7 +1,7 @@
 """Learnable band-pass Sinc filterbank + PSwish: layer 0 of the animal2vec front end.
 
 Each filter k is a windowed difference of two sincs with learnable low edge and band
-(mel-initialised, SpeechBrain/SincNet style, spec section 2). Filters are rebuilt from the
+(mel-initialised, SpeechBrain/SincNet style, docs/recipe.md §2). Filters are rebuilt from the
 two parameters on every forward pass and run in fp32 with reflect "same" padding; with
 ``stride`` 1 the output has exactly as many samples as the input, with stride D it keeps
 every D-th of them (input sample n*D at output n: the rate presets above 8 kHz,

@@ -1,4 +1,4 @@
-"""Evaluate a fine-tuned model on an annotated archive (spec section 7).
+"""Evaluate a fine-tuned model on an annotated archive (docs/recipe.md §7).
 
     a2v evaluate --model demo_out/runs/finetune-tiny/best --archive demo_out/archive_test \\
         --annotations demo_out/archive_test/annotations.csv --out demo_out/eval

@@ -11,7 +11,7 @@ def make(n=127, k=63):
 def test_initial_band_edges_follow_mel_spacing():
     sinc = make()
     low, high = sinc.band_edges_hz()
-    # first filter 100-238 Hz, last 3810-4000 Hz (spec section 2)
+    # first filter 100-238 Hz, last 3810-4000 Hz (docs/recipe.md §2)
     assert abs(low[0].item() - 100.0) < 1 and abs(high[0].item() - 238.0) < 1.5
     assert abs(low[-1].item() - 3810) < 5 and abs(high[-1].item() - 4000.0) < 0.01
     raw = sinc.low_hz_[:, 0].detach()

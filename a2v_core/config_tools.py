@@ -18,6 +18,8 @@ from a2v_core.config_groups import ClusterConfig
 IndexDtype = Literal["f32", "f16", "i8"]
 
 _ADDRESS = ClusterConfig.model_fields["address"].description
+#: one flag, one meaning: --embeddings is always an `a2v embed` output
+_EMBEDDINGS = "the --out of `a2v embed` (its window embeddings)"
 
 
 class ToolJob(BaseModel):
@@ -31,7 +33,7 @@ class ToolJob(BaseModel):
 class IndexJob(ToolJob):
     """``a2v index``: an approximate-search index of one embedding run."""
 
-    embeddings: str = Field(description="the --out of `a2v embed`")
+    embeddings: str = Field(description=_EMBEDDINGS)
     run: str | None = Field(None, description="the run under --embeddings (when several)")
     out: str = Field(description="output URI of the index")
     shard_rows: int = Field(2_000_000, ge=1, description="windows per index shard")
@@ -46,8 +48,10 @@ class IndexJob(ToolJob):
 class SearchJob(ToolJob):
     """``a2v search``: the windows of an archive most like a few examples."""
 
-    embeddings: str | None = Field(None, description="the --out of `a2v embed` (exact search)")
-    index: str | None = Field(None, description="the --out of `a2v index` (approximate, any size)")
+    embeddings: str | None = Field(None, description=_EMBEDDINGS)
+    index: str | None = Field(
+        None, description="the --out of `a2v index`: approximate search, any size (else exact)"
+    )
     run: str | None = Field(None, description="the run under --embeddings (when several)")
     model: str = Field(description="the checkpoint the run was embedded with")
     query: list[str] = Field(

@@ -1,7 +1,7 @@
 """Archive-wide batch labelling: chunks -> predictor actors -> events, resumable.
 
     a2v label --model demo_out/runs/finetune-tiny/best --archive s3://bucket/archive --out s3://bucket/labels
-    a2v label ... --formats parquet,raven,audacity,csv --threshold 0.2 --embeddings --classes cc,sn
+    a2v label ... --formats parquet,raven,audacity,csv --threshold 0.2 --chunk-embeddings --classes cc,sn
 
 CPU read tasks decode chunks; an actor pool (model loaded once per actor, ``num_gpus`` and
 batch size from config) turns them into per-chunk probability runs; the driver merges the
@@ -20,7 +20,7 @@ settings, formats, embeddings, chunk length; see ``label_outputs``); ``<run>`` i
     <out>/audacity/<run>/<file>.txt                on request (--formats)
     <out>/csv/<run>.events.csv                     on request (--formats csv)
     <out>/errors/run=<run>/part-*.parquet          file, stage, error_type, message
-    <out>/embeddings/run=<run>/...                 per-chunk mean embeddings (--embeddings)
+    <out>/embeddings/run=<run>/...                 per-chunk mean embeddings (--chunk-embeddings)
     <out>/frames/run=<run>/...                     per-chunk frame probabilities (frame_probs)
     <out>/_progress/<run>/part-*.json              commit markers: the resume journal
     <out>/runs/<run>.json                          what the run's fingerprint covers
@@ -243,7 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     add_threshold(ap)
     ap.add_argument("--formats", help=formats_help())
     ap.add_argument(
-        "--embeddings", action="store_true", help="also write per-chunk mean embeddings"
+        "--chunk-embeddings",
+        dest="embeddings",
+        action="store_true",
+        help="also write one mean embedding per 10 s chunk (= --set embeddings=true; for "
+        "searchable window embeddings use `a2v embed`, whose --out is what --embeddings names "
+        "in `a2v index` and `a2v search`)",
     )
     add_rerun_flags(ap, "label")
     ap.add_argument("--classes", help="comma list: write events of these classes only")

@@ -243,6 +243,19 @@ def test_every_flag_of_every_command_has_help_and_a2v_has_a_version(monkeypatch)
     for prog, ap in parsers.items():
         bare = [a.dest for a in ap._actions if a.dest != "help" and not (a.help or "").strip()]
         assert not bare, (prog, bare)
+    # one flag, one meaning: these flags have one help text wherever they appear
+    helps: dict[str, set[str]] = {}
+    for ap in parsers.values():
+        for action in ap._actions:
+            for flag in set(action.option_strings) & {
+                "--threshold",
+                "--address",
+                "--set",
+                "--embeddings",
+            }:
+                helps.setdefault(flag, set()).add(action.help)
+    assert set(helps) == {"--threshold", "--address", "--set", "--embeddings"}, helps
+    assert all(len(texts) == 1 for texts in helps.values()), helps
     out = run("--version")
     assert out.returncode == 0 and out.stdout.startswith("a2v 0.")
 

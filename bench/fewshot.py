@@ -20,8 +20,9 @@ the pretrained encoder and from random initialisation with the same steps, seed 
 where most of the few-shot spread comes from. Every fine-tuned model is scored by ``a2v
 evaluate`` on the test part. Prints, per budget and fraction, frame macro-AP, micro-F1 and
 event F1 (IoU > 0 and 0.5) as mean +- sd over the seeds, the paired difference against
-scratch, the labelled calls per class (the fewest over classes and seeds) and the wall time,
-and writes ``<out>/fewshot.csv`` (one row per run) and ``fewshot.md``. Every run is skipped
+scratch (and, where scratch ran at 100 % labels, against that), the labelled calls per class
+(the fewest over classes and seeds) and the wall time, and writes ``<out>/fewshot.csv`` (one
+row per run; rows of cells an earlier invocation ran are kept) and ``fewshot.md``. Every run is skipped
 when its output exists, so a cut benchmark continues where it stopped.
 """
 
@@ -68,11 +69,28 @@ def probe_best_step(table_uri: str) -> int:
     return int(steps.loc[steps["probe_macro_ap"].idxmax(), "step"])
 
 
+#: a row's cell: what makes it one run
+CELL_KEY = ["pretrain_steps", "label_fraction", "seed", "init"]
+
+
+def merged(earlier: pd.DataFrame | None, now: pd.DataFrame) -> pd.DataFrame:
+    """This invocation's rows, plus an earlier ``fewshot.csv``'s rows of cells not in it (a
+    grid run in parts, e.g. scratch at 100 % labels after the pretrained cells, adds up)."""
+    if earlier is None or earlier.empty:
+        return now
+    keys = set(map(tuple, now[CELL_KEY].itertuples(index=False)))
+    kept = earlier[[tuple(k) not in keys for k in earlier[CELL_KEY].itertuples(index=False)]]
+    return pd.concat([kept, now], ignore_index=True).sort_values(CELL_KEY, ignore_index=True)
+
+
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """mean +- sd per (budget, fraction, init) and of the paired pretrained - scratch
-    difference of each seed (scratch: the budget-0 runs of the same fraction and seed)."""
+    difference of each seed (scratch: the budget-0 runs of the same fraction and seed); where
+    scratch ran at 100 % labels too, the paired difference against it (``_vs_full``: does
+    pretraining at few labels match training from scratch on all of them?)."""
     rows = []
     scratch = runs[runs["init"] == "scratch"].set_index(["label_fraction", "seed"])
+    full = scratch.loc[1.0] if 1.0 in scratch.index.get_level_values(0) else None
     for (budget, frac), g in runs[runs["init"] == "pretrained"].groupby(
         ["pretrain_steps", "label_fraction"]
     ):
@@ -85,6 +103,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             for name, v in (("pretrained", g[m]), ("scratch", base[m])):
                 row[f"{m}_{name}"] = mean_sd(v)
             row[f"{m}_diff"] = mean_sd(g[m] - base[m], signed=True)
+            if full is not None and frac < 1.0:
+                row[f"{m}_vs_full"] = mean_sd(g[m] - full[m].reindex(g.index), signed=True)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -291,7 +311,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         [int(s) for s in args.seeds.split(",")],
     )
     runs = pd.DataFrame([bench.scored(cell, events) for cell in cells])
-    storage.write_bytes(storage.join(out, "fewshot.csv"), runs.to_csv(index=False).encode())
+    csv_uri = storage.join(out, "fewshot.csv")
+    earlier = (
+        pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri))) if storage.exists(csv_uri) else None
+    )
+    runs = merged(earlier, runs)
+    storage.write_bytes(csv_uri, runs.to_csv(index=False).encode())
     table = summary(runs)
     md = table.to_markdown(index=False)
     storage.write_bytes(storage.join(out, "fewshot.md"), (md + "\n").encode())

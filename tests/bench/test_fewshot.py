@@ -59,6 +59,23 @@ def test_summary_pairs_each_budget_with_scratch_of_the_same_seed():
     assert row["frame_macro_ap_scratch"] == "0.533 +- 0.058"
     assert row["frame_macro_ap_diff"] == "+0.167 +- 0.153"  # differences 0.2, 0.0, 0.3
     assert table.loc[1000, "event_f1_diff"] == "+0.367 +- 0.058"
+    assert "frame_macro_ap_vs_full" not in table  # no scratch at 100 % labels: no such column
+
+    # scratch at 100 % labels, from an earlier invocation: kept, and each pretrained cell is
+    # paired with it too; a cell run again replaces its earlier row
+    full = [
+        {**rows[0], "label_fraction": 1.0, "seed": seed, "frame_macro_ap": ap}
+        for seed, ap in enumerate([0.8, 0.85, 0.9])
+    ]
+    stale = {**rows[3], "frame_macro_ap": 0.1}  # budget 500, seed 0, run again below
+    both = fewshot.merged(pd.DataFrame(full + [stale]), pd.DataFrame(rows))
+    assert len(both) == len(rows) + 3
+    assert (
+        both.loc[(both["pretrain_steps"] == 500) & (both["seed"] == 0), "frame_macro_ap"].item()
+        == 0.7
+    )
+    table = fewshot.summary(both).set_index("pretrain_steps")
+    assert table.loc[1000, "frame_macro_ap_vs_full"] == "+0.050 +- 0.050"  # 0.1, 0.05, 0.0
 
 
 def test_the_plan_always_holds_scratch_and_every_stated_cell():

@@ -52,15 +52,19 @@ METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1", "event_f1_iou50")
 MIN_CALLS = 3  # fewer labelled calls of a class: a cell measures the draw, not the initialisation
 
 
-def labelled_calls(splits: pd.DataFrame, events: pd.DataFrame, clip_s: float) -> pd.Series:
-    """Calls per class whose onset lies in a train clip."""
+def labelled_calls(
+    splits: pd.DataFrame, events: pd.DataFrame, clip_s: float, scored: set | None = None
+) -> pd.Series:
+    """Calls per class whose onset lies in a train clip; ``scored``: only the classes the test
+    part holds (a class it lacks moves no score, so its count warns of nothing)."""
     train = splits.loc[splits["split"] == "train", ["path", "offset_s"]]
     hits = events.merge(
         train.rename(columns={"offset_s": "clip_at"}), left_on="file", right_on="path"
     )
     inside = (hits["onset_s"] >= hits["clip_at"]) & (hits["onset_s"] < hits["clip_at"] + clip_s)
     counts = hits[inside].groupby("label").size()
-    return counts.reindex(sorted(set(events["label"])), fill_value=0)
+    classes = set(events["label"]) if scored is None else set(events["label"]) & scored
+    return counts.reindex(sorted(classes), fill_value=0)
 
 
 def probe_best_step(table_uri: str) -> int:
@@ -149,6 +153,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, out: str, train: str, test: str) -> None:
         self.args, self.out, self.train, self.test = args, out, train, test
+        test_events = inputs.read_annotations(storage.join(test, "annotations.csv"))
+        self.test_classes = set(test_events["label"])
         uri = f"sqlite:///{storage.split_uri(storage.join(out, 'mlflow.db'))[1]}"
         self.tracking = [] if storage.is_remote(out) else [f"tracking.uri={uri}"]
         address = [f"cluster.address={args.address}"] if args.address else []
@@ -224,7 +230,7 @@ class Bench:
         m = json.loads(storage.read_bytes(metrics_uri))
         splits_uri = storage.join(self.out, "runs", cell.name, SPLITS)
         splits = pd.read_csv(io.BytesIO(storage.read_bytes(splits_uri)))
-        calls = labelled_calls(splits, events, job.data.clip_s)
+        calls = labelled_calls(splits, events, job.data.clip_s, self.test_classes)
         return {
             "pretrain_steps": cell.budget,
             "label_fraction": cell.fraction,

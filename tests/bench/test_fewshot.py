@@ -30,6 +30,11 @@ def test_labelled_calls_count_onsets_inside_train_clips_only():
     )
     calls = fewshot.labelled_calls(splits, events, clip_s=10.0)
     assert calls.to_dict() == {"cc": 2, "sn": 0, "synch": 0}
+    # a class the test part lacks (gy6or6's introductory notes "0") scores nothing: not counted
+    assert fewshot.labelled_calls(splits, events, 10.0, {"cc", "sn"}).to_dict() == {
+        "cc": 2,
+        "sn": 0,
+    }
 
 
 def test_summary_pairs_each_budget_with_scratch_of_the_same_seed():

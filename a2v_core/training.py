@@ -265,7 +265,8 @@ def validation_pass(
     model.eval()
     ys, ps, clips = [], [], []
     for batch in batches:
-        probs = torch.sigmoid(model(torch.as_tensor(batch["audio"], device=dev))).cpu().numpy()
+        audio = np.require(batch["audio"], requirements="W")  # Ray's batches are read-only
+        probs = torch.sigmoid(model(torch.as_tensor(audio, device=dev))).cpu().numpy()
         y = targets(batch)
         for i, dur in enumerate(batch["duration_s"]):
             n = int(np.ceil(dur * job.model.frame_rate_hz))

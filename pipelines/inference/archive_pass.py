@@ -184,8 +184,9 @@ def actor_pool(job: ArchiveJob, ds: ray.data.Dataset, actor: type, **kwargs: Any
         num_gpus=c.gpus_per_actor,
         num_cpus=c.cpus_per_worker,
         compute=ray.data.ActorPoolStrategy(size=c.num_actors),
-        # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes)
-        scheduling_strategy="SPREAD" if "SPREAD" in c.placement_strategy else "DEFAULT",
+        # SPREAD: one actor per node where it fits (else Ray packs them onto few nodes); a
+        # remote arg Ray Data deprecates without a named replacement yet: passed only when asked
+        **({"scheduling_strategy": "SPREAD"} if "SPREAD" in c.placement_strategy else {}),
     )
 
 

@@ -65,15 +65,38 @@ def quiet_train_worker() -> None:
 
 def quiet_progress_bars() -> None:
     """No Ray Data progress bars in a worker's own datasets either (the driver's datasets
-    carry the driver's context, whose bars ``init_ray`` turns off)."""
+    carry the driver's context, whose bars ``init_ray`` turns off), and not the line saying
+    so once per process (Ray logs it through ``log_once``: its key taken here first)."""
     import ray.data
+    from ray.util.debug import log_once
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")
+
+
+def quiet_ray_internals() -> None:
+    """Deprecation warnings raised inside Ray's own modules (a user can do nothing about
+    them; ours still show) and MLflow's INFO lines (store migrations, new experiments)."""
+    import warnings
+
+    from ray.util.annotations import RayDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning, module=r"ray(\.|$)")
+    # MLflow sets its logger's level when it is imported: its variable, and the level now
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+
+
+def quiet_driver() -> None:
+    """The driver's side, after Ray started (``init_ray``)."""
+    quiet_ray_data()
+    quiet_progress_bars()
+    quiet_ray_internals()
 
 
 def quiet_worker() -> None:
     """The worker setup hook (``WORKER_HOOK``): a failure here never stops a job."""
-    for quiet in (quiet_ray_data, quiet_train_worker, quiet_progress_bars):
+    for quiet in (quiet_ray_data, quiet_train_worker, quiet_progress_bars, quiet_ray_internals):
         try:
             quiet()
         except Exception as err:  # a Ray upgrade moved something: louder logs, same job

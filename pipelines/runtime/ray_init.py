@@ -39,7 +39,7 @@ def init_ray(address: str | None = None) -> None:
     context.enable_progress_bars = False
     if not quiet_logs.verbose():
         context.print_on_execution_start = False
-        quiet_logs.quiet_ray_data()
+        quiet_logs.quiet_driver()
 
 
 def local_ray_options() -> dict:

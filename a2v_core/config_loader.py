@@ -42,18 +42,27 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _format_error(job: type[BaseModel], err: ValidationError) -> str:
-    lines = []
+def rejected(err: ValidationError) -> list[tuple[list[str], dict, str]]:
+    """(location, pydantic's error, " (got VALUE)" or "") per rejected value: the one reading
+    of a validation error, which each caller spells its way (config keys, command flags)."""
+    out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(job, [str(p) for p in e["loc"][:-1]])
-            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
         got = e.get("input")
         # a check over a whole group or job has the whole tree as its input: not printed
         shown = "" if isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
-        lines.append(f"  {loc or '<config>'}: {msg}{shown}")
+        out.append((loc, e, shown))
+    return out
+
+
+def _format_error(job: type[BaseModel], err: ValidationError) -> str:
+    lines = []
+    for loc, e, shown in rejected(err):
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(job, loc[:-1])
+            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        lines.append(f"  {'.'.join(loc) or '<config>'}: {msg}{shown}")
     return "invalid config:\n" + "\n".join(lines)
 
 

@@ -9,7 +9,14 @@ from pydantic import Field, model_validator
 
 from a2v_core.config_groups import Group
 from a2v_core.presets import MODEL_PRESETS, ConvLayer
-from a2v_core.rates import FRAME_RATES_HZ, front_end, hearing_line, rate_preset
+from a2v_core.rates import (
+    DEFAULT_RATE_HZ,
+    FRAME_RATES_HZ,
+    RATE_PRESETS,
+    front_end,
+    hearing_line,
+    rate_preset,
+)
 
 
 class ModelConfig(Group):
@@ -22,10 +29,11 @@ class ModelConfig(Group):
         "tiny", description="size preset (tiny, base, large); fills the architecture fields not set"
     )
     sample_rate_hz: int = Field(
-        8000,
+        DEFAULT_RATE_HZ,
         gt=0,
-        description="model input rate, one of the rate presets (8000, 16000, 24000, 32000, "
-        "48000, 96000, 192000, 250000, 256000, 384000); every file is resampled to it on read",
+        description="model input rate, one of the rate presets ("
+        + ", ".join(map(str, RATE_PRESETS))
+        + "); every file is resampled to it on read",
     )
     frame_rate_hz: Literal[200, 1000] = Field(
         200, description="frames per second: 200 (5 ms, the original) or 1000 (ultrasonic presets)"

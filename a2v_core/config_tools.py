@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from a2v_core.config_groups import ClusterConfig
+from a2v_core.rates import DEFAULT_RATE_HZ, RATE_PRESETS
 
 #: vector precisions of an index (``a2v_core.vector_index``)
 IndexDtype = Literal["f32", "f16", "i8"]
@@ -124,9 +125,9 @@ class SynthJob(ToolJob):
     hours: float = Field(0.25, gt=0, description="hours of audio to write")
     seed: int = Field(0, description="seed of calls, noise and recordings")
     sample_rate_hz: int = Field(
-        8000,
-        ge=4000,
-        le=768_000,
+        DEFAULT_RATE_HZ,
+        ge=min(RATE_PRESETS) // 2,
+        le=2 * max(RATE_PRESETS),
         description="rate of the recordings; calls live where only this rate hears them",
     )
     file_s: float = Field(60.0, gt=0, description="length of each recording (s)")

@@ -84,6 +84,10 @@ RATE_PRESETS: dict[int, RatePreset] = {
 }
 
 
+#: the model's rate when none is set: the table's first preset, the original's
+DEFAULT_RATE_HZ = next(iter(RATE_PRESETS))
+
+
 def nearest_preset_hz(rate_hz: float) -> int:
     """The preset rate closest to ``rate_hz`` (ties: the higher one, which loses no band)."""
     return min(RATE_PRESETS, key=lambda r: (abs(r - rate_hz), -r))

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from a2v_core.config import Job
-from a2v_core.config_loader import ConfigError, load_config
+from a2v_core.config_loader import ConfigError, load_config, rejected
 from a2v_core.config_tools import ToolJob
 from a2v_core.errors import InputError, job_error_in
 from pipelines.runtime import quiet_logs
@@ -162,12 +162,9 @@ def tool_config(model: type[ToolJob], args: argparse.Namespace) -> Any:
         return model.model_validate({k: getattr(args, k) for k in model.model_fields})
     except ValidationError as err:
         lines = []
-        for e in err.errors():
-            loc = "".join(f"--{p}".replace("_", "-") for p in e["loc"][:1])
-            got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        for loc, e, shown in rejected(err):
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg}{shown}" if loc else msg)
+            lines.append(f"--{loc[0].replace('_', '-')}: {msg}{shown}" if loc else msg)
         raise ConfigError("; ".join(lines)) from None
 
 

@@ -25,7 +25,6 @@ import torch
 
 from a2v_core import annotations as ann
 from a2v_core.audio import normalise, open_sound, read_window
-from a2v_core.checkpoint import load_checkpoint, load_classifier
 from a2v_core.config_tools import ReportJob
 from a2v_core.encoder import sinc_front_end
 from a2v_core.interpret import attention_maps, filter_responses, mean_spectrum
@@ -33,6 +32,7 @@ from a2v_core.plots import attention_png, frame_probs_png, sinc_filters_png
 from a2v_core.synth import synth_recording
 from pipelines.data import storage
 from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
+from pipelines.runtime.run_dir import open_checkpoint
 
 
 def read_segment(
@@ -105,9 +105,8 @@ def run(cfg: ReportJob) -> dict:
     """Write the PNGs (a dry run: from one annotated call per class)."""
     model_uri, out, archive, annotations = cfg.model, cfg.out, cfg.archive, cfg.annotations
     per_class = 1 if cfg.dry_run else cfg.per_class
-    local = storage.local_copy(storage.absolute(model_uri))
-    model, meta = load_classifier(local)
-    _, config, _ = load_checkpoint(local)  # the frame threshold the plot marks
+    opened = open_checkpoint(model_uri, ("finetune",))  # one load; its config: the threshold
+    model, meta, config = opened.model, opened.meta, opened.config
     model_cfg, classes = model.model_cfg, list(meta["classes"])
     sr, fr = int(meta["sample_rate_hz"]), float(meta["frame_rate_hz"])
     expansion = cfg.time_expansion or int(config.get("data", {}).get("time_expansion", 1))

@@ -262,11 +262,12 @@ class ShareNothingCluster:
         return {n["raylet"]["nodeId"]: n["raylet"]["state"] == "ALIVE" for n in nodes}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def share_nothing(tmp_path_factory, s3):
     """A share-nothing Ray cluster of a 0-CPU head and 2 worker nodes (2 CPUs each), started
-    after the AWS variables are set so that every node reaches the moto server. Its nodes share
-    exactly one folder, ``.shared`` (bind-mounted at the same path: a Slurm cluster's Lustre)."""
+    after the AWS variables are set so that every node reaches the moto server, once for the
+    session (tests/e2e/test_share_nothing.py and test_shared_fs.py). Its nodes share exactly one
+    folder, ``.shared`` (bind-mounted at the same path: a Slurm cluster's Lustre)."""
     check = subprocess.run(
         ["bash", str(ROOT / "infra/local/isolate.sh"), "--", "true"], capture_output=True, text=True
     )

@@ -11,6 +11,7 @@ from tests.conftest import ROOT
 S3 = "s3://a2v-test/sn"
 ARCHIVE = f"{S3}/archive"
 RUNS = f"{S3}/runs"
+PASSWORD = "planted-pw-7f3a0c"  # in every job's MLflow URI; no output may hold it
 THRESHOLD = 0.03  # 6 fine-tuning steps: probabilities stay low, and events are what we compare
 
 

@@ -3,7 +3,7 @@ a head with 0 CPUs (as the RayJob manifests) and two worker nodes in their own m
 namespaces, which see none of this checkout, the test's temp dirs or the driver's disk. The
 archive, checkpoints and outputs are on moto S3; MLflow is an ``mlflow server`` over HTTP.
 
-One cluster serves the module: pretraining (a worker node is killed mid-run and replaced by a
+One cluster (the session's; test_shared_fs.py runs on it too) serves the module: pretraining (a worker node is killed mid-run and replaced by a
 fresh, empty one), fine-tuning from the S3 checkpoint, a 2-trial sweep, labelling with actors
 on both nodes and evaluation. Labelling and evaluation must equal a local run of the same
 model over the same archive.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import time
 
 import mlflow
@@ -34,9 +33,9 @@ from pipelines.data import storage
 from tests.conftest import PLANTED_AWS_SECRET, ROOT, files_holding
 from tests.e2e.cluster_jobs import (
     ARCHIVE,
+    PASSWORD,
     RUNS,
     S3,
-    THRESHOLD,
     job_steps,
     local_label_job,
     once,
@@ -48,21 +47,12 @@ from tests.e2e.cluster_jobs import (
 pytestmark = pytest.mark.slow
 
 PRETRAIN_STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 10, 3, 5
-PASSWORD = "planted-pw-7f3a0c"
 
 
 @pytest.fixture(scope="module")
 def archive(s3, synth_archive) -> str:
     storage.upload_dir(synth_archive, ARCHIVE)
     return ARCHIVE
-
-
-@pytest.fixture(scope="module")
-def tracking_env(mlflow_server) -> dict[str, str]:
-    """A job's environment: the MLflow server through a URI with a password (the server has no
-    auth and ignores it), as users pass one."""
-    host = mlflow_server.split("://", 1)[1]
-    return {"MLFLOW_TRACKING_URI": f"http://a2v:{PASSWORD}@{host}"}
 
 
 def test_local_paths_stop_before_any_ray_work(share_nothing, archive):
@@ -363,77 +353,6 @@ def test_a_48khz_model_labels_a_48khz_archive(share_nothing, tracking_env, tmp_p
     assert (raven["Low Freq (Hz)"] == 100.0).all() and (raven["High Freq (Hz)"] == 24000.0).all()
 
 
-def test_a_shared_file_system_runs_the_four_jobs(share_nothing, tracking_env, synth_archive, s3):
-    """A Slurm cluster's layout: every node mounts one folder (here bind-mounted into each
-    node's private mount namespace), declared as cluster.shared_paths. Pretraining, fine-tuning,
-    labelling (actors on both worker nodes) and evaluation read and write there only, with
-    MLflow on its server; S3 is not touched. The same label command without the declaration
-    stops before any Ray work."""
-    shared = share_nothing.shared
-    archive, runs = f"{shared}/archive", f"{shared}/runs"
-    shutil.copytree(synth_archive, archive)
-    decl = f"cluster.shared_paths=[{shared}]"
-    s3_before = set(s3["fs"].find("a2v-test"))
-    t0 = time.time()
-    one_worker = ["cluster.num_workers=1", "cluster.cpus_per_worker=1", "cluster.torch_threads=1"]
-    share_nothing.run(
-        [
-            *("python", "-m", "pipelines.pretrain", "--config", "configs/pretrain/tiny.yaml"),
-            *("--archive", archive, "--storage-path", runs, "--name", "fs-pretrain"),
-            *set_args(decl, "optim.max_steps=3", "optim.warmup_steps=1", *one_worker),
-            *set_args("run.checkpoint_every_steps=3"),
-        ],
-        env_vars=tracking_env,
-    )
-    share_nothing.run(
-        [
-            *("python", "-m", "pipelines.finetune", "--config", "configs/finetune/tiny.yaml"),
-            *("--pretrained", f"{runs}/fs-pretrain/final", "--archive", archive),
-            *("--annotations", f"{archive}/annotations.csv", "--storage-path", runs),
-            *("--name", "fs-finetune"),
-            *set_args(decl, "optim.max_steps=3", "optim.warmup_steps=1", "optim.freeze_steps=1"),
-            *set_args("run.validate_every_steps=3", "run.checkpoint_every_steps=3", *one_worker),
-            *set_args("loss.prior_prob=0.2"),  # 3 steps: probabilities above THRESHOLD
-        ],
-        env_vars=tracking_env,
-    )
-    model = f"{runs}/fs-finetune/best"
-    spread = set_args(decl, "cluster.num_actors=2", "cluster.cpus_per_worker=1")
-    spread += set_args("cluster.placement_strategy=SPREAD")
-    common = ["--model", model, "--archive", archive, "--threshold", str(THRESHOLD), *spread]
-    share_nothing.run(
-        ["python", "-m", "pipelines.label", *common, "--out", f"{shared}/labels"],
-        env_vars=tracking_env,
-    )
-    share_nothing.run(
-        [
-            *("python", "-m", "pipelines.evaluate", *common, "--out", f"{shared}/eval"),
-            *("--annotations", f"{archive}/annotations.csv"),
-        ],
-        env_vars=tracking_env,
-    )
-    t_jobs = time.time() - t0
-    summary = json.loads((shared / "labels/run.json").read_text())
-    assert summary["files_processed"] == 12 and summary["errors_by_type"] == {}
-    assert len(summary["chunks_by_node"]) == 2, summary["chunks_by_node"]  # both nodes read it
-    view = pd.read_parquet(shared / f"labels/parquet/{summary['run_id']}.events.parquet")
-    assert len(view) == len(label.read_events(f"{shared}/labels", summary["run_id"])) > 0
-    assert json.loads((shared / "eval/metrics.json").read_text())["frame"]["macro_ap"] > 0
-    for done in ("fs-pretrain/final/model.pt", "fs-finetune/best/model.pt"):
-        assert (shared / "runs" / done).is_file(), done
-    assert set(s3["fs"].find("a2v-test")) == s3_before  # nothing went to object storage
-    status, logs = share_nothing.wait(
-        share_nothing.submit(
-            ["python", "-m", "pipelines.label", "--model", model, "--archive", archive]
-            + ["--out", f"{shared}/labels2"],
-            env_vars=tracking_env,
-        )
-    )
-    assert status == "FAILED" and "data.archive must be s3:// or gs://" in logs
-    assert "--set cluster.shared_paths=[DIR]" in logs and "Traceback" not in logs
-    print(f"\n[share-nothing] shared file system, four jobs: {t_jobs:.0f} s")
-
-
 def test_no_secret_is_written(share_nothing, mlflow_server, tmp_path_factory, s3):
     """After the module's jobs (pretraining with a node replaced, fine-tuning, labelling,
     evaluation, the sweep): neither planted secret is in any object under the module's S3
@@ -453,7 +372,6 @@ def test_no_secret_is_written(share_nothing, mlflow_server, tmp_path_factory, s3
     stores = list(tmp_path_factory.getbasetemp().glob("mlflow-server[0-9]*"))
     assert len(stores) == 1
     hits += files_holding(stores[0], secrets)
-    hits += files_holding(share_nothing.shared, secrets)  # the shared file system's jobs
     client = share_nothing.client()
     for job in client.list_jobs():
         logs = client.get_job_logs(job.submission_id)

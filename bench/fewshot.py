@@ -29,6 +29,7 @@ when its output exists, so a cut benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import sys
@@ -37,34 +38,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/fewshot.py`
 
 from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob  # noqa: E402
 from a2v_core.config_loader import load_config  # noqa: E402
+from a2v_core.errors import InputError  # noqa: E402
+from a2v_core.redact import redact_tree, redact_uri  # noqa: E402
 from bench.archive_split import group_split  # noqa: E402
+from bench.fewshot_table import labelled_calls, merged, summary  # noqa: E402
 from pipelines import evaluate, finetune, pretrain  # noqa: E402
 from pipelines.data import inputs, storage  # noqa: E402
 from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
 from pipelines.synth import write_archive  # noqa: E402
 
-METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1", "event_f1_iou50")
 MIN_CALLS = 3  # fewer labelled calls of a class: a cell measures the draw, not the initialisation
-
-
-def labelled_calls(
-    splits: pd.DataFrame, events: pd.DataFrame, clip_s: float, scored: set | None = None
-) -> pd.Series:
-    """Calls per class whose onset lies in a train clip; ``scored``: only the classes the test
-    part holds (a class it lacks moves no score, so its count warns of nothing)."""
-    train = splits.loc[splits["split"] == "train", ["path", "offset_s"]]
-    hits = events.merge(
-        train.rename(columns={"offset_s": "clip_at"}), left_on="file", right_on="path"
-    )
-    inside = (hits["onset_s"] >= hits["clip_at"]) & (hits["onset_s"] < hits["clip_at"] + clip_s)
-    counts = hits[inside].groupby("label").size()
-    classes = set(events["label"]) if scored is None else set(events["label"]) & scored
-    return counts.reindex(sorted(classes), fill_value=0)
 
 
 def probe_best_step(table_uri: str) -> int:
@@ -73,50 +62,15 @@ def probe_best_step(table_uri: str) -> int:
     return int(steps.loc[steps["probe_macro_ap"].idxmax(), "step"])
 
 
-#: a row's cell: what makes it one run
-CELL_KEY = ["pretrain_steps", "label_fraction", "seed", "init"]
-
-
-def merged(earlier: pd.DataFrame | None, now: pd.DataFrame) -> pd.DataFrame:
-    """This invocation's rows, plus an earlier ``fewshot.csv``'s rows of cells not in it (a
-    grid run in parts, e.g. scratch at 100 % labels after the pretrained cells, adds up)."""
-    if earlier is None or earlier.empty:
-        return now
-    keys = set(map(tuple, now[CELL_KEY].itertuples(index=False)))
-    kept = earlier[[tuple(k) not in keys for k in earlier[CELL_KEY].itertuples(index=False)]]
-    return pd.concat([kept, now], ignore_index=True).sort_values(CELL_KEY, ignore_index=True)
-
-
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """mean +- sd per (budget, fraction, init) and of the paired pretrained - scratch
-    difference of each seed (scratch: the budget-0 runs of the same fraction and seed); where
-    scratch ran at 100 % labels too, the paired difference against it (``_vs_full``: does
-    pretraining at few labels match training from scratch on all of them?)."""
-    rows = []
-    scratch = runs[runs["init"] == "scratch"].set_index(["label_fraction", "seed"])
-    full = scratch.loc[1.0] if 1.0 in scratch.index.get_level_values(0) else None
-    for (budget, frac), g in runs[runs["init"] == "pretrained"].groupby(
-        ["pretrain_steps", "label_fraction"]
-    ):
-        g = g.set_index("seed")
-        row = {"pretrain_steps": budget, "label_fraction": frac, "seeds": len(g)}
-        base = scratch.loc[frac].reindex(g.index)
-        row["min_calls_per_class"] = int(g["min_calls_per_class"].min())
-        row["wall_s"] = int(g["wall_s"].sum()) if "wall_s" in g else 0
-        for m in METRICS:
-            for name, v in (("pretrained", g[m]), ("scratch", base[m])):
-                row[f"{m}_{name}"] = mean_sd(v)
-            row[f"{m}_diff"] = mean_sd(g[m] - base[m], signed=True)
-            if full is not None and frac < 1.0:
-                row[f"{m}_vs_full"] = mean_sd(g[m] - full[m].reindex(g.index), signed=True)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def mean_sd(v: pd.Series, signed: bool = False) -> str:
-    v = v.dropna()
-    sd = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{v.mean():{'+' if signed else ''}.3f} +- {sd:.3f}" if len(v) else "n/a"
+#: what differs between the cells of one benchmark, left out of its config keys
+FINETUNE_CELL_KEYS = (
+    "data.archive",
+    "data.annotations",
+    "data.label_fraction",
+    "data.split_seed",
+    "pretrained",
+)
+EVALUATE_CELL_KEYS = ("model", "data.archive", "data.annotations", "out", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -126,6 +80,7 @@ class Cell:
     budget: int
     fraction: float
     seed: int
+    recipe: str = ""  # the pretraining config's key (config_key); scratch: ""
 
     @property
     def init(self) -> str:
@@ -133,19 +88,69 @@ class Cell:
 
     @property
     def name(self) -> str:
-        pre = f"pre{self.budget}" if self.budget else "scratch"
+        pre = f"pre{self.budget}-{self.recipe}" if self.budget else "scratch"
         return f"fewshot-{pre}-{self.fraction:g}-s{self.seed}"
 
 
-def plan(budgets: list[int], fractions: list[float], seeds: list[int]) -> list[Cell]:
+def recipe_of(pretrain_overrides: list[str]) -> str:
+    """The --pretrain-set overrides as a row shows them: sorted, one line, no password."""
+    return redact_uri(" ".join(sorted(pretrain_overrides)))
+
+
+def config_key(job: BaseModel, drop: tuple[str, ...]) -> str:
+    """Six hex digits of what a resolved job learns or scores with: every setting except its
+    run, tracking and cluster groups and the ``drop`` keys (dotted: the cell's length, paths,
+    seeds). A changed YAML, default or --set is another key, so finished runs of other settings
+    are never taken for these."""
+    tree = job.model_dump(mode="json", exclude={"run", "tracking", "cluster"})
+    for dotted in drop:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def plan(
+    budgets: list[int], fractions: list[float], seeds: list[int], recipe: str = ""
+) -> list[Cell]:
     """Every (budget, fraction, seed) cell, scratch (budget 0) always among them: the arm every
-    pretrained cell is paired with."""
+    pretrained cell is paired with (scratch carries no pretraining recipe)."""
     budgets = sorted({0, *budgets})
-    return [Cell(b, f, s) for b in budgets for f in fractions for s in seeds]
+    return [Cell(b, f, s, recipe if b else "") for b in budgets for f in fractions for s in seeds]
 
 
-def pretrain_name(budget: int, seed: int, per_seed: bool) -> str:
-    return f"fewshot-pretrain{budget}" + (f"-s{seed}" if per_seed else "")
+def pretrain_name(budget: int, seed: int, per_seed: bool, recipe: str) -> str:
+    return f"fewshot-pretrain{budget}-{recipe}" + (f"-s{seed}" if per_seed else "")
+
+
+def held_settings(args: argparse.Namespace, out: str, keys: dict[str, str]) -> None:
+    """An --out folder is one benchmark: the settings every cell of it shares (the preset, the
+    --set of both jobs, the fine-tuning steps, a synthetic archive's size, the ``keys`` of the
+    resolved fine-tuning and evaluation configs) are kept in ``<out>/bench.json``; a rerun with
+    others is refused before any work, as the group split refuses another split. Pretraining
+    recipes may differ: their runs are told apart by their own key."""
+    record = {
+        "preset": args.preset,
+        "set": sorted(args.overrides),
+        "finetune_steps": args.finetune_steps,
+        **keys,
+    }
+    if not args.archive:
+        record |= {"hours": args.hours, "test_hours": args.test_hours, "seed": args.archive_seed}
+    record = redact_tree(record)  # as written: no password in a URI
+    uri = storage.join(out, "bench.json")
+    if storage.exists(uri):
+        held = json.loads(storage.read_bytes(uri))
+        if held != record:
+            diff = {k: (held.get(k), v) for k, v in record.items() if held.get(k) != v}
+            raise InputError(
+                f"{redact_uri(out)} holds a benchmark run with other settings "
+                f"(held, asked: {diff}): its cells would not compare; use another --out"
+            )
+        return
+    storage.write_bytes(uri, json.dumps(record, indent=1).encode())
 
 
 class Bench:
@@ -160,19 +165,26 @@ class Bench:
         address = [f"cluster.address={args.address}"] if args.address else []
         self.common = [f"run.storage_path={storage.join(out, 'runs')}", *self.tracking, *address]
         self.common += args.overrides
+        self.recipe = config_key(self.pretrain_job(1, 0, "x"), ("optim.max_steps", "data.archive"))
+        cell = Cell(0, 1.0, 0)
+        self.keys = {
+            "finetune_config": config_key(self.finetune_job(cell, None), FINETUNE_CELL_KEYS),
+            "evaluate_config": config_key(self.evaluate_job(cell, "x"), EVALUATE_CELL_KEYS),
+        }
+
+    def pretrain_job(self, budget: int, seed: int, name: str) -> PretrainJob:
+        sets = [f"data.archive={self.train}", f"optim.max_steps={budget}", f"run.name={name}"]
+        sets += [f"run.seed={seed if self.args.pretrain_per_seed else 0}"]
+        cfg = f"configs/pretrain/{self.args.preset}.yaml"
+        return load_config(PretrainJob, cfg, self.common + sets + self.args.pretrain_overrides)
 
     def pretrained(self, budget: int, seed: int) -> str:
         """The pretraining export of ``budget`` steps on the training part's audio."""
-        name = pretrain_name(budget, seed, self.args.pretrain_per_seed)
+        name = pretrain_name(budget, seed, self.args.pretrain_per_seed, self.recipe)
         final = storage.join(self.out, "runs", name, FINAL)
         if not storage.exists(storage.join(final, "model.pt")):
             print(f"== pretrain {self.args.preset}, {budget} steps ({name})", flush=True)
-            sets = [f"data.archive={self.train}", f"optim.max_steps={budget}", f"run.name={name}"]
-            sets += [f"run.seed={seed if self.args.pretrain_per_seed else 0}"]
-            cfg = f"configs/pretrain/{self.args.preset}.yaml"
-            pretrain.run(
-                load_config(PretrainJob, cfg, self.common + sets + self.args.pretrain_overrides)
-            )
+            pretrain.run(self.pretrain_job(budget, seed, name))
         return final
 
     def finetune_job(self, cell: Cell, pretrained: str | None) -> FinetuneJob:
@@ -196,6 +208,22 @@ class Bench:
             + ([f"pretrained={pretrained}"] if pretrained else []),
         )
 
+    def evaluate_job(self, cell: Cell, best: str) -> EvaluateJob:
+        return load_config(
+            EvaluateJob,
+            "configs/label/default.yaml",
+            [
+                f"model={best}",
+                f"data.archive={self.test}",
+                f"data.annotations={storage.join(self.test, 'annotations.csv')}",
+                f"out={storage.join(self.out, 'eval', cell.name)}",
+                f"run.name=eval-{cell.name}",
+                "overwrite=true",
+                *self.tracking,
+            ]
+            + ([f"cluster.address={self.args.address}"] if self.args.address else []),
+        )
+
     def finetuned(self, cell: Cell) -> tuple[str, FinetuneJob]:
         best = storage.join(self.out, "runs", cell.name, BEST)
         if storage.exists(storage.join(best, "model.pt")):
@@ -212,27 +240,15 @@ class Bench:
         best, job = self.finetuned(cell)
         metrics_uri = storage.join(self.out, "eval", cell.name, "metrics.json")
         if not storage.exists(metrics_uri):
-            ev = load_config(
-                EvaluateJob,
-                "configs/label/default.yaml",
-                [
-                    f"model={best}",
-                    f"data.archive={self.test}",
-                    f"data.annotations={storage.join(self.test, 'annotations.csv')}",
-                    f"out={storage.join(self.out, 'eval', cell.name)}",
-                    f"run.name=eval-{cell.name}",
-                    "overwrite=true",
-                    *self.tracking,
-                ]
-                + ([f"cluster.address={self.args.address}"] if self.args.address else []),
-            )
-            evaluate.run(ev)
+            evaluate.run(self.evaluate_job(cell, best))
         m = json.loads(storage.read_bytes(metrics_uri))
         splits_uri = storage.join(self.out, "runs", cell.name, SPLITS)
         splits = pd.read_csv(io.BytesIO(storage.read_bytes(splits_uri)))
         calls = labelled_calls(splits, events, job.data.clip_s, self.test_classes)
         return {
             "pretrain_steps": cell.budget,
+            "pretrain_recipe": cell.recipe,
+            "pretrain_set": recipe_of(self.args.pretrain_overrides) if cell.budget else "",
             "label_fraction": cell.fraction,
             "seed": cell.seed,
             "init": cell.init,
@@ -310,11 +326,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     out = storage.absolute(args.out) if not storage.is_remote(args.out) else args.out
     train, test = parts(args, out)
     bench = Bench(args, out, train, test)
+    held_settings(args, out, bench.keys)
     events = inputs.read_annotations(storage.join(train, "annotations.csv"))
     cells = plan(
         [int(b) for b in args.pretrain_steps.split(",")],
         [float(f) for f in args.fractions.split(",")],
         [int(s) for s in args.seeds.split(",")],
+        bench.recipe,
     )
     runs = pd.DataFrame([bench.scored(cell, events) for cell in cells])
     csv_uri = storage.join(out, "fewshot.csv")
@@ -338,8 +356,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         )
     print(
         f"preset {args.preset}, seeds {args.seeds}, pretraining budgets {args.pretrain_steps} "
-        f"(--set {args.pretrain_overrides}), {args.finetune_steps} fine-tuning steps, both --set "
-        f"{args.overrides}; {time.time() - t0:.0f} s"
+        f"(--pretrain-set {recipe_of(args.pretrain_overrides)!r}), {args.finetune_steps} "
+        f"fine-tuning steps, both --set {redact_tree(args.overrides)}; {time.time() - t0:.0f} s"
     )
     return runs
 

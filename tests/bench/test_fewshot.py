@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from a2v_core.errors import InputError
-from bench import fewshot
+from bench import fewshot, fewshot_table
 
 
 def test_labelled_calls_count_onsets_inside_train_clips_only():
@@ -28,10 +28,10 @@ def test_labelled_calls_count_onsets_inside_train_clips_only():
             "label": ["cc", "cc", "sn", "sn", "synch"],
         }
     )
-    calls = fewshot.labelled_calls(splits, events, clip_s=10.0)
+    calls = fewshot_table.labelled_calls(splits, events, clip_s=10.0)
     assert calls.to_dict() == {"cc": 2, "sn": 0, "synch": 0}
     # a class the test part lacks (gy6or6's introductory notes "0") scores nothing: not counted
-    assert fewshot.labelled_calls(splits, events, 10.0, {"cc", "sn"}).to_dict() == {
+    assert fewshot_table.labelled_calls(splits, events, 10.0, {"cc", "sn"}).to_dict() == {
         "cc": 2,
         "sn": 0,
     }
@@ -56,7 +56,7 @@ def test_summary_pairs_each_budget_with_scratch_of_the_same_seed():
                     "wall_s": 10.0,
                 }
             )
-    table = fewshot.summary(pd.DataFrame(rows)).set_index("pretrain_steps")
+    table = fewshot_table.summary(pd.DataFrame(rows)).set_index("pretrain_steps")
     assert list(table.index) == [500, 1000]
     row = table.loc[500]
     assert row["seeds"] == 3 and row["min_calls_per_class"] == 2 and row["wall_s"] == 30
@@ -73,13 +73,13 @@ def test_summary_pairs_each_budget_with_scratch_of_the_same_seed():
         for seed, ap in enumerate([0.8, 0.85, 0.9])
     ]
     stale = {**rows[3], "frame_macro_ap": 0.1}  # budget 500, seed 0, run again below
-    both = fewshot.merged(pd.DataFrame(full + [stale]), pd.DataFrame(rows))
+    both = fewshot_table.merged(pd.DataFrame(full + [stale]), pd.DataFrame(rows))
     assert len(both) == len(rows) + 3
     assert (
         both.loc[(both["pretrain_steps"] == 500) & (both["seed"] == 0), "frame_macro_ap"].item()
         == 0.7
     )
-    table = fewshot.summary(both).set_index("pretrain_steps")
+    table = fewshot_table.summary(both).set_index("pretrain_steps")
     assert table.loc[1000, "frame_macro_ap_vs_full"] == "+0.050 +- 0.050"  # 0.1, 0.05, 0.0
 
 
@@ -151,7 +151,7 @@ def test_finished_cells_are_not_run_again_and_seeds_move_the_split(tmp_path, mon
     assert jobs[0].data.split_seed != jobs[1].data.split_seed
     assert (jobs[0].run.seed, jobs[1].run.seed) == (0, 1)
     assert jobs[0].data.label_fraction == 0.1 and jobs[0].data.archive == train
-    cell = fewshot.Cell(500, 0.1, 1)
+    cell = fewshot.Cell(500, 0.1, 1, bench.recipe)
     assert bench.finetune_job(cell, "x/final").pretrained == "x/final"
     # a finished cell: its best model, its evaluation and its splits exist
     runs = Path(out) / "runs" / cell.name
@@ -173,8 +173,91 @@ def test_finished_cells_are_not_run_again_and_seeds_move_the_split(tmp_path, mon
     events = pd.read_csv(Path(train) / "annotations.csv")
     row = bench.scored(cell, events)
     assert row["frame_macro_ap"] == 0.9 and row["init"] == "pretrained"
+    assert row["pretrain_set"] == "" and row["pretrain_recipe"] == bench.recipe
+    # the same cell with another pretraining recipe is not the finished one: it pretrains
+    args.pretrain_overrides = ["optim.lr=0.002"]
+    other = fewshot.Cell(500, 0.1, 1, fewshot.Bench(args, out, train, test).recipe)
+    with pytest.raises(AssertionError, match="ran again"):
+        fewshot.Bench(args, out, train, test).scored(other, events)
     assert (
         row["pretrain_steps"] == 500
         and row["seed"] == 1
         and row["calls_per_class"] == {"cc": 1, "noise": 1}
     )
+
+
+def test_another_pretraining_recipe_is_other_runs_and_rows_never_the_earlier_ones(tmp_path):
+    archive = labelled_archive(tmp_path / "archive")
+    out = str(tmp_path / "bench")
+    given = ["--out", out, "--archive", str(archive), "--annotations", str(archive / "labels.csv")]
+    given += ["--test-files", "_d2"]
+
+    def bench(*more: str) -> fewshot.Bench:
+        args = fewshot.parse(given + list(more))
+        return fewshot.Bench(args, out, *fewshot.parts(args, out))
+
+    plain, fast = bench(), bench("--pretrain-set", "ema.decay=0.99")
+    same = bench("--pretrain-set", f"ema.decay={plain.pretrain_job(1, 0, 'x').ema.decay}")
+    assert plain.recipe != fast.recipe and same.recipe == plain.recipe  # settings, not spelling
+    assert plain.keys == fast.keys  # the fine-tuning and evaluation settings are the same
+    assert bench("--set", "optim.lr=0.1").keys != plain.keys
+    one = fewshot.plan([1000], [0.1], [0], plain.recipe)
+    two = fewshot.plan([1000], [0.1], [0], fast.recipe)
+    names = {c.init: c.name for c in one}, {c.init: c.name for c in two}
+    assert names[0]["scratch"] == names[1]["scratch"] == "fewshot-scratch-0.1-s0"  # shared arm
+    assert names[0]["pretrained"] != names[1]["pretrained"]
+    assert fewshot.pretrain_name(500, 1, False, "a") != fewshot.pretrain_name(500, 1, False, "b")
+    assert fewshot.recipe_of(["optim.lr=0.002", "ema.decay=0.99"]) == (
+        "ema.decay=0.99 optim.lr=0.002"  # the order they were given in does not matter
+    )
+    assert "pw" not in fewshot.recipe_of(["data.archive=s3://me:pw@host/b"])
+
+    # a table from before recipes were told apart merges as one unnamed recipe, and each recipe
+    # is its own line of the summary, paired with the same scratch runs
+    def row(budget, recipe, seed, ap):
+        return {
+            "pretrain_recipe": recipe and recipe[-4:],
+            "pretrain_steps": budget,
+            "label_fraction": 0.1,
+            "seed": seed,
+            "init": "pretrained" if budget else "scratch",
+            "min_calls_per_class": 5,
+            "frame_macro_ap": ap,
+            "frame_micro_f1": ap,
+            "event_f1": ap,
+            "event_f1_iou50": ap,
+            "wall_s": 1.0,
+        } | ({"pretrain_set": recipe} if recipe is not None else {})
+
+    def row_old(budget, seed, ap):  # a table from before recipes were told apart
+        old = row(budget, None, seed, ap)
+        del old["pretrain_recipe"]
+        return old
+
+    old = pd.DataFrame([row_old(0, s, 0.5) for s in (0, 1)] + [row_old(9, 0, 0.7)])
+    new = pd.DataFrame([row(9, "ema.decay=0.99", s, 0.9) for s in (0, 1)])
+    both = fewshot_table.merged(old, new)
+    assert len(both) == 5 and set(both["pretrain_set"]) == {"", "ema.decay=0.99"}
+    assert set(both["pretrain_recipe"]) == {"", "0.99"}
+    table = fewshot_table.summary(both).set_index("pretrain_set")
+    assert table.loc["", "frame_macro_ap_diff"] == "+0.200 +- 0.000"  # seed 0 only
+    assert table.loc["ema.decay=0.99", "frame_macro_ap_diff"] == "+0.400 +- 0.000"
+    assert table.loc["ema.decay=0.99", "seeds"] == 2
+
+
+def test_an_out_folder_refuses_a_rerun_with_other_shared_settings(tmp_path):
+    out = str(tmp_path / "bench")
+    base = ["--out", out, "--finetune-steps", "50", "--set", "tracking.uri=http://u:pw@h:5000"]
+    keys = {"finetune_config": "abc", "evaluate_config": "def"}
+    fewshot.held_settings(fewshot.parse(base), out, keys)
+    held = (tmp_path / "bench" / "bench.json").read_text()
+    assert "pw" not in held and '"finetune_steps": 50' in held
+    fewshot.held_settings(fewshot.parse(base + ["--pretrain-set", "optim.lr=0.002"]), out, keys)
+    for other in (["--finetune-steps", "60"], ["--set", "model.sample_rate_hz=32000"]):
+        with pytest.raises(InputError, match="other settings.*use another --out"):
+            fewshot.held_settings(fewshot.parse(base + other), out, keys)
+    with pytest.raises(InputError, match="hours"):
+        fewshot.held_settings(fewshot.parse(base + ["--hours", "1"]), out, keys)
+    with pytest.raises(InputError, match="finetune_config"):  # e.g. its YAML changed
+        fewshot.held_settings(fewshot.parse(base), out, keys | {"finetune_config": "abd"})
+    assert (tmp_path / "bench" / "bench.json").read_text() == held  # the record is kept

@@ -1,6 +1,6 @@
 """A labelled archive split by groups of recordings into a training and a test archive, for the
 benchmarks that train on one part and score on the other (``bench/fewshot.py``,
-``bench/rates.py``).
+``bench/probe.py``, ``bench/rates.py``); without a labelled archive, two synthetic ones.
 
 The test part is every recording whose path (relative to the archive) matches ``--test-files``
 (a regular expression: a day, a site, a recorder), so no test recording, and no other stretch
@@ -19,6 +19,7 @@ import re
 from a2v_core.config import DataConfig
 from a2v_core.errors import InputError
 from pipelines.data import inputs, storage
+from pipelines.synth import write_archive
 
 
 def group_split(
@@ -72,3 +73,26 @@ def group_split(
         csv = rows[["file", "onset_s", "offset_s", "label"]].to_csv(index=False)
         storage.write_bytes(storage.join(part_uri, "annotations.csv"), csv.encode())
     return train_uri, test_uri
+
+
+def bench_parts(
+    out: str,
+    archive: str | None,
+    annotations: str | None,
+    test_files: str | None,
+    drop_labels: str = "",
+    synth: tuple[float, float, int] = (0.5, 0.1, 2024),
+) -> tuple[str, str]:
+    """(train, test) archives under ``out``: ``archive``'s group split (``drop_labels`` a comma
+    list), or, without one, a synthetic archive and a held-out one (``synth``: hours, held-out
+    hours, seed; the held-out one with seed + 1), written once."""
+    if archive:
+        drop = tuple(x for x in drop_labels.split(",") if x)
+        return group_split(archive, annotations, test_files, out, drop)
+    hours, test_hours, seed = synth
+    train, test = storage.join(out, "archive"), storage.join(out, "archive_test")
+    if not storage.exists(storage.join(test, "annotations.csv")):
+        print(f"== synth {hours} h (seed {seed}) + {test_hours} h held out")
+        write_archive(train, hours, seed=seed)
+        write_archive(test, test_hours, seed=seed + 1)
+    return train, test

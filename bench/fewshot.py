@@ -46,12 +46,11 @@ from a2v_core.config import EvaluateJob, FinetuneJob, PretrainJob  # noqa: E402
 from a2v_core.config_loader import load_config  # noqa: E402
 from a2v_core.errors import InputError  # noqa: E402
 from a2v_core.redact import redact_tree, redact_uri  # noqa: E402
-from bench.archive_split import group_split  # noqa: E402
+from bench.archive_split import bench_parts  # noqa: E402
 from bench.fewshot_table import labelled_calls, merged, summary  # noqa: E402
 from pipelines import evaluate, finetune, pretrain  # noqa: E402
 from pipelines.data import inputs, storage  # noqa: E402
 from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
-from pipelines.synth import write_archive  # noqa: E402
 
 MIN_CALLS = 3  # fewer labelled calls of a class: a cell measures the draw, not the initialisation
 
@@ -309,15 +308,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def parts(args: argparse.Namespace, out: str) -> tuple[str, str]:
     """(train, test) archives: the labelled archive's group split, or synthetic ones."""
-    if args.archive:
-        drop = tuple(x for x in args.drop_labels.split(",") if x)
-        return group_split(args.archive, args.annotations, args.test_files, out, drop)
-    train, test = storage.join(out, "archive"), storage.join(out, "archive_test")
-    if not storage.exists(storage.join(test, "annotations.csv")):
-        print(f"== synth {args.hours} h (seed {args.archive_seed}) + {args.test_hours} h held out")
-        write_archive(train, args.hours, seed=args.archive_seed)
-        write_archive(test, args.test_hours, seed=args.archive_seed + 1)
-    return train, test
+    synth = (args.hours, args.test_hours, args.archive_seed)
+    return bench_parts(
+        out, args.archive, args.annotations, args.test_files, args.drop_labels, synth
+    )
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -4,6 +4,10 @@
     python bench/probe.py --out outputs/probe-quick --steps 0,50,200 --hours 0.2   # minutes
     python bench/probe.py --out outputs/probe-mine --pretrain-run s3://bucket/runs/pretrain-large \\
         --steps 0,5000,10000                      # the kept checkpoints of your own run
+    python bench/probe.py --out outputs/probe-gy6or6 --archive DIR --annotations DIR/annotations.csv \
+        --test-files _260312_ --drop-labels=-,x --set model.sample_rate_hz=32000 \
+        --pretrain-run outputs/fewshot-gy6or6/runs/fewshot-pretrain2000-KEY --steps 0,1000,2000
+                         # your labelled recordings, split by group as bench/fewshot.py splits them
     python bench/probe.py --out s3://bucket/probe --address auto --steps 0,2000,10000,40000 \\
         --hours 20 --set cluster.num_workers=4 --set cluster.use_gpu=true        # a cluster
 
@@ -18,6 +22,10 @@ each step: the masked-prediction loss and the teacher-target spread on held-out 
 same masks for every step) and the share of the teacher that is still its random initialisation
 (``teacher_init``, from the EMA schedule), so a flat probe can be told from a collapsed,
 target-less or teacher-less run.
+
+``--archive DIR_OR_URI --annotations TABLE --test-files REGEX``: your labelled recordings instead
+of the synthetic archive, split by groups of recordings exactly as ``bench/fewshot.py`` splits
+them (``bench.archive_split``: the probe fits on the training part, scores on the test part).
 
 The real recordings in ``../shared/data/real/`` hold one file whose labels allow a probe
 (spinetail, 19.5 s, classes SP and CRER): a leave-one-chunk-out probe over its two chunks, reported
@@ -49,7 +57,8 @@ from a2v_core.encoder import flush_denormals
 from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
 from a2v_core.pretrain import Data2VecPretrainer, teacher_init_share
-from a2v_core.redact import drop_masked
+from a2v_core.redact import drop_masked, redact_uri
+from bench.archive_split import bench_parts
 from pipelines import pretrain
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
@@ -57,7 +66,6 @@ from pipelines.data.finetune_data import batch_targets
 from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.run_dir import CONFIG, checkpoints_by_step
 from pipelines.runtime.run_dir import run_dir as run_dir_of
-from pipelines.synth import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -235,6 +243,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="outputs/probe")
     ap.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
     ap.add_argument("--steps", default="0,200,800,2400", help="checkpoints to probe")
+    ap.add_argument("--archive", help="a labelled archive (default: a synthetic one)")
+    ap.add_argument("--annotations", help="its annotations (CSV, Raven, Audacity, a folder)")
+    ap.add_argument("--test-files", help="regex of the recordings (relative paths) to test on")
+    ap.add_argument("--drop-labels", default="", help="comma list of labels left out")
     ap.add_argument("--hours", type=float, default=0.5, help="synthetic training audio")
     ap.add_argument("--test-hours", type=float, default=0.1, help="held-out synthetic audio")
     ap.add_argument("--seed", type=int, default=2024, help="archive and pretraining seed")
@@ -256,6 +268,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "`a2v pretrain` writes it) instead of pretraining one; --steps must be among them",
     )
     args = ap.parse_args(argv)
+    if bool(args.archive) != bool(args.annotations) or (args.archive and not args.test_files):
+        ap.error("--archive needs --annotations and --test-files")
     unknown = sorted(set(args.taps) - set(TAPS))
     if unknown:
         ap.error(f"--taps: unknown {unknown}; choose from {list(TAPS)}")
@@ -268,11 +282,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     flush_denormals()
     steps = sorted({int(s) for s in args.steps.split(",")})
     out = args.out if storage.is_remote(args.out) else storage.absolute(args.out)
-    archive, test = storage.join(out, "archive"), storage.join(out, "archive_test")
-    if not storage.exists(storage.join(test, "annotations.csv")):
-        print(f"== synth {args.hours} h (seed {args.seed}) + {args.test_hours} h held out")
-        write_archive(archive, args.hours, seed=args.seed)
-        write_archive(test, args.test_hours, seed=args.seed + 1)
+    archive, test = bench_parts(
+        out,
+        args.archive,
+        args.annotations,
+        args.test_files,
+        args.drop_labels,
+        (args.hours, args.test_hours, args.seed),
+    )
 
     positive = [s for s in steps if s > 0]
     if args.pretrain_run:  # someone else's run: its own config, its kept checkpoints
@@ -340,9 +357,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     storage.write_bytes(storage.join(out, "probe.md"), (md + "\n").encode())
     print("\n== linear probe: frame macro AP on the held-out archive")
     print(md)
+    what = (
+        f"{redact_uri(args.archive)} (test: {args.test_files!r})"
+        if args.archive
+        else f"{args.hours} h train / {args.test_hours} h held out (seed {args.seed})"
+    )
     print(
-        f"preset {args.preset}, {args.hours} h train / {args.test_hours} h held out (seed {args.seed}); "
-        f"{len(train.audio)} / {len(held.audio)} chunks, classes {train.classes}; {time.time() - t0:.0f} s"
+        f"preset {args.preset}, {what}; {len(train.audio)} / {len(held.audio)} chunks, "
+        f"classes {train.classes}; {time.time() - t0:.0f} s"
     )
     return table
 

@@ -73,3 +73,25 @@ def test_logmel_probe_finds_a_tone():
     assert ap > 0.95
     shuffled = probe.Clips(audio, [rng.permutation(t) for t in targets], ["tone"])
     assert probe.chunk_out_ap(x, shuffled, 20000, 0) < 0.8
+
+
+@pytest.mark.slow
+def test_probe_on_a_labelled_archive_fits_on_one_group_and_scores_the_other(tmp_path, capsys):
+    """--archive: the probe's train and test parts are bench.archive_split's group split (the
+    split the few-shot benchmark uses), not a synthetic archive."""
+    from pipelines.synth import write_archive
+
+    archive = tmp_path / "mine"
+    write_archive(str(archive), 0.03, seed=5, file_s=10.0)  # 11 files collar_000/rec_000NN.wav
+    table_path = archive / "annotations.csv"
+    out = tmp_path / "probe"
+    argv = ["--out", str(out), "--steps", "0", "--probe-frames", "5000", "--archive", str(archive)]
+    table = probe.main(argv + ["--annotations", str(table_path), "--test-files", "rec_0000[0-2]"])
+    test = sorted(p.name for p in (out / "test").rglob("*.wav"))
+    train = sorted(p.name for p in (out / "train").rglob("*.wav"))
+    assert test == ["rec_00000.wav", "rec_00001.wav", "rec_00002.wav"]
+    assert len(train) >= 5 and not set(train) & set(test)
+    assert list(table["features"]) == ["log-mel", "step 0"]
+    assert table["probe_macro_ap"].between(0, 1).all()
+    printed = capsys.readouterr().out
+    assert f"{len(train)} / {len(test)} chunks" in printed and "test: 'rec_0000[0-2]'" in printed

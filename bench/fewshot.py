@@ -174,6 +174,8 @@ class Bench:
     def pretrain_job(self, budget: int, seed: int, name: str) -> PretrainJob:
         sets = [f"data.archive={self.train}", f"optim.max_steps={budget}", f"run.name={name}"]
         sets += [f"run.seed={seed if self.args.pretrain_per_seed else 0}"]
+        # a checkpoint kept at every quarter: `bench/probe.py --pretrain-run` probes the curve
+        sets += [f"run.checkpoint_every_steps={max(1, budget // 4)}", "run.keep_checkpoints=5"]
         cfg = f"configs/pretrain/{self.args.preset}.yaml"
         return load_config(PretrainJob, cfg, self.common + sets + self.args.pretrain_overrides)
 

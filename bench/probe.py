@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from functools import reduce
 from pathlib import Path
@@ -58,7 +59,6 @@ from a2v_core.finetune import FrameClassifier, load_pretrained_encoder
 from a2v_core.metrics import frame_metrics
 from a2v_core.pretrain import Data2VecPretrainer, teacher_init_share
 from a2v_core.redact import drop_masked, redact_uri
-from bench.archive_split import bench_parts
 from pipelines import pretrain
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
@@ -66,6 +66,9 @@ from pipelines.data.finetune_data import batch_targets
 from pipelines.runtime.ray_init import init_ray
 from pipelines.runtime.run_dir import CONFIG, checkpoints_by_step
 from pipelines.runtime.run_dir import run_dir as run_dir_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/probe.py`
+from bench.archive_split import bench_parts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"

@@ -200,6 +200,8 @@ def test_another_pretraining_recipe_is_other_runs_and_rows_never_the_earlier_one
     same = bench("--pretrain-set", f"ema.decay={plain.pretrain_job(1, 0, 'x').ema.decay}")
     assert plain.recipe != fast.recipe and same.recipe == plain.recipe  # settings, not spelling
     assert plain.keys == fast.keys  # the fine-tuning and evaluation settings are the same
+    run = plain.pretrain_job(2000, 0, "x").run  # a checkpoint at every quarter, for the probe
+    assert (run.checkpoint_every_steps, run.keep_checkpoints) == (500, 5)
     assert bench("--set", "optim.lr=0.1").keys != plain.keys
     one = fewshot.plan([1000], [0.1], [0], plain.recipe)
     two = fewshot.plan([1000], [0.1], [0], fast.recipe)

@@ -64,11 +64,31 @@ def teacher_init_share(cfg: EmaConfig, steps: int) -> float:
     freezes a teacher that is still largely random (0.999 -> 1 over 2000 updates: e^-1 = 37 %),
     and its targets with it."""
     full = min(steps, cfg.anneal_steps)
-    decays = np.array([ema_decay_at(t, cfg) for t in range(full)], dtype=np.float64)
+    t = np.arange(full, dtype=np.float64)  # ema_decay_at over the anneal, vectorised
+    decays = cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - t / cfg.anneal_steps)
     log_share = np.log(np.clip(decays, 1e-300, 1.0)).sum()
     if steps > full:
         log_share += (steps - full) * np.log(max(cfg.end_decay, 1e-300))
     return float(np.exp(log_share))
+
+
+#: a teacher still more than this share its random initialisation at the last step: warned of
+TEACHER_INIT_WARN = 0.05
+
+
+def teacher_warning(cfg: EmaConfig, max_steps: int) -> str | None:
+    """A log line when the EMA schedule leaves the teacher largely random at the run's last
+    step (its targets then stay partly noise: a short run on the paper's slow schedule)."""
+    share = teacher_init_share(cfg, max_steps)
+    if share <= TEACHER_INIT_WARN:
+        return None
+    return (
+        f"[pretrain] warning: ema.decay {cfg.decay:g} -> {cfg.end_decay:g} over "
+        f"{cfg.anneal_steps} steps leaves {share:.0%} of the teacher at its random "
+        f"initialisation at step {max_steps} (max_steps), so its targets stay partly noise: "
+        "run more steps or let the teacher move faster (a lower ema.decay, ema.anneal_steps "
+        "about max_steps; docs/configuration.md)"
+    )
 
 
 @torch.no_grad()

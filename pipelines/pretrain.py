@@ -22,7 +22,13 @@ import torch
 
 from a2v_core.config import PretrainJob
 from a2v_core.config_loader import flatten, to_yaml
-from a2v_core.pretrain import Data2VecPretrainer, collapse_message, stops_run
+from a2v_core.pretrain import (
+    Data2VecPretrainer,
+    collapse_message,
+    stops_run,
+    teacher_init_share,
+    teacher_warning,
+)
 from a2v_core.training import TrainState, pretrain_step
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
@@ -137,6 +143,8 @@ def build_trainer(
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
     print(job.model.hearing("pretrain", job.data.time_expansion))
+    if warning := teacher_warning(job.ema, job.optim.max_steps):
+        print(warning)
     pin_paths(job)
     run = run_dir(job)
     check_resume(run, job)  # before Ray starts: a mismatch costs nothing
@@ -153,7 +161,11 @@ def run(job: PretrainJob) -> dict:
     run_id = tracker.start(
         job.run.name,
         flatten(job),
-        {"a2v.run_name": job.run.name, "a2v.job": "pretrain"},
+        {
+            "a2v.run_name": job.run.name,
+            "a2v.job": "pretrain",
+            "a2v.teacher_init_at_end": f"{teacher_init_share(job.ema, job.optim.max_steps):.3g}",
+        },
         run_id=run_id,
     )
     t0 = time.time()

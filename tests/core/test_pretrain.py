@@ -11,6 +11,7 @@ from a2v_core.pretrain import (
     ema_update,
     stops_run,
     teacher_init_share,
+    teacher_warning,
 )
 
 
@@ -119,3 +120,12 @@ def test_teacher_init_share_is_the_product_of_the_decays():
     assert teacher_init_share(original, 384_000) < 1e-15
     short = EmaConfig(decay=0.999, end_decay=1.0, anneal_steps=2000)
     assert teacher_init_share(short, 2400) == pytest.approx(np.exp(-1.0), rel=1e-3)
+
+
+def test_a_run_too_short_for_its_ema_schedule_is_warned_of_and_a_fitting_one_is_not():
+    slow = EmaConfig(decay=0.999, end_decay=1.0, anneal_steps=2000)
+    line = teacher_warning(slow, 1000)
+    assert line is not None and "47% of the teacher" in line and "step 1000" in line
+    assert teacher_warning(slow, 20_000) is not None  # frozen at 1 before it forgot its init
+    assert teacher_warning(EmaConfig(decay=0.99, end_decay=0.9999, anneal_steps=1000), 500) is None
+    assert teacher_warning(EmaConfig(), 384_000) is None  # the paper's recipe

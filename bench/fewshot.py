@@ -47,7 +47,7 @@ from a2v_core.config_loader import load_config  # noqa: E402
 from a2v_core.errors import InputError  # noqa: E402
 from a2v_core.redact import redact_tree, redact_uri  # noqa: E402
 from bench.archive_split import bench_parts  # noqa: E402
-from bench.fewshot_table import labelled_calls, merged, summary  # noqa: E402
+from bench.fewshot_table import labelled_calls, merged, read_table, summary  # noqa: E402
 from pipelines import evaluate, finetune, pretrain  # noqa: E402
 from pipelines.data import inputs, storage  # noqa: E402
 from pipelines.runtime.run_dir import BEST, FINAL, SPLITS  # noqa: E402
@@ -332,9 +332,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     runs = pd.DataFrame([bench.scored(cell, events) for cell in cells])
     csv_uri = storage.join(out, "fewshot.csv")
-    earlier = (
-        pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri))) if storage.exists(csv_uri) else None
-    )
+    earlier = read_table(storage.read_bytes(csv_uri)) if storage.exists(csv_uri) else None
     runs = merged(earlier, runs)
     storage.write_bytes(csv_uri, runs.to_csv(index=False).encode())
     table = summary(runs)

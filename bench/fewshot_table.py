@@ -3,6 +3,8 @@ invocations merged in, and the paired mean +- sd summary (``bench/fewshot.py`` r
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 
 METRICS = ("frame_macro_ap", "frame_micro_f1", "event_f1", "event_f1_iou50")
@@ -23,6 +25,13 @@ def labelled_calls(
     counts = hits[inside].groupby("label").size()
     classes = set(events["label"]) if scored is None else set(events["label"]) & scored
     return counts.reindex(sorted(classes), fill_value=0)
+
+
+def read_table(data: bytes) -> pd.DataFrame:
+    """A written ``fewshot.csv``: recipe keys stay text (``"845982"`` is not a number)."""
+    return with_recipe(
+        pd.read_csv(io.BytesIO(data), dtype={"pretrain_recipe": str, "pretrain_set": str})
+    )
 
 
 def with_recipe(runs: pd.DataFrame) -> pd.DataFrame:

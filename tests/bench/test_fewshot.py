@@ -175,7 +175,7 @@ def test_finished_cells_are_not_run_again_and_seeds_move_the_split(tmp_path, mon
     assert row["frame_macro_ap"] == 0.9 and row["init"] == "pretrained"
     assert row["pretrain_set"] == "" and row["pretrain_recipe"] == bench.recipe
     # the same cell with another pretraining recipe is not the finished one: it pretrains
-    args.pretrain_overrides = ["optim.lr=0.002"]
+    args.pretrain_overrides = ["optim.lr=0.003"]
     other = fewshot.Cell(500, 0.1, 1, fewshot.Bench(args, out, train, test).recipe)
     with pytest.raises(AssertionError, match="ran again"):
         fewshot.Bench(args, out, train, test).scored(other, events)
@@ -196,7 +196,7 @@ def test_another_pretraining_recipe_is_other_runs_and_rows_never_the_earlier_one
         args = fewshot.parse(given + list(more))
         return fewshot.Bench(args, out, *fewshot.parts(args, out))
 
-    plain, fast = bench(), bench("--pretrain-set", "ema.decay=0.99")
+    plain, fast = bench(), bench("--pretrain-set", "ema.decay=0.995")
     same = bench("--pretrain-set", f"ema.decay={plain.pretrain_job(1, 0, 'x').ema.decay}")
     assert plain.recipe != fast.recipe and same.recipe == plain.recipe  # settings, not spelling
     assert plain.keys == fast.keys  # the fine-tuning and evaluation settings are the same
@@ -241,6 +241,10 @@ def test_another_pretraining_recipe_is_other_runs_and_rows_never_the_earlier_one
     both = fewshot_table.merged(old, new)
     assert len(both) == 5 and set(both["pretrain_set"]) == {"", "ema.decay=0.99"}
     assert set(both["pretrain_recipe"]) == {"", "0.99"}
+    again = fewshot_table.read_table(both.to_csv(index=False).encode())  # as fewshot.csv
+    assert set(again["pretrain_recipe"]) == {"", "0.99"} and set(again["pretrain_set"]) == set(
+        both["pretrain_set"]
+    )  # a key of digits stays text, and no recipe stays "", not NaN
     table = fewshot_table.summary(both).set_index("pretrain_set")
     assert table.loc["", "frame_macro_ap_diff"] == "+0.200 +- 0.000"  # seed 0 only
     assert table.loc["ema.decay=0.99", "frame_macro_ap_diff"] == "+0.400 +- 0.000"

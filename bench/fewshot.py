@@ -5,7 +5,7 @@
         --archive ../shared/data/real/bengalese_finch_gy6or6 \\
         --annotations ../shared/data/real/bengalese_finch_gy6or6/annotations.csv \\
         --test-files _260312_ --drop-labels=-,x --set model.sample_rate_hz=32000 \\
-        --fractions 0.1 --pretrain-steps 1000 --pretrain-set optim.lr=0.002   # ~1-2 h, 2 cores
+        --fractions 0.1 --pretrain-steps 1000                                  # ~1 h, 2 cores
     python bench/fewshot.py --out outputs/fewshot              # no archive: the synthetic smoke test
     python bench/fewshot.py --out s3://bucket/fewshot --preset base --archive s3://bucket/site \\
         --annotations s3://bucket/site/labels.csv --test-files 'site3/' --pretrain-steps 10000 \\
@@ -24,6 +24,15 @@ scratch (and, where scratch ran at 100 % labels, against that), the labelled cal
 (the fewest over classes and seeds) and the wall time, and writes ``<out>/fewshot.csv`` (one
 row per run; rows of cells an earlier invocation ran are kept) and ``fewshot.md``. Every run is skipped
 when its output exists, so a cut benchmark continues where it stopped.
+
+A pretraining recipe (the resolved pretraining config: the preset's YAML and ``--pretrain-set``)
+is known by a six-digit key (``fewshot-pre<steps>-<key>-...`` runs, the ``pretrain_recipe``
+column): another recipe into the same ``--out`` adds its own runs and rows beside the earlier
+ones, paired with the same scratch runs, and never takes their finished runs for its own. What
+every cell shares (preset, ``--set``, fine-tuning steps, the resolved fine-tuning and evaluation
+configs) is kept in ``<out>/bench.json``; a rerun with other shared settings is refused.
+Pretraining keeps a checkpoint at every quarter of its budget for ``bench/probe.py
+--pretrain-run``.
 """
 
 from __future__ import annotations
@@ -298,7 +307,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         dest="pretrain_overrides",
         action="append",
         default=[],
-        help="pretraining only (e.g. optim.lr=0.002, as bench/probe.py --set)",
+        help="pretraining only (e.g. ema.decay=0.995, as bench/probe.py --set): another "
+        "recipe, its runs and rows told apart from the others' in the same --out",
     )
     args = ap.parse_args(argv)
     if bool(args.archive) != bool(args.annotations) or (args.archive and not args.test_files):

@@ -143,8 +143,8 @@ def build_trainer(
 def run(job: PretrainJob) -> dict:
     """Driver: MLflow run, resolved config beside the outputs, fit, export the final checkpoint."""
     print(job.model.hearing("pretrain", job.data.time_expansion))
-    if warning := teacher_warning(job.ema, job.optim.max_steps):
-        print(warning)
+    if not job.run.dry_run and (warning := teacher_warning(job.ema, job.optim.max_steps)):
+        print(warning)  # a dry run's one step is about the mechanics, not the teacher
     pin_paths(job)
     run = run_dir(job)
     check_resume(run, job)  # before Ray starts: a mismatch costs nothing

@@ -328,3 +328,14 @@ def test_tool_commands_have_typed_configs_their_flags_come_from(tmp_path):
     assert listed.returncode == 0, listed.stderr
     keys = {line.split()[0] for line in listed.stdout.splitlines()[1:]}
     assert keys == set(TOOLS["search"].model_fields)
+
+
+def test_pretraining_too_short_for_its_teacher_says_so_as_it_starts(tmp_path):
+    """The EMA warning is one of the first lines, before any work (here: an archive that is
+    not there), and names the share of the teacher still at its random initialisation."""
+    args = ["pretrain", "--config", "configs/pretrain/tiny.yaml", "--archive", str(tmp_path)]
+    args += ["--storage-path", str(tmp_path / "runs")]
+    short = run(*args, "--max-steps", "100")
+    assert "38% of the teacher at its random initialisation at step 100" in short.stdout
+    assert short.returncode != 0 and "Started a local Ray" not in short.stdout + short.stderr
+    assert "of the teacher" not in run(*args, "--max-steps", "1000").stdout

@@ -5,7 +5,7 @@
         --archive ../shared/data/real/bengalese_finch_gy6or6 \\
         --annotations ../shared/data/real/bengalese_finch_gy6or6/annotations.csv \\
         --test-files _260312_ --drop-labels=-,x --set model.sample_rate_hz=32000 \\
-        --fractions 0.1 --pretrain-steps 1000                                  # ~1 h, 2 cores
+        --fractions 0.1 --pretrain-steps 1000 --pretrain-set optim.lr=0.002   # ~1 h, 2 cores
     python bench/fewshot.py --out outputs/fewshot              # no archive: the synthetic smoke test
     python bench/fewshot.py --out s3://bucket/fewshot --preset base --archive s3://bucket/site \\
         --annotations s3://bucket/site/labels.csv --test-files 'site3/' --pretrain-steps 10000 \\

@@ -63,6 +63,15 @@ class BestKeeper:
             keep_weights()
         return better
 
+    def progress(self) -> str:
+        """The best so far, as a validation's log line ends: ``best val_macro_ap 0.283 @ 100``,
+        or that none is kept yet (every validation scored NaN, e.g. a collapsed encoder)."""
+        if "step" not in self.best:
+            return f"no best {self.select_metric} yet: no validation has scored"
+        return (
+            f"best {self.select_metric} {self.best[self.select_metric]:.3f} @ {self.best['step']}"
+        )
+
     def meta(self) -> dict:
         """What a checkpoint carries of the selection (``restore`` reads it back)."""
         return {

@@ -100,10 +100,8 @@ class Targets:
             tune=lambda: event_thresholds(clips, self.events, self.classes, job),
             keep_weights=lambda: state.extras.update(best_model=copy.deepcopy(model.state_dict())),
         )
-        best = keeper.best
         w.log(
             f"step {step} valid micro-F1 {val['val_micro_f1']:.3f} "
-            f"macro-AP {val['val_macro_ap']:.3f} (best {job.select_metric} "
-            f"{best[job.select_metric]:.3f} @ {best['step']})"
+            f"macro-AP {val['val_macro_ap']:.3f} ({keeper.progress()})"
         )
         return val

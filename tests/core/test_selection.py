@@ -48,3 +48,14 @@ def test_a_resumed_run_keeps_its_best_and_thresholds():
     assert log == [] and resumed.best["step"] == 10  # not better by micro-F1: nothing kept
     fresh = BestKeeper.restore("val_micro_f1", None)
     assert fresh.best == {"val_micro_f1": -1.0, "val_macro_ap": -1.0}
+
+
+def test_the_progress_line_reads_before_any_best_and_after_one():
+    """A run whose validations all score NaN (a collapsed encoder) keeps no best: its log line
+    says so instead of failing on a best without a step."""
+    keeper = BestKeeper("val_macro_ap")
+    nan = {"val_micro_f1": float("nan"), "val_macro_ap": float("nan")}
+    assert not keeper.update(nan, 50, False, dict, lambda: None)
+    assert keeper.progress() == "no best val_macro_ap yet: no validation has scored"
+    assert keeper.update({"val_micro_f1": 0.2, "val_macro_ap": 0.283}, 100, False, dict, list)
+    assert keeper.progress() == "best val_macro_ap 0.283 @ 100"

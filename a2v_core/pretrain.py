@@ -50,11 +50,12 @@ class ConvDecoder(nn.Module):
         return self.proj(y.transpose(1, 2))
 
 
-def ema_decay_at(step: int, cfg: EmaConfig) -> float:
-    """Linear anneal from ``decay`` to ``end_decay`` over ``anneal_steps`` updates."""
-    if step >= cfg.anneal_steps:
-        return cfg.end_decay
-    return cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - step / cfg.anneal_steps)
+def ema_decay_at(step: int | np.ndarray, cfg: EmaConfig) -> float | np.ndarray:
+    """Linear anneal from ``decay`` to ``end_decay`` over ``anneal_steps`` updates (``step``: one
+    update, or an array of them)."""
+    done = np.minimum(np.asarray(step, dtype=np.float64) / cfg.anneal_steps, 1.0)
+    decay = cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - done)
+    return float(decay) if np.ndim(decay) == 0 else decay
 
 
 def teacher_init_share(cfg: EmaConfig, steps: int) -> float:
@@ -64,8 +65,7 @@ def teacher_init_share(cfg: EmaConfig, steps: int) -> float:
     freezes a teacher that is still largely random (0.999 -> 1 over 2000 updates: e^-1 = 37 %),
     and its targets with it."""
     full = min(steps, cfg.anneal_steps)
-    t = np.arange(full, dtype=np.float64)  # ema_decay_at over the anneal, vectorised
-    decays = cfg.end_decay - (cfg.end_decay - cfg.decay) * (1 - t / cfg.anneal_steps)
+    decays = ema_decay_at(np.arange(full), cfg)
     log_share = np.log(np.clip(decays, 1e-300, 1.0)).sum()
     if steps > full:
         log_share += (steps - full) * np.log(max(cfg.end_decay, 1e-300))

@@ -162,7 +162,8 @@ def to_raven(
             "Low Freq (Hz)": low.fillna(low_hz).round(1),
             "High Freq (Hz)": high.fillna(nyquist).round(1),
             "Annotation": t["label"],
-            "Begin File": t["file"].map(lambda f: Path(str(f)).name),
+            # the base name, also of a path written on Windows
+            "Begin File": t["file"].map(lambda f: str(f).replace("\\", "/").rsplit("/", 1)[-1]),
             "File Offset (s)": t["onset_s"].round(4),
         }
     )

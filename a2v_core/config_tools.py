@@ -130,8 +130,29 @@ class SynthJob(ToolJob):
         le=2 * max(RATE_PRESETS),
         description="rate of the recordings; calls live where only this rate hears them",
     )
-    file_s: float = Field(60.0, gt=0, description="length of each recording (s)")
+    file_s: float | None = Field(
+        None,
+        gt=0,
+        description="length of each recording (s); default 60 (collar), 55 (season: 55 s on, "
+        "gap_s off), 10 (bats: the longest triggered file; they last 0.5 s to this)",
+    )
     format: Literal["WAV", "FLAC"] = Field("WAV", description="file format")
+    layout: Literal["collar", "season", "bats"] = Field(
+        "collar",
+        description="collar: collar_NNN/rec_NNNNN.wav with one Raven table per recording; "
+        "season: site/night folders of AudioMoth-named files (the same names in every site), "
+        "start time in the WAV comment, one Raven table per site with Begin Paths from "
+        "another machine; bats: the same folders of triggered 0.5-10 s Song Meter-named files "
+        "with GUANO timestamps (use --sample-rate-hz 384000)",
+    )
+    sites: int = Field(3, ge=1, description="season/bats: site folders")
+    nights: int = Field(2, ge=1, description="season/bats: night folders per site")
+    gap_s: float = Field(5.0, ge=0, description="season: seconds between recordings")
+
+    @property
+    def recording_s(self) -> float:
+        """The length of each recording (the longest, for bats)."""
+        return self.file_s or {"collar": 60.0, "season": 55.0, "bats": 10.0}[self.layout]
 
 
 #: command -> its typed config

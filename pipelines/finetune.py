@@ -17,6 +17,7 @@ at ``frame_threshold`` (0.175) and macro AP; the best model by ``select_metric``
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -227,6 +228,9 @@ def run(job: FinetuneJob) -> dict:
         f"[finetune] clips: {counts} (label_fraction {job.data.label_fraction}); classes: "
         f"{classes}; annotations: {kind}"
     )
+    unmatched = events.attrs.get("unmatched", {})
+    tracker.set_tags({"a2v.annotation_rows_unmatched": sum(u["rows"] for u in unmatched.values())})
+    tracker.log_text(json.dumps(unmatched, indent=1), "annotations_unmatched.json")
     result = fit_or_fail(trainer, tracker, run_dir(job))
     best_uri, meta = export_best(result, job, classes)
     tracker.log_text(to_yaml(job), "config.yaml")

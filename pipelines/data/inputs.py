@@ -12,6 +12,7 @@ import pandas as pd
 
 from a2v_core import annotations as ann
 from a2v_core.errors import InputError
+from a2v_core.recording_paths import RecordingIndex, table_hints
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
 from pipelines.runtime.run_dir import open_checkpoint
@@ -50,7 +51,9 @@ def encoder_model(uri: str | None) -> tuple[dict, dict, str]:
 
 
 def read_annotations(uri: str) -> pd.DataFrame:
-    """The canonical table of an annotation file or folder; InputError names the file."""
+    """The canonical table of an annotation file or folder, each row with its ``source``: the
+    table's path relative to ``uri`` (a folder) or its file name, which ``match_annotations``
+    reads as the table's own place. InputError names the file."""
     fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         raise InputError(f"--annotations {uri}: not found")
@@ -61,15 +64,16 @@ def read_annotations(uri: str) -> pd.DataFrame:
                 f"--annotations {uri}: a folder without annotation files "
                 f"({', '.join('.' + e for e in TABLE_EXTENSIONS)})"
             )
-        sources = [storage.join(uri, rel) for rel in names]
+        sources = [(storage.join(uri, rel), rel) for rel in names]
     else:
-        sources = [uri]
+        sources = [(uri, uri.rstrip("/").rsplit("/", 1)[-1])]
     tables = []
-    for source in sources:
+    for source, rel in sources:
         try:
-            tables.append(ann.read_any(storage.read_bytes(source), source))
+            table = ann.read_any(storage.read_bytes(source), source)
         except ValueError as err:
             raise InputError(f"--annotations {err}") from None
+        tables.append(table.assign(source=rel))
     return pd.concat(tables, ignore_index=True) if tables else ann.empty_table()
 
 
@@ -77,37 +81,61 @@ def match_annotations(
     table: pd.DataFrame, archive_files: list[str], uri: str, archive: str
 ) -> pd.DataFrame:
     """The rows whose recording is in the archive, ``file`` set to its path relative to the
-    archive. A name matches a file by its relative path, else by a unique base name (Raven's
-    ``Begin File`` holds the base name only), else by a unique base name without extension (an
-    Audacity track named after its recording). No match at all is an InputError listing the
-    first 10 names; a partial match prints a warning with counts."""
-    relative = set(archive_files)
-    by_name: dict[str, list[str]] = defaultdict(list)
-    by_stem: dict[str, list[str]] = defaultdict(list)
-    for rel in archive_files:
-        base = rel.rsplit("/", 1)[-1]
-        by_name[base].append(rel)
-        by_stem[base.rsplit(".", 1)[0]].append(rel)
-    mapping: dict[str, str] = {}
-    unmatched: list[str] = []
-    for name in sorted(set(table["file"])):
-        base = name.replace("\\", "/").rsplit("/", 1)[-1]
-        found = [name] if name in relative else by_name.get(base) or by_stem.get(base) or []
-        if len(found) == 1:
-            mapping[name] = found[0]
-        else:
-            unmatched.append(name if not found else f"{name} (ambiguous: {len(found)} files)")
-    if not mapping:
+    archive (``a2v_core.recording_paths``: by path suffix, qualified by the table's own folder
+    or name). A name that fits several recordings is an InputError naming the table, its
+    first rows and the fix; names in no recording are counted and listed, one warning line per
+    table; none at all is an InputError. The kept table's ``attrs["unmatched"]`` holds, per
+    table, the rows and recordings left out (for the run record)."""
+    index = RecordingIndex(archive_files)
+    sources = table["source"] if "source" in table.columns else pd.Series(uri, index=table.index)
+    mapping: dict[tuple[str, str], str | None] = {}
+    ambiguous: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
+    for (source, name), _ in table.groupby([sources, table["file"]], sort=True):
+        found = index.match(name, table_hints(source))
+        mapping[(source, name)] = found.file
+        if found.candidates:
+            ambiguous[source].append((name, found.candidates))
+    if ambiguous:
+        raise InputError(ambiguity_message(uri, ambiguous))
+    keys = list(zip(sources, table["file"], strict=True))
+    files = pd.Series([mapping[k] for k in keys], index=table.index, dtype=object)
+    unmatched = unmatched_by_table(table, sources, files)
+    if files.isna().all():
+        names = sorted({n for rows in unmatched.values() for n in rows["recordings"]})
         raise InputError(
-            f"--annotations {uri}: none of its {len(unmatched)} recordings is in the archive "
-            f"{archive}; first 10: {unmatched[:10]}"
+            f"--annotations {uri}: none of its {len(names)} recordings is in the archive "
+            f"{archive}; first 10: {names[:10]}"
         )
-    kept = table[table["file"].isin(mapping)].copy()
-    if unmatched:
+    for source, miss in unmatched.items():
         print(
-            f"[annotations] warning: {len(unmatched)} of {len(unmatched) + len(mapping)} "
-            f"recordings in {uri} are not in {archive} (first 10: {unmatched[:10]}); their "
-            f"{len(table) - len(kept)} events are ignored"
+            f"[annotations] warning: {source}: {miss['rows']} rows name "
+            f"{len(miss['recordings'])} recordings not in {archive} (first 10: "
+            f"{miss['recordings'][:10]}); those rows are not used"
         )
-    kept["file"] = kept["file"].map(mapping)
-    return kept.reset_index(drop=True)
+    kept = table[files.notna()].assign(file=files[files.notna()].astype(str))
+    kept = kept.drop(columns=["source"], errors="ignore").reset_index(drop=True)
+    kept.attrs["unmatched"] = unmatched
+    return kept
+
+
+def unmatched_by_table(table: pd.DataFrame, sources: pd.Series, files: pd.Series) -> dict:
+    """Per table: rows whose recording is not in the archive, and those recordings' names."""
+    out = {}
+    miss = files.isna()
+    for source, rows in table[miss].groupby(sources[miss], sort=True):
+        out[str(source)] = {"rows": len(rows), "recordings": sorted(set(rows["file"]))}
+    return out
+
+
+def ambiguity_message(uri: str, ambiguous: dict[str, list]) -> str:
+    """One line: which table, its first ambiguous names and their candidates, and the fix."""
+    source, rows = next(iter(sorted(ambiguous.items())))
+    shown = "; ".join(f"{name} -> {list(c[:3])}" for name, c in rows[:3])
+    more = sum(len(r) for r in ambiguous.values())
+    return (
+        f"--annotations {uri}: {more} recording names fit several files of the archive "
+        f"(names repeat across folders), e.g. in table {source}: {shown}. Fix: give each row "
+        "its path relative to the archive (or a Raven 'Begin Path' that ends with it), or put "
+        "each folder's table in a folder of the same name (site2/....selections.txt), or name "
+        "the table after its folder (site2.selections.txt)"
+    )

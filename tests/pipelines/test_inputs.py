@@ -111,7 +111,7 @@ def test_raven_and_audacity_annotations_match_the_csv(tmp_path, synth_archive, c
     extra = pd.concat([truth, truth.head(3).assign(file="other/site.wav")])
     kept = inputs.match_annotations(extra, files, "a.csv", "arch")
     assert len(kept) == len(truth)
-    assert "1 of 13 recordings in a.csv are not in arch" in capsys.readouterr().out
+    assert "a.csv: 3 rows name 1 recordings not in arch" in capsys.readouterr().out
 
     # fine-tuning reads a Raven folder into the same clips and splits as the CSV
     def job(annotations):
@@ -311,3 +311,56 @@ def test_a_job_error_raised_inside_ray_is_unwrapped_to_the_users_message(ray_ses
         found = job_error_in(err)
         assert isinstance(found, InputError) and str(found) == message, (type(err), err)
     assert job_error_in(RuntimeError("a bug")) is None
+
+
+def season(out: Path, **kw) -> pd.DataFrame:
+    """Two sites x one night of AudioMoth-named files (the same names in both sites), one Raven
+    table per site whose Begin Paths are the labeller's Windows paths."""
+    from a2v_core.config_tools import SynthJob
+    from pipelines.synth import write_season
+
+    cfg = SynthJob(out=str(out), layout="season", sites=2, nights=1, file_s=4.0, **kw)
+    return write_season(cfg, 4)
+
+
+def test_one_raven_table_per_site_places_every_annotation(tmp_path):
+    truth = season(tmp_path / "season", sample_rate_hz=8000)
+    files = [f for f, _ in inputs.archive_files(str(tmp_path / "season"), ["wav"])]
+    assert len(files) == 4 and len({f.rsplit("/", 1)[-1] for f in files}) == 2  # names repeat
+    got = inputs.match_annotations(
+        inputs.read_annotations(str(tmp_path / "season/raven")), files, "raven", "season"
+    )
+    key = ["file", "onset_s", "offset_s", "label"]
+    pd.testing.assert_frame_equal(
+        got[key].sort_values(key).reset_index(drop=True),
+        truth[key].sort_values(key).reset_index(drop=True),
+        check_exact=False,
+        atol=1e-4,
+    )
+    assert got.attrs["unmatched"] == {}
+    # a table covering a site the archive does not hold: its rows are counted, not placed
+    shutil.rmtree(tmp_path / "season/site2")
+    files = [f for f, _ in inputs.archive_files(str(tmp_path / "season"), ["wav"])]
+    got = inputs.match_annotations(
+        inputs.read_annotations(str(tmp_path / "season/raven")), files, "raven", "season"
+    )
+    assert set(got["file"].str.split("/").str[0]) == {"site1"}
+    n_site2 = int(truth["file"].str.startswith("site2/").sum())
+    assert got.attrs["unmatched"]["site2.selections.txt"]["rows"] == n_site2
+
+
+def test_names_that_fit_several_recordings_stop_finetuning_before_ray(tmp_path):
+    truth = season(tmp_path / "season", sample_rate_hz=8000)
+    base_only = truth.assign(file=truth["file"].str.rsplit("/", n=1).str[-1])
+    base_only.to_csv(tmp_path / "base_names.csv", index=False)
+    res = cli(
+        "finetune",
+        *("--archive", str(tmp_path / "season"), "--annotations", str(tmp_path / "base_names.csv")),
+        *("--storage-path", str(tmp_path / "runs")),
+    )
+    one_error_line(res, "--annotations")
+    line = res.stderr.strip()
+    assert "fit several files of the archive" in line and "base_names.csv" in line
+    assert "20240601_203000.WAV -> ['site1/20240601/20240601_203000.WAV'" in line
+    assert "Begin Path" in line  # the fix
+    assert not (tmp_path / "runs").exists()

@@ -221,6 +221,21 @@ class LabelJob(ArchiveJob):
     frame_probs: bool = Field(
         False, description="also write per-chunk frame probabilities (float16; a2v evaluate)"
     )
+    tables_per: Literal["auto", "recording", "folder"] = Field(
+        "auto",
+        description="Raven tables per recording or per folder (a site, a night; Begin Path "
+        "names each recording); auto: per folder when the archive has more than "
+        "tables_per_folder_above files. The run's combined table is written either way",
+    )
+    tables_per_folder_above: int = Field(
+        1000, ge=0, description="auto: archives with more files get tables per folder"
+    )
+
+    def per_folder(self, n_files: int) -> bool:
+        """Whether this run writes its tables per folder (``tables_per``) for ``n_files``."""
+        if self.tables_per == "auto":
+            return n_files > self.tables_per_folder_above
+        return self.tables_per == "folder"
 
     @field_validator("formats")
     @classmethod

@@ -30,6 +30,9 @@ class LabelFormat:
     render: Render | None = None  # None: no table of its own
     per_file: str | None = None  # suffix of the per-recording tables (after the file's name)
     per_run: str | None = None  # suffix of the one table over the run (after the run id)
+    #: an archive too large for a table per recording gets one per folder (``per_file`` suffix
+    #: after the folder's path) when the format can hold many recordings (Raven's Begin Path)
+    per_folder: bool = False
 
     def per_file_path(self, run_id: str, file: str) -> tuple[str, ...]:
         return (self.name, run_id, f"{file}{self.per_file}")
@@ -68,10 +71,12 @@ FORMATS: dict[str, LabelFormat] = {
         ),
         LabelFormat(
             "raven",
-            "Raven Pro selection tables, per recording and one over the run (Begin Path)",
+            "Raven Pro selection tables, per recording (per folder above "
+            "tables_per_folder_above files) and one over the run (Begin Path)",
             _raven,
             per_file=".selections.txt",
             per_run=".selections.txt",
+            per_folder=True,
         ),
         LabelFormat("audacity", "Audacity label tracks per recording", _audacity, per_file=".txt"),
         LabelFormat("csv", "one CSV of the run's events", _csv, per_run=".events.csv"),

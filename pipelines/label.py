@@ -14,9 +14,15 @@ settings, formats, embeddings, chunk length; see ``label_outputs``); ``<run>`` i
 
     <out>/events/run=<run>/part-*.parquet          events: archive, file, onset_s, offset_s,
                                                    label, score, model_version, run_id,
-                                                   channel, source_rate_hz (the file's rate)
-    <out>/raven/<run>/<file>.selections.txt        per-recording Raven Pro tables (rec.wav.*)
+                                                   channel, source_rate_hz (the file's rate),
+                                                   begin_time (recorder clock at the onset)
+    <out>/raven/<run>/<file>.selections.txt        per-recording Raven Pro tables (rec.wav.*),
+    <out>/raven/<run>/<folder>.selections.txt      or per folder above tables_per_folder_above
     <out>/raven/<run>.selections.txt               one table over the archive (Begin Path)
+    <out>/summary/<run>.activity.{parquet,csv}     folder x night x class: recordings, hours,
+                                                   events (a2v_core.activity)
+    <out>/recordings/run=<run>/part-*.parquet      per recording: audio_s, recorded_at and its
+                                                   source (header or name), events
     <out>/audacity/<run>/<file>.txt                on request (--formats)
     <out>/csv/<run>.events.csv                     on request (--formats csv)
     <out>/errors/run=<run>/part-*.parquet          file, stage, error_type, message
@@ -38,6 +44,7 @@ import json
 import time
 from collections import Counter
 
+from a2v_core.activity import activity_table
 from a2v_core.config import LabelJob
 from a2v_core.errors import InputError
 from a2v_core.label_formats import formats_help, written
@@ -68,6 +75,7 @@ from pipelines.inference.label_outputs import (  # noqa: F401 (readers are part 
     run_id_of,
     runs_under,
     safe_relpath,
+    write_activity,
     write_run_tables,
 )
 from pipelines.inference.predictor import Predictor, event_rule
@@ -131,11 +139,14 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     )
     read_as_model_reads(job, meta)
     tuned = event_rule(job, meta).class_thresholds  # the model's, under the job's explicit ones
-    fp = fingerprint(job, version, tuned)
+    per_folder = job.per_folder(len(listed))
+    fp = fingerprint(job, version, tuned, per_folder)
     run_id = run_id_of(fp)
     p = plan(job, listed, run_id, fp)
     tracker, mlflow_run_id = start(job, "label", version, run_id, p, len(listed))
-    writer = OutputWriter(job, version, run_id, job.data.sample_rate_hz, meta["band_hz"][0])
+    writer = OutputWriter(
+        job, version, run_id, job.data.sample_rate_hz, meta["band_hz"][0], not per_folder
+    )
     commit_unsafe(writer, p)
     stats = Counter()
     error_types = Counter({"unsafe_path": len(p.unsafe)} if p.unsafe else {})
@@ -157,6 +168,7 @@ def run(job: LabelJob, listed: list[tuple[str, int, str]] | None = None) -> dict
             for k in ("classes", "step", "best", "sample_rate_hz", "frame_rate_hz", "band_hz")
         },
         "run_id": run_id,
+        "tables_per": "folder" if per_folder else "recording",
         "fingerprint": fp,
         "mlflow_run_id": mlflow_run_id,
         **pass_counts(p, listed, stats, error_types, chunks_by_node, wall),
@@ -173,7 +185,12 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     artifact, and the closing lines."""
     run_id = summary["run_id"]
     low_hz = (summary["model_meta"].get("band_hz") or [0.0])[0]
-    write_run_tables(job, run_id, read_events(job.out, run_id), low_hz)
+    events = read_events(job.out, run_id)
+    write_run_tables(job, run_id, events, low_hz, summary["tables_per"] == "folder")
+    classes = job.classes or summary["model_meta"]["classes"]
+    activity = write_activity(
+        job.out, run_id, activity_table(read_parts(job.out, "recordings", run_id), events, classes)
+    )
     keys = ("files_processed", "chunks_processed", "events_written")
     finish_run(job, "label", tracker, summary, (*keys, "audio_hours", "wall_s", "x_real_time"))
     errors = summary["errors_by_type"]
@@ -186,6 +203,7 @@ def publish(job: LabelJob, tracker, summary: dict) -> None:
     for fmt in written(job.formats):
         if fmt.per_run:  # the tables a user opens first (parquet: the clean events view)
             print(f"[label] {fmt.name}: {storage.join(job.out, *fmt.per_run_path(run_id))}")
+    print(f"[label] folder x night x class counts: {activity}")
 
 
 def _label_files(
@@ -218,18 +236,7 @@ def _label_files(
             )
 
     def commit(path: str, st: FileState) -> int:
-        r = st.rows
-        table = writer.add_file(
-            path,
-            keys[path],
-            r["runs"],
-            st.errors,
-            r["embeddings"],
-            r["frames"],
-            st.channels,
-            st.source_rate_hz,
-        )
-        return len(table)
+        return len(writer.add_file(path, keys[path], st))
 
     collect(job, "label", ds, len(todo), writer, take, commit, stats, error_types, chunks_by_node)
 

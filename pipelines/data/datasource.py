@@ -11,7 +11,9 @@ separate them.
 Row contract (DESIGN.md): chunk_id (sha1 of path + offset), path (relative to the archive),
 offset_s, duration_s (valid audio), sample_rate_hz (the model's), source_rate_hz (the file's
 own), audio (float32, clip samples), plus
-n_chunks (chunks in the whole file), error_type, error_message.
+n_chunks (chunks in the whole file), error_type, error_message, recorded_at and
+recorded_at_source (``a2v_core.recording_time``: when the recording started, from its header
+or name; on the rows of a file's first read unit, "" on the others).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from a2v_core.audio import DecodeError, chunk_offsets, iter_chunks, probe
 from a2v_core.config import DataConfig
+from a2v_core.recording_time import recording_time
 from pipelines.data import storage
 
 #: bytes above which a file is probed and split into several read units
@@ -196,10 +199,15 @@ def read_unit(
         out = lambda: np.empty(cfg.clip_samples, np.float32)  # noqa: E731
     base = {"path": unit.path, "sample_rate_hz": cfg.sample_rate_hz}
     start_s, attempt = unit.start_s, 0
+    if unit.start_s > 0:  # another unit of a long file: its first unit says when it started
+        base |= {"recorded_at": "", "recorded_at_source": ""}
     while True:
         watched = None
         try:
             with storage.open_member(fs, root, unit.path, unit.file_bytes) as raw:
+                if unit.start_s == 0 and "recorded_at" not in base:  # the file's first unit
+                    when = recording_time(unit.path, raw)
+                    base |= {"recorded_at": when.recorded_at, "recorded_at_source": when.source}
                 watched = _Watched(raw)
                 for chunk in iter_chunks(
                     watched,
@@ -239,6 +247,8 @@ def _error_row(
 ) -> dict:
     audio[:] = 0.0
     return {
+        "recorded_at": "",
+        "recorded_at_source": "",
         **base,
         "chunk_id": chunk_id(unit.path, -1.0),
         "offset_s": unit.start_s,

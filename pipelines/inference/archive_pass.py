@@ -16,6 +16,7 @@ from tqdm import tqdm
 from a2v_core.config import ArchiveJob
 from a2v_core.config_loader import flatten
 from a2v_core.rates import upsampling_warning
+from a2v_core.recording_time import UNKNOWN, RecordingTime
 from pipelines.data import storage
 from pipelines.inference.label_outputs import (
     PartWriter,
@@ -145,11 +146,21 @@ class FileState:
         self.channels: dict[float, int] = {}  # chunk offset -> channel read there
         self.source_rate_hz = 0  # the file's own rate (0 until a chunk decoded)
         self.audio_s = 0.0
+        self.recorded = UNKNOWN  # when the recording started (its first chunk says)
+
+    @classmethod
+    def with_runs(cls, runs: list[list], recorded: RecordingTime = UNKNOWN) -> FileState:
+        """A finished file that gave these probability runs (tests, tools)."""
+        st = cls()
+        st.rows["runs"], st.recorded = list(runs), recorded
+        return st
 
     def add(self, row, take: Callable[[FileState, Any], None], error_types: Counter) -> bool:
         """One chunk row back: a decode error is kept as an error row, a good chunk counted
         and passed to ``take``. -> whether it was the file's last chunk."""
         self.seen += 1
+        if row.recorded_at_source and not self.recorded.source:
+            self.recorded = RecordingTime(row.recorded_at, row.recorded_at_source)
         self.n_chunks = int(row.n_chunks) or self.n_chunks  # 0: the file failed as a whole
         if row.error_type:
             self.errors.append(

@@ -24,14 +24,19 @@ import posixpath
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from a2v_core.activity import folder_of
 from a2v_core.config import LabelJob
 from a2v_core.events import RUN_COLUMNS
 from a2v_core.label_formats import FORMATS, LabelFormat, written
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
+
+if TYPE_CHECKING:
+    from pipelines.inference.archive_pass import FileState
 
 EVENT_COLUMNS = [
     "archive",
@@ -44,14 +49,17 @@ EVENT_COLUMNS = [
     "run_id",
     "channel",  # the recording's channel analysed, 1-based (data.channel: first or loudest)
     "source_rate_hz",  # the recording's own rate (the model heard it at run.json's rate)
+    "begin_time",  # the recorder's clock at the onset (recordings' recorded_at + onset_s)
 ]
 ERROR_COLUMNS = ["file", "stage", "error_type", "message"]
-KINDS = ("events", "errors", "embeddings", "frames", "windows")
+KINDS = ("events", "errors", "embeddings", "frames", "windows", "recordings")
 
 
-def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float]) -> dict:
+def fingerprint(
+    job: LabelJob, model_version: str, thresholds: dict[str, float], per_folder: bool = False
+) -> dict:
     """Everything that changes a run's outputs (and nothing that does not: batch size,
-    cluster, flush cadence, tracking)."""
+    cluster, flush cadence, tracking). ``per_folder``: tables per folder, not per recording."""
     return {
         "archive": redact_uri(job.data.archive.rstrip("/")),
         "model_version": model_version,
@@ -70,6 +78,7 @@ def fingerprint(job: LabelJob, model_version: str, thresholds: dict[str, float])
         # only when not the default, so that the runs labelled before it was keyed keep their id
         **({"channel": job.data.channel} if job.data.channel != "first" else {}),
         **({"time_expansion": job.data.time_expansion} if job.data.time_expansion > 1 else {}),
+        **({"tables": "folder"} if per_folder else {}),
     }
 
 
@@ -149,42 +158,57 @@ class OutputWriter(PartWriter):
         run_id: str,
         sample_rate_hz: float,
         low_hz: float = 0.0,
+        per_recording: bool = True,
     ) -> None:
         super().__init__(job.out, model_version, run_id, always=("events",))
         self.job, self.sr, self.low_hz = job, sample_rate_hz, low_hz
+        self.per_recording = per_recording  # tables per recording (else per folder, at the end)
         self.archive = redact_uri(job.data.archive.rstrip("/"))
 
-    def add_file(
-        self,
-        file: str,
-        key: tuple[int, str],
-        runs: list[list],
-        errors: list[dict],
-        embeddings: list[dict],
-        frames: list[dict] | None = None,
-        channels: dict[float, int] | None = None,
-        source_rate_hz: int = 0,
-    ) -> pd.DataFrame:
-        """One finished file (``key``: its size and version). Its per-file tables keep the
-        recording's extension (``rec.wav.selections.txt``): rec.wav and rec.flac never meet."""
-        table = self.job.events.rule().merge(pd.DataFrame(runs, columns=RUN_COLUMNS))
+    def add_file(self, file: str, key: tuple[int, str], st: FileState) -> pd.DataFrame:
+        """One finished file (``key``: its size and version; ``st``: what its chunks gave).
+        Its per-file tables keep the recording's extension (``rec.wav.selections.txt``):
+        rec.wav and rec.flac never meet. -> its events."""
+        r = st.rows
+        table = self.job.events.rule().merge(pd.DataFrame(r["runs"], columns=RUN_COLUMNS))
         if self.job.classes:
             table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
-        table["channel"] = channel_at(table["onset_s"], channels or {})
-        table["source_rate_hz"] = source_rate_hz or None
+        table["channel"] = channel_at(table["onset_s"], st.channels)
+        table["source_rate_hz"] = st.source_rate_hz or None
         table["archive"], table["model_version"], table["run_id"] = (
             self.archive,
             self.v,
             self.run_id,
         )
-        if safe_relpath(file) is not None:  # an unsafe name has an error row and no table
+        clock = st.recorded.clock
+        table["begin_time"] = (
+            pd.Timestamp(clock) + pd.to_timedelta(table["onset_s"], unit="s")
+            if clock is not None
+            else pd.NaT
+        )
+        table["begin_time"] = table["begin_time"].astype("datetime64[ms]")
+        if self.per_recording and safe_relpath(file) is not None:  # unsafe: error row only
             for fmt in per_file_formats(self.job.formats):
                 storage.write_bytes(
                     self.path(*fmt.per_file_path(self.run_id, file)),
                     fmt.render(table, self.sr, self.low_hz, False).encode(),
                 )
+        recording = {
+            "file": file,
+            "audio_s": st.audio_s,
+            "source_rate_hz": st.source_rate_hz,
+            "recorded_at": st.recorded.recorded_at,
+            "recorded_at_source": st.recorded.source,
+            "events": len(table),
+        }
         self.add(
-            file, key, events=[table], errors=errors, embeddings=embeddings, frames=frames or []
+            file,
+            key,
+            events=[table],
+            errors=st.errors,
+            embeddings=r["embeddings"],
+            frames=r["frames"],
+            recordings=[recording],
         )
         return table
 
@@ -244,14 +268,43 @@ def per_file_formats(names: list[str]) -> list[LabelFormat]:
     return [FORMATS[n] for n in names if FORMATS[n].per_file]
 
 
-def write_run_tables(job: LabelJob, run_id: str, events: pd.DataFrame, low_hz: float) -> None:
+def write_run_tables(
+    job: LabelJob, run_id: str, events: pd.DataFrame, low_hz: float, per_folder: bool = False
+) -> None:
     """The tables over the whole run, from ``read_events`` (each file's newest events once): the
-    clean Parquet view always, Raven's combined table and the CSV when asked."""
+    clean Parquet view always, Raven's combined table and the CSV when asked; with
+    ``per_folder``, one table per folder of the formats that hold many recordings."""
+    sr = job.data.sample_rate_hz
     for fmt in written(job.formats):
         if fmt.per_run:
-            body = fmt.render(events, job.data.sample_rate_hz, low_hz, True)
+            body = fmt.render(events, sr, low_hz, True)
             data = body.encode() if isinstance(body, str) else body
             storage.write_bytes(storage.join(job.out, *fmt.per_run_path(run_id)), data)
+        if per_folder and fmt.per_folder:
+            for folder, rows in events.groupby(events["file"].map(folder_of), sort=True):
+                path = fmt.per_file_path(run_id, folder or ROOT_FOLDER)
+                storage.write_bytes(
+                    storage.join(job.out, *path), fmt.render(rows, sr, low_hz, True).encode()
+                )
+
+
+#: the name of the per-folder table of the recordings at the archive's root
+ROOT_FOLDER = "_root"
+
+
+def activity_path(run_id: str, ext: str) -> tuple[str, ...]:
+    return ("summary", f"{run_id}.activity.{ext}")
+
+
+def write_activity(out: str, run_id: str, table: pd.DataFrame) -> str:
+    """The run's folder x night x class table (``a2v_core.activity``) as Parquet and CSV;
+    -> the CSV's URI."""
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(out, *activity_path(run_id, "parquet")), buf.getvalue())
+    csv = storage.join(out, *activity_path(run_id, "csv"))
+    storage.write_bytes(csv, table.to_csv(index=False).encode())
+    return csv
 
 
 def remove_run(out: str, run_id: str) -> None:
@@ -263,6 +316,8 @@ def remove_run(out: str, run_id: str) -> None:
             storage.remove(storage.join(out, *fmt.per_file_path(run_id, "")[:2]))
         if fmt.per_run:
             storage.remove(storage.join(out, *fmt.per_run_path(run_id)))
+    for ext in ("parquet", "csv"):
+        storage.remove(storage.join(out, *activity_path(run_id, ext)))
     storage.remove(storage.join(out, "_progress", run_id))
     storage.remove(storage.join(out, "runs", f"{run_id}.json"))
     storage.remove(storage.join(out, "runs", f"{run_id}.run.json"))

@@ -52,6 +52,8 @@ PASSED = (
     "n_chunks",
     "channel",
     "source_rate_hz",
+    "recorded_at",
+    "recorded_at_source",
     "error_type",
     "error_message",
 )

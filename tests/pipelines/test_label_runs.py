@@ -11,6 +11,7 @@ import soundfile as sf
 from a2v_core.errors import InputError
 from pipelines import label
 from pipelines.data import storage
+from pipelines.inference.archive_pass import FileState
 from pipelines.inference.label_outputs import safe_relpath
 from pipelines.synth import write_archive
 from tests.helpers.jobs import label_job
@@ -154,14 +155,14 @@ def test_concurrent_and_crashed_writers_lose_nothing(s3):
     b = OutputWriter(job_b, "v1", "run-b", 8000)
     for i in range(3):  # interleaved: a1, b, a2 commit in turns
         for w, name in ((a1, f"a1_{i}.wav"), (b, f"b_{i}.wav"), (a2, f"a2_{i}.wav")):
-            w.add_file(name, (100, "etag"), runs_of(name), [], [])
+            w.add_file(name, (100, "etag"), FileState.with_runs(runs_of(name)))
             w.flush()
     both = OutputWriter(job_a, "v1", "run-a", 8000)  # both drivers label one file: no twin rows
-    both.add_file("a1_0.wav", (100, "etag"), runs_of("a1_0.wav"), [], [])
+    both.add_file("a1_0.wav", (100, "etag"), FileState.with_runs(runs_of("a1_0.wav")))
     both.flush()
     # a writer killed after its Parquet part, before its marker
     crashed = OutputWriter(job_a, "v1", "run-a", 8000)
-    crashed.add_file("late.wav", (100, "etag"), runs_of("late.wav"), [], [])
+    crashed.add_file("late.wav", (100, "etag"), FileState.with_runs(runs_of("late.wav")))
     marker_write = storage.write_bytes
     pending = {}
 
@@ -184,7 +185,7 @@ def test_concurrent_and_crashed_writers_lose_nothing(s3):
     assert "late.wav" not in journal(out, "run-a")[0]
     # another writer committing meanwhile removes nothing: the late marker still commits
     extra = OutputWriter(job_a, "v1", "run-a", 8000)
-    extra.add_file("z.wav", (100, "etag"), runs_of("z.wav"), [], [])
+    extra.add_file("z.wav", (100, "etag"), FileState.with_runs(runs_of("z.wav")))
     extra.flush()
     for uri, data in pending.items():
         storage.write_bytes(uri, data)

@@ -1,0 +1,62 @@
+"""A field season end to end: site/night folders whose file names repeat in every site, start
+times from the recorders' headers and names, tables per folder, the folder x night x class
+counts, and short triggered files that cost their length, not a chunk."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from a2v_core import annotations as ann
+from a2v_core.config_tools import SynthJob
+from pipelines import label
+from pipelines.data import storage
+from pipelines.synth import write_season
+from tests.helpers.jobs import label_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_season_is_labelled_with_times_tables_per_folder_and_counts(finetuned, tmp_path_factory):
+    root = tmp_path_factory.mktemp("season")
+    cfg = SynthJob(out=str(root / "archive"), layout="season", sites=2, nights=2, file_s=6.0)
+    cfg.sample_rate_hz = 8000  # the fixed model's rate
+    write_season(cfg, 8)  # 2 files per site-night, named alike in both sites
+    out = str(root / "labels")
+    summary = label.run(
+        label_job(finetuned, cfg.out, out, "tables_per_folder_above=4")  # 8 files: per folder
+    )
+    run = summary["run_id"]
+    assert summary["files_processed"] == 8 and summary["tables_per"] == "folder"
+    recordings = label.read_parts(out, "recordings", run)
+    assert len(recordings) == 8 and set(recordings["recorded_at_source"]) == {"header:audiomoth"}
+    first = recordings.set_index("file").loc["site2/20240602/20240602_203000.WAV"]
+    assert first["recorded_at"] == "2024-06-02T20:30:00+00:00"
+    events = label.read_events(out, run)
+    assert len(events) > 0
+    starts = events["file"].str.rsplit("/", n=1).str[-1].str[:15]
+    clock = pd.to_datetime(starts, format="%Y%m%d_%H%M%S")
+    expected = clock + pd.to_timedelta(events["onset_s"], unit="s")
+    assert (events["begin_time"] - expected).abs().max() < pd.Timedelta(milliseconds=1)
+    # one Raven table per site-night folder, none per recording
+    written = {rel for rel, _ in storage.list_all(f"{out}/raven/{run}")}
+    assert written == {f"site{s}/2024060{n}.selections.txt" for s in (1, 2) for n in (1, 2)}
+    table = ann.read_raven(
+        io.BytesIO(storage.read_bytes(f"{out}/raven/{run}/site1/20240601.selections.txt"))
+    )
+    assert set(table["file"]) <= {
+        "site1/20240601/20240601_203000.WAV",
+        "site1/20240601/20240601_203011.WAV",
+    }
+    # folder x night x class: every class in every folder-night, counts adding up
+    activity = pd.read_csv(f"{out}/summary/{run}.activity.csv")
+    classes = summary["model_meta"]["classes"]
+    assert len(activity) == 4 * len(classes)
+    assert set(activity["night"]) == {"2024-06-01", "2024-06-02"}
+    assert activity.groupby(["folder", "night"])["recordings"].first().eq(2).all()
+    assert activity["events"].sum() == len(events)
+    assert activity["audio_h"].groupby([activity["folder"], activity["night"]]).first().sum() == (
+        pytest.approx(8 * 6 / 3600)
+    )

@@ -140,6 +140,16 @@ def _margin_steps(sr_in: int, sr_out: int, margin_s: float = 0.05) -> tuple[int,
     return steps * (sr_in // g), steps * (sr_out // g)
 
 
+def input_samples(valid_samples: int, clip_samples: int, bucket_samples: int) -> int:
+    """How much of a chunk the model takes: the whole clip, or with ``bucket_samples`` > 0
+    its valid audio padded to the next multiple of that (a 3 s file is a 3 s input, not a 10 s
+    one; what a file's chunk gives then depends on its own audio only, never on the other
+    files it is batched with)."""
+    if bucket_samples <= 0 or valid_samples >= clip_samples:
+        return clip_samples
+    return min(clip_samples, max(1, math.ceil(valid_samples / bucket_samples)) * bucket_samples)
+
+
 def chunk_offsets(duration_s: float, clip_s: float, overlap_s: float = 0.0) -> list[float]:
     """Start times of the chunks covering [0, duration); the last one may be partial."""
     hop_s = clip_s - overlap_s

@@ -191,7 +191,17 @@ class ArchiveJob(Job):
         "demo_out/labels",
         description="output prefix (local, s3://, gs://); runs with other settings live side by side",
     )
-    batch_size: int = Field(8, ge=1, description="chunks per model forward")
+    batch_size: int = Field(
+        8, ge=1, description="clips of audio per model forward (shorter inputs: more of them)"
+    )
+    bucket_s: float = Field(
+        0.5,
+        ge=0,
+        le=600,
+        description="a chunk with less audio than data.clip_s (a short file, a file's last "
+        "chunk) goes to the model padded to the next multiple of this, not to a whole clip, "
+        "batched with inputs of its length: compute in proportion to audio; 0: a whole clip",
+    )
     overwrite: bool = Field(False, description="discard this run's outputs and start it afresh")
     retry_errors: bool = Field(
         False, description="process again the files this run committed with a decode error"

@@ -91,6 +91,7 @@ def fingerprint(job: EmbedJob, model_version: str) -> dict:
         "extensions": sorted(e.lower().lstrip(".") for e in job.data.extensions),
         **({"channel": job.data.channel} if job.data.channel != "first" else {}),
         **({"time_expansion": job.data.time_expansion} if job.data.time_expansion > 1 else {}),
+        "bucket_s": job.bucket_s,  # what the model hears of a chunk shorter than a clip
     }
 
 
@@ -181,7 +182,7 @@ def _embed_files(
 ) -> None:
     """Read, embed and commit the plan's files; counts go into the three counters."""
     version, run_id = writer.v, writer.run_id
-    ds = actor_pool(job, read_chunks(job.data, p.todo), Embedder)
+    ds = actor_pool(job, read_chunks(job.data, p.todo, bucket_s=job.bucket_s), Embedder)
 
     def take(st: FileState, row) -> None:
         dims = int(row.dim)

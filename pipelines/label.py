@@ -216,7 +216,7 @@ def _label_files(
     chunks_by_node: Counter,
 ) -> None:
     """Read, predict and commit ``todo``; counts go into the three counters."""
-    ds = actor_pool(job, read_chunks(job.data, todo), Predictor)
+    ds = actor_pool(job, read_chunks(job.data, todo, bucket_s=job.bucket_s), Predictor)
 
     def take(st: FileState, row) -> None:
         if row.runs:

@@ -31,10 +31,11 @@ import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from a2v_core.audio import DecodeError, chunk_offsets, iter_chunks, probe
+from a2v_core.audio import DecodeError, chunk_offsets, input_samples, iter_chunks, probe
 from a2v_core.config import DataConfig
 from a2v_core.recording_time import recording_time
 from pipelines.data import storage
+from pipelines.data.blocks import BlockBuffer, RaggedBlockBuffer
 
 #: bytes above which a file is probed and split into several read units
 SPLIT_PROBE_BYTES = 16 * 1024 * 1024
@@ -75,41 +76,6 @@ def plan_units(cfg: DataConfig, files: list[tuple[str, int]]) -> list[WorkUnit]:
             stop = offsets[(i + 1) * per_unit] if (i + 1) * per_unit < len(offsets) else None
             units.append(WorkUnit(rel, size // n_units, group[0], stop, size))
     return units
-
-
-class BlockBuffer:
-    """Collects rows into one Arrow block. Each chunk is decoded straight into its row of the
-    block's audio array (``next_audio``), so the audio is written once, not copied from chunk
-    arrays into a stacked block."""
-
-    def __init__(self, rows: int, samples: int) -> None:
-        self.capacity, self.samples = rows, samples
-        self._reset()
-
-    def _reset(self) -> None:
-        self.audio = np.empty((self.capacity, self.samples), np.float32)
-        self.rows: list[dict] = []
-
-    def next_audio(self) -> np.ndarray:
-        """The array the next row's audio is to be written into."""
-        return self.audio[len(self.rows)]
-
-    def add(self, row: dict) -> bool:
-        """Append a row whose audio was written into ``next_audio()``; True when full."""
-        self.rows.append(row)
-        return len(self.rows) == self.capacity
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def take(self) -> pa.Table:
-        from ray.data.block import BlockAccessor
-
-        rows, audio = self.rows, self.audio[: len(self.rows)]
-        self._reset()
-        batch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "audio"}
-        batch["audio"] = audio  # the rows' audio are views of it
-        return BlockAccessor.batch_to_block(batch)
 
 
 #: what a transient failure looks like in an exception's type name or message (botocore,
@@ -265,9 +231,13 @@ def _error_row(
 class AudioChunkDatasource(Datasource):
     """Streams chunk rows from every audio file under ``cfg.archive``."""
 
-    def __init__(self, cfg: DataConfig, files: list[tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self, cfg: DataConfig, files: list[tuple[str, int]] | None = None, bucket_s: float = 0.0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        # > 0: rows as long as the model needs them (``blocks.RaggedBlockBuffer``)
+        self.bucket_samples = int(round(bucket_s * cfg.sample_rate_hz))
         self.files = files if files is not None else storage.list_files(cfg.archive, cfg.extensions)
         if not self.files:
             raise FileNotFoundError(
@@ -286,14 +256,20 @@ class AudioChunkDatasource(Datasource):
     ) -> list[ReadTask]:
         n_tasks = max(1, min(len(self.units), self.cfg.read_tasks or parallelism))
         groups = [self.units[i::n_tasks] for i in range(n_tasks)]
-        cfg = self.cfg
+        cfg, bucket = self.cfg, self.bucket_samples
 
         def make_fn(units: list[WorkUnit]):
             def read_fn() -> Iterator[pa.Table]:
                 fs, root = storage.filesystem(cfg.archive)
-                block = BlockBuffer(cfg.chunks_per_block, cfg.clip_samples)
+                buffer = RaggedBlockBuffer if bucket else BlockBuffer
+                block = buffer(cfg.chunks_per_block, cfg.clip_samples)
                 for unit in units:
                     for row in read_unit(cfg, fs, root, unit, block.next_audio):
+                        if bucket:  # the part of the clip the model takes
+                            n = round(row["duration_s"] * cfg.sample_rate_hz)
+                            row["audio"] = row["audio"][
+                                : input_samples(n, len(row["audio"]), bucket)
+                            ]
                         if block.add(row):
                             yield block.take()
                 if len(block):
@@ -314,9 +290,15 @@ class AudioChunkDatasource(Datasource):
 
 
 def read_chunks(
-    cfg: DataConfig, files: list[tuple[str, int]] | None = None, read_only: bool = False
+    cfg: DataConfig,
+    files: list[tuple[str, int]] | None = None,
+    read_only: bool = False,
+    bucket_s: float = 0.0,
 ) -> ray.data.Dataset:
     """All rows (good chunks and error rows) of the archive as a streaming Dataset.
+    ``bucket_s`` > 0: a chunk with less audio than a clip (a short file, a file's last chunk)
+    is a row of its audio padded to the next multiple of ``bucket_s`` (``input_samples``), so
+    rows have different lengths; 0: every row is one clip (training batches them as they are).
 
     ``read_only``: nothing but this read (and block-wise steps fused into it) will run while
     the Dataset executes, e.g. it is materialised before training starts. Ray Data's resource
@@ -324,7 +306,7 @@ def read_chunks(
     this Dataset: on 2 CPUs it ran one read task at a time at first, about 1.15x vs 1.6x the
     plain loop (bench/ingest.py). Leave it False when actors or trainers consume the Dataset
     while it runs."""
-    source = AudioChunkDatasource(cfg, files)
+    source = AudioChunkDatasource(cfg, files, bucket_s)
     n = cfg.read_tasks or max(
         1, min(len(source.units), 4 * int(ray.cluster_resources().get("CPU", 2)))
     )

@@ -191,7 +191,7 @@ def actor_pool(job: ArchiveJob, ds: ray.data.Dataset, actor: type, **kwargs: Any
             "threads": max(1, int(c.cpus_per_worker)),
             **kwargs,
         },
-        batch_size=job.batch_size,
+        batch_size=None,  # a block at a time (rows of any length); the actor batches by audio
         num_gpus=c.gpus_per_actor,
         num_cpus=c.cpus_per_worker,
         compute=ray.data.ActorPoolStrategy(size=c.num_actors),

@@ -26,15 +26,12 @@ class Embedder(ModelActor):
         n = len(ok)
         vectors = np.array([b""] * n, dtype=object)
         durations = np.array([b""] * n, dtype=object)
-        if ok.any():
-            feats = self.forward(batch["audio"][ok], self.model.embed).float().cpu().numpy()
-            for j, i in enumerate(np.flatnonzero(ok)):
-                n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
-                _, dur, means = window_means(
-                    feats[j], n_valid, self.frame_rate_hz, self.job.window_s
-                )
-                vectors[i] = means.tobytes()
-                durations[i] = dur.astype(np.float64).tobytes()
+        outputs = self.forward_rows(batch["audio"], np.flatnonzero(ok), self.model.embed)
+        for i, (feats,) in outputs.items():
+            n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
+            _, dur, means = window_means(feats, n_valid, self.frame_rate_hz, self.job.window_s)
+            vectors[i] = means.tobytes()
+            durations[i] = dur.astype(np.float64).tobytes()
         out = {k: batch[k] for k in PASSED}
         out["vectors"], out["window_durations"] = vectors, durations
         out["dim"] = np.full(n, self.model.model_cfg.width, dtype=np.int64)

@@ -78,6 +78,7 @@ def fingerprint(
         # only when not the default, so that the runs labelled before it was keyed keep their id
         **({"channel": job.data.channel} if job.data.channel != "first" else {}),
         **({"time_expansion": job.data.time_expansion} if job.data.time_expansion > 1 else {}),
+        "bucket_s": job.bucket_s,  # what the model hears of a chunk shorter than a clip
         **({"tables": "folder"} if per_folder else {}),
     }
 

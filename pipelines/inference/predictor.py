@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from abc import ABC, abstractmethod
+from collections import defaultdict
 
 import numpy as np
 import ray
@@ -92,6 +93,28 @@ class ModelActor(ABC):
         ):
             return fn(audio)
 
+    def forward_rows(self, audio: np.ndarray, rows: np.ndarray, fn) -> dict[int, tuple]:
+        """``fn`` (-> a tensor or a tuple of tensors, batch first) over the audio of ``rows``
+        (indices into ``audio``: a (N, S) array, or an object array of 1-D arrays of any
+        length): rows of one length together, at most ``batch_size`` clips of audio per call.
+        -> row index -> fn's outputs for that row, as float32 numpy arrays."""
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i in rows:
+            by_length[len(audio[i])].append(int(i))
+        clip = self.job.data.clip_samples
+        out: dict[int, tuple] = {}
+        for n, idx in sorted(by_length.items()):
+            per = max(1, self.job.batch_size * clip // n)
+            for k in range(0, len(idx), per):
+                part = idx[k : k + per]
+                res = self.forward(np.stack([audio[i] for i in part]), fn)
+                arrays = [
+                    r.float().cpu().numpy() for r in (res if isinstance(res, tuple) else (res,))
+                ]
+                for j, i in enumerate(part):
+                    out[i] = tuple(a[j] for a in arrays)
+        return out
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.infer(batch)
         if self.trim is not None:
@@ -108,10 +131,10 @@ class Predictor(ModelActor):
         self.frame_rate_hz = float(self.meta["frame_rate_hz"])
         self.rule = event_rule(self.job, self.meta)
 
-    def scores(self, audio: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """(frame features, frame probabilities as float32 numpy) of a batch of chunks."""
+    def scores(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frame features, frame probabilities) of a batch of chunks."""
         feats, _ = self.model.features(audio)
-        return feats, torch.sigmoid(self.model.head(feats)).float().cpu().numpy()
+        return feats, torch.sigmoid(self.model.head(feats))
 
     @torch.no_grad()
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -120,23 +143,21 @@ class Predictor(ModelActor):
         runs_json = np.array([""] * n, dtype=object)
         emb = [None] * n
         frames = np.array([b""] * n, dtype=object)
-        if ok.any():
-            feats, probs = self.forward(batch["audio"][ok], self.scores)
-            feats = feats.float().cpu().numpy()
-            for j, i in enumerate(np.flatnonzero(ok)):
-                n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
-                runs = self.rule.runs(
-                    probs[j, :n_valid],
-                    self.classes,
-                    str(batch["path"][i]),
-                    float(batch["offset_s"][i]),
-                    self.frame_rate_hz,
-                )
-                runs_json[i] = runs.to_json(orient="values")
-                if self.job.embeddings:
-                    emb[i] = feats[j, :n_valid].mean(0).astype(np.float32)
-                if self.job.frame_probs:
-                    frames[i] = probs[j, :n_valid].astype(np.float16).tobytes()
+        outputs = self.forward_rows(batch["audio"], np.flatnonzero(ok), self.scores)
+        for i, (feats, probs) in outputs.items():
+            n_valid = int(np.ceil(batch["duration_s"][i] * self.frame_rate_hz))
+            runs = self.rule.runs(
+                probs[:n_valid],
+                self.classes,
+                str(batch["path"][i]),
+                float(batch["offset_s"][i]),
+                self.frame_rate_hz,
+            )
+            runs_json[i] = runs.to_json(orient="values")
+            if self.job.embeddings:
+                emb[i] = feats[:n_valid].mean(0).astype(np.float32)
+            if self.job.frame_probs:
+                frames[i] = probs[:n_valid].astype(np.float16).tobytes()
         out = {k: batch[k] for k in PASSED}
         out["runs"] = runs_json
         out["node_id"] = np.array([self.node_id] * n, dtype=object)  # where it ran (run.json)

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from a2v_core import annotations as ann
+from a2v_core.config import DataConfig
 from a2v_core.config_tools import SynthJob
 from pipelines import label
 from pipelines.data import storage
+from pipelines.data.datasource import read_chunks
 from pipelines.synth import write_season
 from tests.helpers.jobs import label_job
 
@@ -60,3 +62,37 @@ def test_a_season_is_labelled_with_times_tables_per_folder_and_counts(finetuned,
     assert activity["audio_h"].groupby([activity["folder"], activity["night"]]).first().sum() == (
         pytest.approx(8 * 6 / 3600)
     )
+
+
+def test_short_files_batched_together_give_the_events_of_each_file_alone(
+    finetuned, tmp_path_factory
+):
+    import numpy as np
+    import soundfile as sf
+
+    from a2v_core.synth import synth_recording
+
+    root = tmp_path_factory.mktemp("short")
+    archive = root / "archive"
+    lengths_s = [0.5, 0.75, 1.3, 3.0, 3.0, 7.7, 12.2]  # the last: a whole chunk and 2.2 s
+    for i, length in enumerate(lengths_s):
+        audio, _ = synth_recording(np.random.default_rng([7, i]), length, 8000, calls_per_s=3.0)
+        (archive / f"site{i % 2}").mkdir(parents=True, exist_ok=True)
+        sf.write(archive / f"site{i % 2}/SMU00001_20240601_2200{i:02d}.wav", audio, 8000)
+    # each chunk is as long as its audio, rounded up to the 0.5 s bucket (not a 10 s clip)
+    files = storage.list_files(str(archive), ["wav"])
+    rows = read_chunks(DataConfig(archive=str(archive)), files, bucket_s=0.5).take_all()
+    got = sorted(len(r["audio"]) / 8000 for r in rows)
+    assert got == sorted([0.5, 1.0, 1.5, 3.0, 3.0, 8.0, 10.0, 2.5])
+    mixed = label.run(label_job(finetuned, str(archive), str(root / "mixed")))
+    together = label.read_events(str(root / "mixed"), mixed["run_id"])
+    assert mixed["files_processed"] == len(lengths_s) and len(together) > 0
+    key = ["file", "onset_s", "offset_s", "label"]
+    for rel in sorted(together["file"].unique()) + ["site0/SMU00001_20240601_220000.wav"]:
+        alone_run = label.run(label_job(finetuned, str(archive / rel), str(root / "alone")))
+        alone = label.read_events(str(root / "alone"), alone_run["run_id"])
+        alone = alone[alone["file"] == rel.rsplit("/", 1)[-1]].reset_index(drop=True)
+        alone["file"] = rel  # an archive of one file: its name relative to its folder
+        mine = together[together["file"] == rel].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone[key], mine[key], check_exact=False, atol=1e-9)
+        assert np.allclose(alone["score"], mine["score"], atol=1e-5, rtol=0)

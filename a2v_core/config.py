@@ -209,7 +209,15 @@ class ArchiveJob(Job):
     flush_every_files: int = Field(
         16,
         ge=1,
-        description="finished files per committed output part (a resubmission redoes at most these)",
+        description="finished files per committed output part, at the least (a resubmission "
+        "redoes at most these, or flush_every_s of work)",
+    )
+    flush_every_s: float = Field(
+        5.0,
+        ge=0,
+        description="seconds between committed parts, at the least: an archive of many short "
+        "files commits parts of many files, not one object set per 16 files (0: every "
+        "flush_every_files files)",
     )
     release_memory: bool = Field(
         True,

@@ -254,11 +254,13 @@ class ClusterConfig(Group):
         description="labelling/embedding: GPUs per model actor (0: CPU; None: 1 when the "
         "cluster has a GPU when the job starts, else 0)",
     )
-    num_actors: int = Field(
-        1,
+    num_actors: int | None = Field(
+        None,
         ge=1,
         le=4096,
-        description="labelling/embedding: model actors (each loads the model once)",
+        description="labelling/embedding: model actors (each loads the model once); None: one "
+        "per GPU of the cluster when actors run on GPUs, else as many as the cluster's CPUs "
+        "hold at cpus_per_worker each with one CPU left for reading",
     )
     shared_paths: list[str] = Field(
         default_factory=list,

@@ -65,6 +65,7 @@ def label_cmd(model: str, archive: str, out: str, threshold: float) -> list[str]
         *("--model", model, "--archive", archive, "--out", out),
         *("--threshold", str(threshold), "--formats", "parquet,raven,csv"),
         *("--set", "tracking.enabled=false", "--set", "flush_every_files=1"),
+        *("--set", "flush_every_s=0"),
         *("--set", "cluster.cpus_per_worker=0.5"),
         # one chunk per block and batch: files finish (and commit) one by one, so that a kill
         # after a commit lands while the job still has files to do

@@ -88,16 +88,35 @@ def actor_gpus(job: ArchiveJob, resources: dict[str, float]) -> float:
     return c.gpus_per_actor
 
 
+def actor_count(job: ArchiveJob, resources: dict[str, float]) -> str:
+    """Model actors, fixed in ``job`` (after ``actor_gpus``): as set, else every GPU busy (one
+    actor per ``gpus_per_actor`` GPUs), else on CPU as many as the cluster's CPUs hold at
+    ``cpus_per_worker`` each, one CPU left for the read tasks. -> why that many."""
+    c = job.cluster
+    if c.num_actors is not None:
+        return "--num-actors"
+    if c.gpus_per_actor:
+        gpus = resources.get("GPU", 0)
+        c.num_actors = max(1, int(gpus // c.gpus_per_actor))
+        return f"one per {c.gpus_per_actor:g} of the cluster's {gpus:g} GPUs"
+    cpus = resources.get("CPU", 1)
+    per = max(1.0, c.cpus_per_worker)
+    c.num_actors = max(1, int((cpus - 1) // per))
+    return f"{per:g} CPU each of the cluster's {cpus:g}, one left for reading"
+
+
 def start(
     job: ArchiveJob, name: str, version: str, run_id: str, p: Plan, n_listed: int
 ) -> tuple[Tracker, str | None]:
     """The run's MLflow run (started) and its id, and the lines saying what the run will do
     and where its model actors run."""
-    gpus = actor_gpus(job, ray.cluster_resources())
+    resources = ray.cluster_resources()
+    gpus = actor_gpus(job, resources)
+    why = actor_count(job, resources)
     print(
         f"[{name}] {job.cluster.num_actors} model actor(s) on "
         + (f"GPU ({gpus:g} each)" if gpus else "CPU")
-        + " (--gpus-per-actor sets it)"
+        + f" ({why}; --num-actors and --gpus-per-actor set them)"
     )
     tracker = Tracker(job.tracking.uri, job.tracking.experiment, active=job.tracking.enabled)
     mlflow_run_id = tracker.start(
@@ -243,7 +262,7 @@ def collect(
             chunks_by_node[row.node_id] += 1
             if state[row.path].add(row, take, error_types):
                 commit_file(row.path)
-        if len(writer.files) >= job.flush_every_files:
+        if len(writer.files) >= job.flush_every_files and writer.age_s() >= job.flush_every_s:
             writer.flush()
             warned = warned or warn_upsampling(job, stats)
     for path in list(state):  # files with decode errors (and the chunks they did give)

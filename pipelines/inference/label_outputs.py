@@ -111,6 +111,11 @@ class PartWriter:
         self.rows: dict[str, list] = {}
         self.files: list[list] = []
         self.writer = uuid.uuid4().hex[:8]
+        self.flushed_at = time.monotonic()
+
+    def age_s(self) -> float:
+        """Seconds since the last committed part (or since this writer started)."""
+        return time.monotonic() - self.flushed_at
 
     def path(self, *parts: str) -> str:
         return storage.join(self.out, *parts)
@@ -147,6 +152,7 @@ class PartWriter:
             self.path("_progress", self.run_id, f"{tag}.json"), json.dumps(marker).encode()
         )
         self.rows, self.files = {}, []
+        self.flushed_at = time.monotonic()
 
 
 class OutputWriter(PartWriter):

@@ -76,3 +76,38 @@ def test_the_sbatch_script_labels_an_archive_on_the_shared_folder(synth_archive,
     )
     assert gone.returncode != 0
     print(f"\n[slurm] sbatch label on 3 nodes: {time.time() - t0:.0f} s")
+
+
+def test_the_sbatch_script_runs_the_manifest_tool_job(synth_archive, tmp_path):
+    """A tool job takes no --set: the script runs it as typed (it appended --set to every job,
+    so `sbatch ... manifest` failed on its arguments)."""
+    shared = tmp_path / "lustre"
+    shutil.copytree(synth_archive, shared / "archive")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
+        "PATH": f"{FAKE}:{os.environ['PATH']}",
+        "FAKE_SLURM_NODES": "node0",
+        "FAKE_SLURM_KEEP": str(shared),
+        "SLURM_JOB_NODELIST": "node0",
+        "SLURM_CPUS_PER_TASK": "2",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "A2V_SHARED": str(shared),
+        "A2V_VENV": "/nonexistent",
+        "RAY_PORT": str(free_port()),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{shared}/unused.db",  # no server: manifest tracks nothing
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "infra/slurm/a2v.sbatch"), "manifest"]
+        + ["--archive", f"{shared}/archive", "--out", f"{shared}/manifest.parquet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    import pandas as pd
+
+    manifest = pd.read_parquet(shared / "manifest.parquet")
+    assert len(manifest) == 12 and (manifest["error_type"] == "").all()

@@ -37,6 +37,7 @@ def pre_windows(s3_pretrained, s3_archive) -> dict:
     embed.main(
         ["--model", pre, "--archive", s3_archive, "--out", out, "--set", "tracking.enabled=false"]
         + ["--set", "cluster.cpus_per_worker=0.5", "--set", "flush_every_files=4"]
+        + ["--set", "flush_every_s=0"]
     )
     return {**json.loads(storage.read_bytes(f"{out}/run.json")), "out": out, "pre": pre}
 

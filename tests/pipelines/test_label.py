@@ -101,6 +101,8 @@ def test_interrupted_labelling_resumes_without_duplicates(
         "--set",
         "flush_every_files=1",
         "--set",
+        "flush_every_s=0",
+        "--set",
         "cluster.cpus_per_worker=0.5",
         "--set",
         f"events.threshold={THRESHOLD}",

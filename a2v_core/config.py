@@ -191,6 +191,12 @@ class ArchiveJob(Job):
         "demo_out/labels",
         description="output prefix (local, s3://, gs://); runs with other settings live side by side",
     )
+    manifest: str | None = Field(
+        None,
+        description="the Parquet of `a2v manifest --archive <this archive>`: its files are "
+        "processed without listing the archive again (a prefix of 10^5+ objects lists for "
+        "minutes); files added since are not seen",
+    )
     batch_size: int = Field(
         8, ge=1, description="clips of audio per model forward (shorter inputs: more of them)"
     )

@@ -132,7 +132,7 @@ def run(job: EmbedJob, listed: list[tuple[str, int, str]] | None = None) -> dict
     pin_paths(job)
     meta, config, version = inputs.encoder_model(job.model)  # before Ray, before --overwrite
     if listed is None:
-        listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
+        listed = inputs.listed_files(job.data.archive, job.data.extensions, job.manifest)
         if storage.is_file(job.data.archive):
             job.data.archive = storage.parent(job.data.archive)
     model_cfg = read_as_model_reads(job, meta, config)
@@ -252,12 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = job_parser("a2v embed", __doc__, shorthands)
     ap.add_argument("--model", help="a pretraining checkpoint or a fine-tuned model (URI)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
+    ap.add_argument("--manifest", help="a2v manifest's Parquet of the archive: no listing")
     ap.add_argument("--window-s", type=float, help="= --set window_s=... (default 1.0)")
     add_rerun_flags(ap, "embed")
     args = ap.parse_args(argv)
     extra = {
         "model": args.model,
         "out": args.out,
+        "manifest": args.manifest,
         "window_s": args.window_s,
     }
     extra |= rerun_overrides(args)

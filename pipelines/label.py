@@ -111,7 +111,7 @@ def check_inputs(job: LabelJob, listed: list | None) -> tuple[dict, str, list]:
     if unknown:
         raise InputError(f"--classes {unknown}: not classes of this model {meta['classes']}")
     if listed is None:
-        listed = inputs.archive_files(job.data.archive, job.data.extensions, versions=True)
+        listed = inputs.listed_files(job.data.archive, job.data.extensions, job.manifest)
         if storage.is_file(job.data.archive):  # one recording: a file of its folder
             job.data.archive = storage.parent(job.data.archive)
     return meta, version, listed
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = job_parser("a2v label", __doc__, shorthands)
     ap.add_argument("--model", help="fine-tuned checkpoint URI (e.g. <storage>/<run>/best)")
     ap.add_argument("--out", help="output URI (local path, s3:// or gs://)")
+    ap.add_argument("--manifest", help="a2v manifest's Parquet of the archive: no listing")
     add_threshold(ap)
     ap.add_argument("--formats", help=formats_help())
     ap.add_argument(
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = {
         "model": args.model,
         "out": args.out,
+        "manifest": args.manifest,
         "formats": formats,
         "embeddings": "true" if args.embeddings else None,
         "classes": f"[{args.classes}]" if args.classes else None,

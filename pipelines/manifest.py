@@ -1,7 +1,8 @@
 """``a2v manifest --archive URI --out URI``: probe every audio file of an archive.
 
 Writes one Parquet row per file (path, bytes, duration_s, sample_rate_hz, channels, format,
-error_type, error_message) and prints a summary: files, audio hours, errors by type. The
+error_type, error_message, version: the S3 ETag or modification time), the archive it lists in
+its metadata, so that ``a2v label`` / ``a2v embed --manifest`` take it instead of listing again and prints a summary: files, audio hours, errors by type. The
 probe runs as Ray tasks, so it scales with the archive. By default it reads headers only (the
 summary says so: ``checks: header``); ``--verify`` also decodes every file the way labelling
 does, so that a truncated FLAC or NaN samples are reported with the same ``error_type``
@@ -16,6 +17,8 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -118,6 +121,7 @@ def build_manifest(
     ``max_files``: only the first that many audio files (a dry run). ``time_expansion``: the
     files come from a time-expansion detector; rates and durations are the true ones."""
     exts = extensions or DataConfig().extensions
+    versions = {rel: version for rel, _, version in storage.list_versions(archive, [])}
     all_listed = storage.list_all(archive)
     files = [f for f in all_listed if f[0].rsplit(".", 1)[-1].lower() in exts]
     unsupported = [f for f in all_listed if f not in files and _looks_like_audio_attempt(f[0])]
@@ -142,7 +146,9 @@ def build_manifest(
     rows += [
         manifest_row(p, s, "unsupported_format", f"extension not in {exts}") for p, s in unsupported
     ]
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values("path").reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("path").reset_index(drop=True)
+    table["version"] = table["path"].map(versions).fillna("").astype(str)
+    return table
 
 
 def _looks_like_audio_attempt(path: str) -> bool:
@@ -179,6 +185,49 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
     }
 
 
+#: the Parquet metadata key naming the archive a manifest lists (label and embed check it)
+ARCHIVE_KEY = b"a2v.archive"
+
+
+def write_manifest(out: str, manifest: pd.DataFrame, archive: str) -> None:
+    """The manifest as Parquet, the archive it lists (credentials redacted) in its metadata."""
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), ARCHIVE_KEY: redact_uri(archive.rstrip("/")).encode()}
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf)
+    storage.write_bytes(out, buf.getvalue())
+
+
+def read_listing(uri: str, archive: str, extensions: list[str]) -> list[tuple[str, int, str]]:
+    """The archive's (path, bytes, version) as a manifest of it lists them: labelling and
+    embedding take it instead of listing the archive again. InputError when it is not a
+    manifest of ``archive``."""
+    from a2v_core.errors import InputError
+
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    except (OSError, pa.ArrowInvalid) as err:
+        raise InputError(f"--manifest {redact_uri(uri)}: not a readable manifest ({err})") from None
+    listed_archive = (table.schema.metadata or {}).get(ARCHIVE_KEY, b"").decode()
+    if "version" not in table.column_names or not listed_archive:
+        raise InputError(
+            f"--manifest {redact_uri(uri)}: not written by this version of `a2v manifest` "
+            "(no version column or archive); run `a2v manifest` again"
+        )
+    if listed_archive != redact_uri(archive.rstrip("/")):
+        raise InputError(
+            f"--manifest {redact_uri(uri)} lists {listed_archive}, not --archive "
+            f"{redact_uri(archive)}"
+        )
+    exts = {e.lower().lstrip(".") for e in extensions}
+    rows = table.select(["path", "bytes", "version"]).to_pylist()
+    return sorted(
+        (r["path"], int(r["bytes"]), r["version"])
+        for r in rows
+        if r["path"].rsplit(".", 1)[-1].lower() in exts
+    )
+
+
 def run(cfg: ManifestJob) -> dict:
     """Probe (or with ``verify`` decode) every file of the archive; write the manifest and
     print its summary; -> the summary."""
@@ -192,9 +241,7 @@ def run(cfg: ManifestJob) -> dict:
         max_files=1 if cfg.dry_run else None,
         time_expansion=cfg.time_expansion,
     )
-    buf = io.BytesIO()
-    manifest.to_parquet(buf, index=False)
-    storage.write_bytes(cfg.out, buf.getvalue())
+    write_manifest(cfg.out, manifest, cfg.archive)
     summary = summarize(manifest, cfg.verify)
     print(json.dumps(summary, indent=2))
     for rate, r in summary["rates"].items():

@@ -36,6 +36,19 @@ def archive_files(archive: str, extensions: list[str], versions: bool = False) -
     return files
 
 
+def listed_files(archive: str, extensions: list[str], manifest: str | None) -> list[tuple]:
+    """(relative path, size, version) of the archive's audio files: from ``manifest`` (``a2v
+    manifest``'s Parquet of this archive) when given, else listed."""
+    if manifest:
+        from pipelines.manifest import read_listing
+
+        files = read_listing(manifest, archive, extensions)
+        if not files:
+            raise InputError(f"--manifest {redact_uri(manifest)}: lists no audio files")
+        return files
+    return archive_files(archive, extensions, versions=True)
+
+
 def finetuned_model(uri: str | None) -> tuple[dict, str]:
     """(meta, version) of the fine-tuned checkpoint at ``uri``, which must load; meta gains
     ``band_hz``, the band its model hears (the Sinc filters' low edge at init to Nyquist)."""

@@ -11,9 +11,10 @@ import pytest
 
 from a2v_core import annotations as ann
 from a2v_core.config import DataConfig
-from a2v_core.config_tools import SynthJob
-from pipelines import label
-from pipelines.data import storage
+from a2v_core.config_tools import ManifestJob, SynthJob
+from a2v_core.errors import InputError
+from pipelines import label, manifest
+from pipelines.data import inputs, storage
 from pipelines.data.datasource import read_chunks
 from pipelines.synth import write_season
 from tests.helpers.jobs import label_job
@@ -27,9 +28,13 @@ def test_a_season_is_labelled_with_times_tables_per_folder_and_counts(finetuned,
     cfg.sample_rate_hz = 8000  # the fixed model's rate
     write_season(cfg, 8)  # 2 files per site-night, named alike in both sites
     out = str(root / "labels")
+    listing = str(root / "manifest.parquet")  # labelling takes the manifest: no listing again
+    manifest.run(ManifestJob(archive=cfg.out, out=listing))
+    with pytest.raises(InputError, match="lists .*season.*archive, not --archive"):
+        inputs.listed_files(str(root), ["wav"], listing)
     summary = label.run(
-        label_job(finetuned, cfg.out, out, "tables_per_folder_above=4")  # 8 files: per folder
-    )
+        label_job(finetuned, cfg.out, out, "tables_per_folder_above=4", f"manifest={listing}")
+    )  # 8 files: tables per folder
     run = summary["run_id"]
     assert summary["files_processed"] == 8 and summary["tables_per"] == "folder"
     recordings = label.read_parts(out, "recordings", run)

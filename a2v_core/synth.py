@@ -235,6 +235,8 @@ def synth_recording(
     for _ in range(n_calls):
         cls = classes[rng.choice(len(classes), p=weights / weights.sum())]
         dur = rng.uniform(cls.min_s, cls.max_s)
+        if dur > duration_s - 0.1:  # a call longer than a short file leaves it out
+            continue
         onset = rng.uniform(0.05, duration_s - dur - 0.05)
         s0, s1 = (
             int(onset * sample_rate_hz),

@@ -147,6 +147,7 @@ def scale(args: argparse.Namespace, work: Path) -> dict:
     out = str(work / "labels")
     job = label_job(args.model, archive, out, *args.set)
     with PeakRSS() as rss:
+        before = rss.peak
         first = label.run(job)
     t0 = time.perf_counter()
     again = label.run(label_job(args.model, archive, out, *args.set))
@@ -162,6 +163,7 @@ def scale(args: argparse.Namespace, work: Path) -> dict:
         "manifest_s": manifest_s,
         "label_wall_s": first["wall_s"],
         "label_x_real_time": first["x_real_time"],
+        "driver_rss_before_mb": before / 2**20,
         "driver_peak_rss_mb": rss.peak / 2**20,
         "output_objects": objects,
         "objects_per_1000_files": 1000 * objects / n_files,

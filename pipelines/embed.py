@@ -37,12 +37,12 @@ from a2v_core.config import EmbedJob, ModelConfig
 from a2v_core.errors import InputError
 from a2v_core.redact import redact_tree, redact_uri
 from pipelines.data import inputs, storage
-from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
 from pipelines.inference.archive_pass import (
     FileState,
     Plan,
     actor_pool,
+    archive_chunks,
     collect,
     commit_unsafe,
     finish_run,
@@ -182,7 +182,7 @@ def _embed_files(
 ) -> None:
     """Read, embed and commit the plan's files; counts go into the three counters."""
     version, run_id = writer.v, writer.run_id
-    ds = actor_pool(job, read_chunks(job.data, p.todo, bucket_s=job.bucket_s), Embedder)
+    ds = actor_pool(job, archive_chunks(job, p.todo), Embedder)
 
     def take(st: FileState, row) -> None:
         dims = int(row.dim)

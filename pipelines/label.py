@@ -51,11 +51,11 @@ from a2v_core.label_formats import formats_help, written
 from a2v_core.rates import hearing_line
 from a2v_core.redact import redact_tree
 from pipelines.data import inputs, storage
-from pipelines.data.datasource import read_chunks
 from pipelines.data.shared_storage import require_shared
 from pipelines.inference.archive_pass import (
     FileState,
     actor_pool,
+    archive_chunks,
     collect,
     commit_unsafe,
     finish_run,
@@ -216,7 +216,7 @@ def _label_files(
     chunks_by_node: Counter,
 ) -> None:
     """Read, predict and commit ``todo``; counts go into the three counters."""
-    ds = actor_pool(job, read_chunks(job.data, todo, bucket_s=job.bucket_s), Predictor)
+    ds = actor_pool(job, archive_chunks(job, todo), Predictor)
 
     def take(st: FileState, row) -> None:
         if row.runs:

@@ -18,6 +18,7 @@ from a2v_core.config_loader import flatten
 from a2v_core.rates import upsampling_warning
 from a2v_core.recording_time import UNKNOWN, RecordingTime
 from pipelines.data import storage
+from pipelines.data.datasource import read_chunks
 from pipelines.inference.label_outputs import (
     PartWriter,
     journal,
@@ -102,7 +103,7 @@ def actor_count(job: ArchiveJob, resources: dict[str, float]) -> str:
     cpus = resources.get("CPU", 1)
     per = max(1.0, c.cpus_per_worker)
     c.num_actors = max(1, int((cpus - 1) // per))
-    return f"{per:g} CPU each of the cluster's {cpus:g}, one left for reading"
+    return f"{per:g} CPU each of the cluster's {cpus:g}, one left for reading and the driver"
 
 
 def start(
@@ -197,6 +198,15 @@ class FileState:
             self.source_rate_hz = int(row.source_rate_hz)
             take(self, row)
         return self.seen == self.n_chunks
+
+
+def archive_chunks(job: ArchiveJob, todo: list[tuple[str, int]]) -> ray.data.Dataset:
+    """The chunk rows of ``todo`` as the model actors take them: a chunk shorter than a clip
+    bucketed (``bucket_s``), and a block (what one actor call gets) holding at least one
+    forward's audio, ``batch_size`` clips (a GPU config's 64, not the 16 of a read block)."""
+    clips = max(job.data.chunks_per_block, job.batch_size)
+    cfg = job.data.model_copy(update={"chunks_per_block": clips})
+    return read_chunks(cfg, todo, bucket_s=job.bucket_s)
 
 
 def actor_pool(job: ArchiveJob, ds: ray.data.Dataset, actor: type, **kwargs: Any):

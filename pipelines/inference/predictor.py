@@ -116,6 +116,10 @@ class ModelActor(ABC):
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Ray Data calls this from a thread of its own, not the one __init__ ran in, and the
+        # flush-to-zero flag is per thread: without it here the forward ran on subnormals
+        # (py-spy: 92 % of the actor in the forward; 41x real time on 1 s files vs 146x bare)
+        flush_denormals()
         out = self.infer(batch)
         if self.trim is not None:
             self.trim(0)

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import time
 
+import pandas as pd
 import pytest
 
 from tests.conftest import FIXED_MODEL, ROOT, free_port
@@ -21,6 +22,23 @@ from tests.conftest import FIXED_MODEL, ROOT, free_port
 pytestmark = pytest.mark.slow
 
 FAKE = ROOT / "tests/e2e/fake_slurm"
+
+
+def slurm_env(shared, nodes: list[str], nodelist: str, cpus: int, port: int) -> dict[str, str]:
+    """An allocation of ``nodes`` (the first runs the script) whose one shared folder is
+    ``shared``, as the stand-in srun / scontrol read it."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
+        "PATH": f"{FAKE}:{os.environ['PATH']}",
+        "FAKE_SLURM_NODES": " ".join(nodes),
+        "FAKE_SLURM_KEEP": str(shared),
+        "SLURM_JOB_NODELIST": nodelist,
+        "SLURM_CPUS_PER_TASK": str(cpus),
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "A2V_SHARED": str(shared),
+        "A2V_VENV": "/nonexistent",  # the test's Python is on PATH already
+        "RAY_PORT": str(port),
+    }
 
 
 def test_the_sbatch_script_labels_an_archive_on_the_shared_folder(synth_archive, tmp_path):
@@ -33,19 +51,8 @@ def test_the_sbatch_script_labels_an_archive_on_the_shared_folder(synth_archive,
     shutil.copytree(synth_archive, shared / "archive")
     shutil.copytree(FIXED_MODEL, shared / "model")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
-        "PATH": f"{FAKE}:{os.environ['PATH']}",
-        "FAKE_SLURM_NODES": "node0 node1 node2",
-        "FAKE_SLURM_KEEP": str(shared),
-        "SLURM_JOB_NODELIST": "node[0-2]",
-        "SLURM_CPUS_PER_TASK": "1",
-        "SLURM_SUBMIT_DIR": str(ROOT),
-        "A2V_SHARED": str(shared),
-        "A2V_VENV": "/nonexistent",  # the test's Python is on PATH already
-        "RAY_PORT": str(port),
-        "MLFLOW_PORT": str(free_port()),
-    }
+    env = slurm_env(shared, ["node0", "node1", "node2"], "node[0-2]", cpus=1, port=port)
+    env["MLFLOW_PORT"] = str(free_port())
     t0 = time.time()
     out = subprocess.run(
         ["bash", str(ROOT / "infra/slurm/a2v.sbatch"), "label"]
@@ -83,19 +90,8 @@ def test_the_sbatch_script_runs_the_manifest_tool_job(synth_archive, tmp_path):
     so `sbatch ... manifest` failed on its arguments)."""
     shared = tmp_path / "lustre"
     shutil.copytree(synth_archive, shared / "archive")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
-        "PATH": f"{FAKE}:{os.environ['PATH']}",
-        "FAKE_SLURM_NODES": "node0",
-        "FAKE_SLURM_KEEP": str(shared),
-        "SLURM_JOB_NODELIST": "node0",
-        "SLURM_CPUS_PER_TASK": "2",
-        "SLURM_SUBMIT_DIR": str(ROOT),
-        "A2V_SHARED": str(shared),
-        "A2V_VENV": "/nonexistent",
-        "RAY_PORT": str(free_port()),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{shared}/unused.db",  # no server: manifest tracks nothing
-    }
+    env = slurm_env(shared, ["node0"], "node0", cpus=2, port=free_port())
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{shared}/unused.db"  # no server: nothing tracked
     out = subprocess.run(
         ["bash", str(ROOT / "infra/slurm/a2v.sbatch"), "manifest"]
         + ["--archive", f"{shared}/archive", "--out", f"{shared}/manifest.parquet"],
@@ -107,7 +103,5 @@ def test_the_sbatch_script_runs_the_manifest_tool_job(synth_archive, tmp_path):
         start_new_session=True,
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    import pandas as pd
-
     manifest = pd.read_parquet(shared / "manifest.parquet")
     assert len(manifest) == 12 and (manifest["error_type"] == "").all()

@@ -17,6 +17,7 @@ removes the current run's partitions only.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import io
 import json
@@ -30,7 +31,6 @@ import pandas as pd
 
 from a2v_core.activity import folder_of
 from a2v_core.config import LabelJob
-from a2v_core.events import RUN_COLUMNS
 from a2v_core.label_formats import FORMATS, LabelFormat, written
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
@@ -169,32 +169,38 @@ class OutputWriter(PartWriter):
     ) -> None:
         super().__init__(job.out, model_version, run_id, always=("events",))
         self.job, self.sr, self.low_hz = job, sample_rate_hz, low_hz
+        self.rule = job.events.rule()
         self.per_recording = per_recording  # tables per recording (else per folder, at the end)
         self.archive = redact_uri(job.data.archive.rstrip("/"))
 
-    def add_file(self, file: str, key: tuple[int, str], st: FileState) -> pd.DataFrame:
+    def add_file(self, file: str, key: tuple[int, str], st: FileState) -> list[dict]:
         """One finished file (``key``: its size and version; ``st``: what its chunks gave).
         Its per-file tables keep the recording's extension (``rec.wav.selections.txt``):
-        rec.wav and rec.flac never meet. -> its events."""
-        r = st.rows
-        table = self.job.events.rule().merge(pd.DataFrame(r["runs"], columns=RUN_COLUMNS))
+        rec.wav and rec.flac never meet. -> its events (EVENT_COLUMNS dicts). Plain Python per
+        file: the part's DataFrame is built once, when it is committed."""
+        merged = self.rule.merge_rows(st.rows["runs"])
         if self.job.classes:
-            table = table[table["label"].isin(self.job.classes)].reset_index(drop=True)
-        table["channel"] = channel_at(table["onset_s"], st.channels)
-        table["source_rate_hz"] = st.source_rate_hz or None
-        table["archive"], table["model_version"], table["run_id"] = (
-            self.archive,
-            self.v,
-            self.run_id,
-        )
+            merged = [e for e in merged if e[3] in self.job.classes]
+        starts = sorted(st.channels)
         clock = st.recorded.clock
-        table["begin_time"] = (
-            pd.Timestamp(clock) + pd.to_timedelta(table["onset_s"], unit="s")
-            if clock is not None
-            else pd.NaT
-        )
-        table["begin_time"] = table["begin_time"].astype("datetime64[ms]")
+        events = [
+            {
+                "archive": self.archive,
+                "file": f,
+                "onset_s": onset,
+                "offset_s": offset,
+                "label": label,
+                "score": score,
+                "model_version": self.v,
+                "run_id": self.run_id,
+                "channel": channel_at([onset], st.channels, starts)[0],
+                "source_rate_hz": st.source_rate_hz or None,
+                "begin_time": clock + dt.timedelta(seconds=onset) if clock else None,
+            }
+            for f, onset, offset, label, score in merged
+        ]
         if self.per_recording and safe_relpath(file) is not None:  # unsafe: error row only
+            table = events_frame(events)
             for fmt in per_file_formats(self.job.formats):
                 storage.write_bytes(
                     self.path(*fmt.per_file_path(self.run_id, file)),
@@ -206,32 +212,38 @@ class OutputWriter(PartWriter):
             "source_rate_hz": st.source_rate_hz,
             "recorded_at": st.recorded.recorded_at,
             "recorded_at_source": st.recorded.source,
-            "events": len(table),
+            "events": len(events),
         }
+        r = st.rows
         self.add(
             file,
             key,
-            events=[table],
+            events=events,
             errors=st.errors,
             embeddings=r["embeddings"],
             frames=r["frames"],
             recordings=[recording],
         )
-        return table
+        return events
 
     def table(self, kind: str, rows: list):
-        if kind == "events":
-            joined = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-            return joined.reindex(columns=EVENT_COLUMNS)
-        return super().table(kind, rows)
+        return events_frame(rows) if kind == "events" else super().table(kind, rows)
 
 
-def channel_at(onsets: pd.Series, channels: dict[float, int]) -> list[int]:
+def events_frame(events: list[dict]) -> pd.DataFrame:
+    """EVENT_COLUMNS rows as a table, ``begin_time`` a timestamp (ms)."""
+    table = pd.DataFrame(events, columns=EVENT_COLUMNS)
+    table["begin_time"] = pd.to_datetime(table["begin_time"]).astype("datetime64[ms]")
+    return table
+
+
+def channel_at(onsets, channels: dict[float, int], starts: list[float] | None = None) -> list[int]:
     """The 1-based channel of the chunk each onset falls in (``channels``: chunk offset ->
-    0-based channel read there); 1 when unknown."""
+    0-based channel read there; ``starts``: its keys sorted, when the caller has them); 1 when
+    unknown."""
     if not channels:
         return [1] * len(onsets)
-    starts = sorted(channels)
+    starts = starts if starts is not None else sorted(channels)
     return [channels[starts[max(bisect.bisect_right(starts, t) - 1, 0)]] + 1 for t in onsets]
 
 

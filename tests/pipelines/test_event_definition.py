@@ -50,7 +50,7 @@ def test_the_events_tuning_scores_are_the_events_label_writes(tmp_path, seed):
                 if f == file:  # the predictor's JSON rows, as the label driver collects them
                     part = rule.runs(probs, CLASSES, f, offset, FR)
                     runs += json.loads(part.to_json(orient="values"))
-            written.append(writer.add_file(file, (0, "v"), FileState.with_runs(runs)))
+            written.append(pd.DataFrame(writer.add_file(file, (0, "v"), FileState.with_runs(runs))))
         label_events = pd.concat(written)[["file", "onset_s", "offset_s", "label", "score"]]
         clips = [(f, o, p, None) for f, o, p in chunks]
         tuned = pd.concat(

@@ -12,7 +12,12 @@ from a2v_core.config import LabelJob
 from a2v_core.label_formats import FORMATS, LabelFormat, formats_help
 from pipelines.data import storage
 from pipelines.inference.archive_pass import FileState
-from pipelines.inference.label_outputs import OutputWriter, remove_run, write_run_tables
+from pipelines.inference.label_outputs import (
+    OutputWriter,
+    events_frame,
+    remove_run,
+    write_run_tables,
+)
 
 RUNS = [["site/rec.wav", 1.0, 1.5, "cc", 4.0, 10], ["site/rec.wav", 3.0, 3.2, "sn", 20.0, 40]]
 
@@ -20,7 +25,7 @@ RUNS = [["site/rec.wav", 1.0, 1.5, "cc", 4.0, 10], ["site/rec.wav", 3.0, 3.2, "s
 def label_everything(out: str, run_id: str, formats: list[str]) -> LabelJob:
     job = LabelJob(out=out, formats=formats)
     writer = OutputWriter(job, "v1", run_id, 8000)
-    events = writer.add_file("site/rec.wav", (1, "v"), FileState.with_runs(RUNS))
+    events = events_frame(writer.add_file("site/rec.wav", (1, "v"), FileState.with_runs(RUNS)))
     writer.flush()  # the events parts and the commit markers of the journal
     write_run_tables(job, run_id, events, 0.0)
     return job

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import threading
@@ -124,19 +125,26 @@ def short(args: argparse.Namespace, work: Path) -> dict:
     return {"short": table}
 
 
-def scale(args: argparse.Namespace, work: Path) -> dict:
-    archive = str(work / "season")
-    t0 = time.perf_counter()
-    cfg = SynthJob(
+def season_config(args: argparse.Namespace, archive: str) -> SynthJob:
+    return SynthJob(
         out=archive,
         layout="season",
         sites=args.sites,
         nights=2,
         file_s=args.file_s,
-        gap_s=math.ceil(args.file_s) - args.file_s,
+        gap_s=math.ceil(args.file_s) - args.file_s,  # whole seconds apart: names stay unique
         sample_rate_hz=RATE_HZ,
-    )  # whole seconds apart: names stay unique
-    n_files = write_season(cfg, args.files).attrs["n_files"]
+    )
+
+
+def scale(args: argparse.Namespace, work: Path) -> dict:
+    archive = str(work / "season")
+    shutil.rmtree(work / "labels", ignore_errors=True)  # a fresh run, not a resumed one
+    t0 = time.perf_counter()
+    if args.reuse_archive and (work / "season/annotations.csv").exists():
+        n_files = len(storage.list_files(archive, ["wav"]))
+    else:
+        n_files = write_season(season_config(args, archive), args.files).attrs["n_files"]
     synth_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     listed = storage.list_versions(archive, ["wav"])
@@ -186,6 +194,9 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=10, help="scale: site folders (x 2 nights)")
     ap.add_argument("--set", action="append", default=[], help="label --set overrides")
     ap.add_argument("--out", default=None, help="keep the archives and outputs here")
+    ap.add_argument(
+        "--reuse-archive", action="store_true", help="scale: the archive --out holds already"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out or tmp)

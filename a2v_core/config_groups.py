@@ -163,7 +163,9 @@ class DataConfig(Group):
         0.1, ge=0, description="files shorter than this are reported (too_short) and skipped"
     )
     split_file_s: float = Field(600.0, gt=0, description="long files split into read units of this")
-    read_tasks: int = Field(0, ge=0, description="0 = 4 x CPUs")
+    read_tasks: int = Field(
+        0, ge=0, description="0 = 4 x CPUs, or more so that a task reads at most 256 files"
+    )
     read_retries: int = Field(
         3,
         ge=0,

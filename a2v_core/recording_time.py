@@ -137,9 +137,14 @@ def _info_comment(body: bytes) -> dict[str, str]:
 
 def recording_time(path: str, f: BinaryIO | None = None) -> RecordingTime:
     """The recording's start: its header's (AudioMoth comment, GUANO) when ``f`` is given and
-    has one, else its name's, else unknown."""
+    has one, else its name's, else unknown. A read error on the header walk (a GUANO chunk
+    lies after the audio: another request on object storage) never fails the file; reading
+    its audio retries and reports as it always does."""
     if f is not None:
-        texts = riff_texts(f)
+        try:
+            texts = riff_texts(f)
+        except OSError:  # a stream that broke on the header walk: the audio read says so
+            texts = {}
         for found in (
             from_audiomoth_comment(texts.get("comment", "")),
             from_guano(texts.get("guano", "")),

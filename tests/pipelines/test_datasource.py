@@ -295,3 +295,12 @@ def test_time_expansion_keys_label_and_embed_runs():
     assert embed_fingerprint(EmbedJob(), "v") != embed_fingerprint(
         EmbedJob(data=DataConfig(time_expansion=10)), "v"
     )
+
+
+def test_a_read_task_takes_at_most_256_files():
+    from pipelines.data.datasource import UNITS_PER_TASK, read_task_count
+
+    assert read_task_count(12, 2) == 8  # 4 per CPU while files are few
+    assert read_task_count(5, 16) == 5  # never more tasks than files
+    assert read_task_count(100_000, 2) * UNITS_PER_TASK >= 100_000  # a season: 391 tasks
+    assert read_task_count(100_000, 2) == 391

@@ -5,6 +5,7 @@ retry) once all its chunks are in, and the writer commits parts as files finish.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,21 +90,29 @@ def actor_gpus(job: ArchiveJob, resources: dict[str, float]) -> float:
     return c.gpus_per_actor
 
 
-def actor_count(job: ArchiveJob, resources: dict[str, float]) -> str:
+#: the auto actor count starts no more than one actor per this many bytes of files to do: a
+#: small archive is not worth a model load per core (a test's 12 files took 3 actors' start-up)
+ACTOR_MIN_BYTES = 64 * 2**20
+
+
+def actor_count(job: ArchiveJob, resources: dict[str, float], todo_bytes: int) -> str:
     """Model actors, fixed in ``job`` (after ``actor_gpus``): as set, else every GPU busy (one
     actor per ``gpus_per_actor`` GPUs), else on CPU as many as the cluster's CPUs hold at
-    ``cpus_per_worker`` each, one CPU left for the read tasks. -> why that many."""
+    ``cpus_per_worker`` each, one CPU left for reading and the driver; either way at most one
+    per ACTOR_MIN_BYTES of files to do. -> why that many."""
     c = job.cluster
     if c.num_actors is not None:
         return "--num-actors"
     if c.gpus_per_actor:
         gpus = resources.get("GPU", 0)
-        c.num_actors = max(1, int(gpus // c.gpus_per_actor))
-        return f"one per {c.gpus_per_actor:g} of the cluster's {gpus:g} GPUs"
-    cpus = resources.get("CPU", 1)
-    per = max(1.0, c.cpus_per_worker)
-    c.num_actors = max(1, int((cpus - 1) // per))
-    return f"{per:g} CPU each of the cluster's {cpus:g}, one left for reading and the driver"
+        n, why = int(gpus // c.gpus_per_actor), f"one per {c.gpus_per_actor:g} of {gpus:g} GPUs"
+    else:
+        cpus, per = resources.get("CPU", 1), max(1.0, c.cpus_per_worker)
+        n = int((cpus - 1) // per)
+        why = f"{per:g} CPU each of the cluster's {cpus:g}, one left for reading and the driver"
+    cap = max(1, math.ceil(todo_bytes / ACTOR_MIN_BYTES))
+    c.num_actors = max(1, min(n, cap))
+    return why + (f"; {cap} for {todo_bytes / 2**20:.0f} MB to do" if cap < n else "")
 
 
 def start(
@@ -113,7 +122,7 @@ def start(
     and where its model actors run."""
     resources = ray.cluster_resources()
     gpus = actor_gpus(job, resources)
-    why = actor_count(job, resources)
+    why = actor_count(job, resources, sum(size for _, size in p.todo))
     print(
         f"[{name}] {job.cluster.num_actors} model actor(s) on "
         + (f"GPU ({gpus:g} each)" if gpus else "CPU")

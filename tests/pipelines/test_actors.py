@@ -6,10 +6,12 @@ from __future__ import annotations
 from a2v_core.config import EmbedJob, LabelJob
 from pipelines.inference.archive_pass import actor_count, actor_gpus
 
+BIG = 10 * 2**40  # a season's 10 TB of files to do
 
-def actors(job, resources: dict[str, float]) -> tuple[int, float, str]:
+
+def actors(job, resources: dict[str, float], todo_bytes: int = BIG) -> tuple[int, float, str]:
     gpus = actor_gpus(job, resources)
-    why = actor_count(job, resources)
+    why = actor_count(job, resources, todo_bytes)
     return job.cluster.num_actors, gpus, why
 
 
@@ -24,6 +26,12 @@ def test_one_actor_per_gpu_and_the_cpus_filled_without_a_gpu():
     assert (n, gpus) == (7, 0.0) and "one left for reading" in why
     assert actors(LabelJob(), {"CPU": 2.0})[:2] == (1, 0.0)  # a laptop: one actor, one reader
     assert actors(LabelJob(), {"CPU": 1.0})[:2] == (1, 0.0)
+
+
+def test_a_small_archive_is_not_worth_an_actor_per_core():
+    n, _, why = actors(LabelJob(), {"CPU": 16.0}, todo_bytes=12 * 2**20)
+    assert n == 1 and "1 for 12 MB to do" in why
+    assert actors(LabelJob(), {"CPU": 16.0}, todo_bytes=200 * 2**20)[0] == 4
 
 
 def test_the_users_count_wins():

@@ -47,6 +47,17 @@ class ModelConfig(Group):
     sinc_init_low_hz: float | None = Field(
         None, ge=0, description="the first filter's low edge at init (None: 2 x sinc_min_low_hz)"
     )
+    sinc_init_high_hz: float | None = Field(
+        None,
+        gt=0,
+        description="the last filter's high edge at init (None: Nyquist): put every filter where "
+        "the archive's sound is (`a2v manifest` measures it; docs/sample_rates.md)",
+    )
+    sinc_off_folds: bool = Field(
+        False,
+        description="at init, move a filter band that straddles a fold of the Sinc output rate "
+        "(a multiple of its Nyquist, presets with a Sinc stride) to one side of it",
+    )
     conv_layers: list[ConvLayer] = Field(
         description="[channels, kernel, stride] of each conv layer after the Sinc filters (filled by the rate preset)"
     )
@@ -131,6 +142,12 @@ class ModelConfig(Group):
                 f"{self.frame_rate_hz}; leave them unset for the rate preset's: "
                 f"{front_end(MODEL_PRESETS[self.preset]['conv_layers'], self.sample_rate_hz, self.frame_rate_hz)}"
             )
+        low_hz, high_hz = self.band_hz
+        if high_hz <= low_hz + self.sinc_min_band_hz:
+            raise ValueError(
+                f"model.sinc_init_high_hz {self.sinc_init_high_hz:g} leaves no band above the first "
+                f"filter's low edge {low_hz:g} Hz"
+            )
         if self.sinc_taps % 2 == 0:
             raise ValueError(f"model.sinc_taps must be odd, got {self.sinc_taps}")
         if self.width % self.heads:
@@ -158,13 +175,21 @@ class ModelConfig(Group):
         low = (
             self.sinc_init_low_hz if self.sinc_init_low_hz is not None else 2 * self.sinc_min_low_hz
         )
-        return low, self.sample_rate_hz / 2
+        nyquist = self.sample_rate_hz / 2
+        return low, min(nyquist, self.sinc_init_high_hz or nyquist)
+
+    @property
+    def sinc_fold_hz(self) -> float | None:
+        """The Nyquist of the Sinc outputs when they are kept below the input rate (bands above it
+        fold down), else None."""
+        return self.sample_rate_hz / self.sinc_stride / 2 if self.sinc_stride > 1 else None
 
     def hearing(self, job: str, time_expansion: int = 1) -> str:
         """The job's first log line: the model's rate, band and frames (and the data's time
         expansion, when the files come from a time-expansion detector)."""
+        low, high = self.band_hz
         return hearing_line(
-            job, self.sample_rate_hz, self.frame_rate_hz, self.band_hz[0], time_expansion
+            job, self.sample_rate_hz, self.frame_rate_hz, low, time_expansion, high
         )
 
     @property

@@ -116,6 +116,12 @@ class ManifestJob(ToolJob):
         description="recordings from a time-expansion detector, slowed down this many times: "
         "report the true rates and durations (as data.time_expansion does for every job)",
     )
+    sound_files: int = Field(
+        16,
+        ge=0,
+        description="files per rate read (30 s from each middle) to find where the archive's "
+        "sound lies and recommend the preset that hears it whole (0: rates only)",
+    )
 
 
 class SynthJob(ToolJob):
@@ -144,6 +150,12 @@ class SynthJob(ToolJob):
         "start time in the WAV comment, one Raven table per site with Begin Paths from "
         "another machine; bats: the same folders of triggered 0.5-10 s Song Meter-named files "
         "with GUANO timestamps (use --sample-rate-hz 384000)",
+    )
+    calls: Literal["auto", "low", "bird", "bat"] = Field(
+        "auto",
+        description="collar: the calls written; auto: where only the rate hears them (below 4 kHz "
+        "up to 24 kHz, bird-like 5-15 kHz at 32-96 kHz, bat-like above); low, bird or bat: that "
+        "set at any rate (low at 32 kHz: song a lower preset hears whole)",
     )
     sites: int = Field(3, ge=1, description="season/bats: site folders")
     nights: int = Field(2, ge=1, description="season/bats: night folders per site")

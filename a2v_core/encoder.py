@@ -63,6 +63,8 @@ def sinc_front_end(cfg: ModelConfig) -> SincFrontEnd:
         cfg.sinc_min_band_hz,
         cfg.sinc_stride,
         cfg.sinc_init_low_hz,
+        cfg.sinc_init_high_hz,
+        cfg.sinc_fold_hz if cfg.sinc_off_folds else None,
     )
 
 

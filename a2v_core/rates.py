@@ -165,6 +165,24 @@ def recommend_preset_hz(hours_by_rate: dict[int, float], cover: float = 0.8) -> 
     return min(higher) if higher else max(RATE_PRESETS)
 
 
+def sound_preset_hz(top_hz: float) -> int:
+    """The lowest preset whose Nyquist holds ``top_hz``."""
+    holding = [r for r in RATE_PRESETS if r / 2 >= top_hz]
+    return min(holding) if holding else max(RATE_PRESETS)
+
+
+def sound_advice(top_hz: float | None, files: int) -> str:
+    """One line: where a sample of the archive's sound lies and the preset that hears it all
+    (``a2v manifest``; docs/sample_rates.md says why the lowest)."""
+    if top_hz is None:
+        return f"sound: none found above the noise floor in {files} sampled files"
+    preset = sound_preset_hz(top_hz)
+    return (
+        f"sound up to {top_hz / 1000:.1f} kHz (99 % of the energy above the noise floor in "
+        f"{files} sampled files): --sample-rate-hz {preset} hears it all"
+    )
+
+
 def upsampled_fraction(
     hours_by_rate: dict[int, float], model_rate_hz: int, factor: float = 2.0
 ) -> float:
@@ -197,10 +215,12 @@ def hearing_line(
     frame_rate_hz: float,
     low_hz: float = 0.0,
     time_expansion: int = 1,
+    high_hz: float | None = None,
 ) -> str:
     """Every job's first log line: what the model hears and how other rates are treated."""
+    high_hz = sample_rate_hz / 2 if high_hz is None else high_hz
     line = (
-        f"[{job}] model rate {int(sample_rate_hz)} Hz: hears {low_hz:g}-{sample_rate_hz / 2:g} Hz, "
+        f"[{job}] model rate {int(sample_rate_hz)} Hz: hears {low_hz:g}-{high_hz:g} Hz, "
         f"{frame_rate_hz:g} frames/s ({1000 / frame_rate_hz:g} ms); files at other rates are "
         f"resampled to {int(sample_rate_hz)} Hz on read (soxr HQ)"
     )

@@ -28,6 +28,54 @@ def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
     return 700.0 * (10 ** (mel / 2595.0) - 1)
 
 
+def init_bands(
+    n_filters: int,
+    sample_rate_hz: float,
+    min_low_hz: float,
+    min_band_hz: float,
+    init_low_hz: float | None = None,
+    init_high_hz: float | None = None,
+    fold_hz: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The filters' (low, high) edges at init, each (F,): mel-spaced from ``init_low_hz`` to
+    ``init_high_hz`` (None: SpeechBrain's, from 2 x min_low to Nyquist), neighbours overlapping by
+    ``min_band_hz``. ``fold_hz``: the Nyquist of the Sinc outputs when they are kept below the
+    input rate; a band that straddles a multiple of it would fold onto itself there (its two
+    sides land on the same output frequencies), so it is moved, width kept, to the side of the
+    fold that holds most of it."""
+    top_hz = (sample_rate_hz / 2 if init_high_hz is None else init_high_hz) - (
+        min_low_hz + min_band_hz
+    )
+    # None: SpeechBrain's init (mel from min_low, stored as an offset above min_low, so the
+    # first filter starts at 2 x min_low); else the first low edge is init_low_hz itself
+    start_hz = min_low_hz if init_low_hz is None else float(init_low_hz)
+    mel = torch.linspace(hz_to_mel(start_hz), hz_to_mel(top_hz), n_filters + 1)
+    hz = mel_to_hz(mel)
+    low = hz[:-1] + (min_low_hz if init_low_hz is None else 0.0)
+    high = low + min_band_hz + torch.diff(hz)
+    if fold_hz is not None:
+        low, high = off_folds(low, high, fold_hz, min_low_hz, sample_rate_hz / 2)
+    return low, high
+
+
+def off_folds(
+    low: torch.Tensor, high: torch.Tensor, fold_hz: float, floor_hz: float, nyquist_hz: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bands moved off the multiples of ``fold_hz`` they straddle, width kept (a band wider
+    than ``fold_hz`` cannot be and stays)."""
+    low, high = low.clone(), high.clone()
+    for i in range(low.numel()):
+        lo, hi = float(low[i]), float(high[i])
+        fold = math.ceil(lo / fold_hz) * fold_hz
+        width = hi - lo
+        if not (lo < fold < hi) or width > fold_hz:
+            continue
+        lo = fold - width if fold - lo >= hi - fold else fold
+        lo = min(max(lo, floor_hz), nyquist_hz - width)
+        low[i], high[i] = lo, lo + width
+    return low, high
+
+
 class SincConv(nn.Module):
     """F band-pass filters of K taps; ``low = min_low + |low_|``, ``high = low + min_band + |band_|``."""
 
@@ -40,6 +88,8 @@ class SincConv(nn.Module):
         min_band_hz: float,
         stride: int = 1,
         init_low_hz: float | None = None,
+        init_high_hz: float | None = None,
+        fold_hz: float | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -47,15 +97,17 @@ class SincConv(nn.Module):
         self.n_filters, self.kernel_size, self.stride = n_filters, kernel_size, stride
         self.sample_rate_hz = float(sample_rate_hz)
         self.min_low_hz, self.min_band_hz = float(min_low_hz), float(min_band_hz)
-        top_hz = self.sample_rate_hz / 2 - (self.min_low_hz + self.min_band_hz)
-        # None: SpeechBrain's init (mel from min_low, stored as an offset above min_low, so the
-        # first filter starts at 2 x min_low); else the first low edge is init_low_hz itself
-        start_hz = self.min_low_hz if init_low_hz is None else float(init_low_hz)
-        mel = torch.linspace(hz_to_mel(start_hz), hz_to_mel(top_hz), n_filters + 1)
-        hz = mel_to_hz(mel)
-        low = hz[:-1] if init_low_hz is None else hz[:-1] - self.min_low_hz
-        self.low_hz_ = nn.Parameter(low.unsqueeze(1))  # (F, 1)
-        self.band_hz_ = nn.Parameter(torch.diff(hz).unsqueeze(1))  # (F, 1)
+        low, high = init_bands(
+            n_filters,
+            self.sample_rate_hz,
+            self.min_low_hz,
+            self.min_band_hz,
+            init_low_hz,
+            init_high_hz,
+            fold_hz,
+        )
+        self.low_hz_ = nn.Parameter((low - self.min_low_hz).unsqueeze(1))  # (F, 1)
+        self.band_hz_ = nn.Parameter((high - low - self.min_band_hz).unsqueeze(1))  # (F, 1)
         half = kernel_size // 2
         # Half Hamming window on the SpeechBrain grid (slightly non-integer, kept on purpose).
         m = torch.linspace(0, kernel_size / 2 - 1, half)
@@ -132,10 +184,20 @@ class SincFrontEnd(nn.Module):
         min_band_hz: float,
         stride: int = 1,
         init_low_hz: float | None = None,
+        init_high_hz: float | None = None,
+        fold_hz: float | None = None,
     ) -> None:
         super().__init__()
         self.sinc = SincConv(
-            n_filters, kernel_size, sample_rate_hz, min_low_hz, min_band_hz, stride, init_low_hz
+            n_filters,
+            kernel_size,
+            sample_rate_hz,
+            min_low_hz,
+            min_band_hz,
+            stride,
+            init_low_hz,
+            init_high_hz,
+            fold_hz,
         )
         self.norm = ChannelLayerNorm(n_filters)
         self.act = PSwish(n_filters)

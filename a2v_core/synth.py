@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.signal import butter, sosfiltfilt
 
 Synth = Callable[[np.random.Generator, int, float], np.ndarray]
 
@@ -189,8 +190,20 @@ BAT_CLASSES: tuple[CallClass, ...] = (
 )
 
 
-def call_classes(sample_rate_hz: int) -> tuple[CallClass, ...]:
-    """The classes a synthetic archive at ``sample_rate_hz`` holds (where only it hears them)."""
+def low_band_sos(sample_rate_hz: int) -> np.ndarray:
+    """The low-pass (8th-order Butterworth at 3.8 kHz) that keeps the low call set below 4 kHz."""
+    return butter(8, 3800, fs=sample_rate_hz, output="sos")
+
+
+#: ``calls`` names: which call set a synthetic archive holds (auto: by its rate)
+CALL_SETS = {"low": CALL_CLASSES, "bird": BIRD_CLASSES, "bat": BAT_CLASSES}
+
+
+def call_classes(sample_rate_hz: int, calls: str = "auto") -> tuple[CallClass, ...]:
+    """The classes a synthetic archive at ``sample_rate_hz`` holds: by default where only that
+    rate hears them; ``calls`` low (below 4 kHz), bird (5-15 kHz) or bat picks a set."""
+    if calls != "auto":
+        return CALL_SETS[calls]
     if sample_rate_hz >= 192_000:
         return BAT_CLASSES
     if sample_rate_hz >= 32_000:
@@ -218,13 +231,14 @@ def synth_recording(
     sample_rate_hz: int = 8000,
     calls_per_s: float | None = None,
     snr_db: tuple[float, float] = (3.0, 20.0),
+    calls: str = "auto",
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """One recording (float32, peak <= 0.9) and its events (file column left empty).
     ``calls_per_s``: 0.25 by default, 0.5 for bird-like calls, 2 for bat-like ones."""
     n = int(duration_s * sample_rate_hz)
     noise_std = 0.02
     x = background(rng, n, sample_rate_hz) * noise_std
-    classes = call_classes(sample_rate_hz)
+    classes = call_classes(sample_rate_hz, calls)
     if calls_per_s is None:  # birds sing more often than meerkats call; bats call in trains
         calls_per_s = {BAT_CLASSES: 2.0, BIRD_CLASSES: 0.5}.get(classes, 0.25)
     weights = np.array([c.weight for c in classes])
@@ -246,6 +260,8 @@ def synth_recording(
             continue
         occupied[s0:s1] = True
         call = cls.synth(rng, sample_rate_hz, dur)
+        if calls == "low" and sample_rate_hz > 8000:  # below 4 kHz at any rate (clicks are
+            call = sosfiltfilt(low_band_sos(sample_rate_hz), call)  # broadband otherwise)
         gain = noise_std * 10 ** (rng.uniform(*snr_db) / 20) / (call.std() + 1e-9)
         x[s0 : s0 + len(call)] += gain * call
         rows.append(
@@ -262,13 +278,17 @@ def synth_recording(
 
 
 def synth_archive(
-    hours: float, seed: int = 0, file_s: float = 60.0, sample_rate_hz: int = 8000
+    hours: float,
+    seed: int = 0,
+    file_s: float = 60.0,
+    sample_rate_hz: int = 8000,
+    calls: str = "auto",
 ) -> Iterator[tuple[str, np.ndarray, pd.DataFrame]]:
     """Yield (relative path, audio, events with ``file`` set) for about ``hours`` of audio."""
     n_files = max(1, int(round(hours * 3600 / file_s)))
     for i in range(n_files):
         rng = np.random.default_rng([seed, i])
         name = f"collar_{i // 50:03d}/rec_{i:05d}.wav"
-        audio, events = synth_recording(rng, file_s, sample_rate_hz)
+        audio, events = synth_recording(rng, file_s, sample_rate_hz, calls=calls)
         events["file"] = name
         yield name, audio, events

@@ -104,6 +104,7 @@ def check_inputs(job: LabelJob, listed: list | None) -> tuple[dict, str, list]:
             meta["frame_rate_hz"],
             meta["band_hz"][0],
             job.data.time_expansion,
+            meta["band_hz"][1],
         )
     )
     job.events = job.events.at_frame_rate(float(meta["frame_rate_hz"]))

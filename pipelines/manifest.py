@@ -26,9 +26,10 @@ from a2v_core.audio import DecodeError, probe
 from a2v_core.config import DataConfig
 from a2v_core.config_tools import ManifestJob
 from a2v_core.errors import InputError
-from a2v_core.rates import recommend_preset_hz, upsampling_warning
+from a2v_core.rates import recommend_preset_hz, sound_preset_hz, upsampling_warning
 from a2v_core.redact import redact_uri
 from pipelines.data import storage
+from pipelines.data.sound_sample import archive_sound
 from pipelines.inference.progress import ProgressLog
 from pipelines.runtime.jobargs import add_fields, command, parser, tool_config
 from pipelines.runtime.ray_init import init_ray
@@ -172,8 +173,19 @@ def rate_summary(ok: pd.DataFrame) -> dict:
     }
 
 
-def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
+def summarize(manifest: pd.DataFrame, verify: bool = False, sound: dict | None = None) -> dict:
+    """Files, hours, errors and rates; with ``sound`` (``sound_sample.archive_sound``) the
+    recommended preset is the lowest that hears the sampled sound whole (never above the one the
+    files' rates give)."""
     ok = manifest[manifest["error_type"] == ""]
+    rates = rate_summary(ok)
+    if sound and sound["sound_top_hz"]:
+        rates["rate_preset_hz"] = rates["recommended_sample_rate_hz"]
+        rates["recommended_sample_rate_hz"] = min(
+            rates["recommended_sample_rate_hz"], sound_preset_hz(sound["sound_top_hz"])
+        )
+        hours = {int(r): v["hours"] for r, v in rates["rates"].items()}
+        rates["warning"] = upsampling_warning(hours, rates["recommended_sample_rate_hz"])
     return {
         "checks": "header+decode" if verify else "header (add --verify to decode every file)",
         "files": int(len(manifest)),
@@ -181,7 +193,8 @@ def summarize(manifest: pd.DataFrame, verify: bool = False) -> dict:
         "audio_hours": float(ok["duration_s"].sum() / 3600),
         "errors_by_type": dict(Counter(manifest.loc[manifest["error_type"] != "", "error_type"])),
         "sample_rates_hz": sorted(int(s) for s in ok["sample_rate_hz"].unique()),
-        **rate_summary(ok),
+        **rates,
+        **({"sound": sound} if sound else {}),
     }
 
 
@@ -242,14 +255,27 @@ def run(cfg: ManifestJob) -> dict:
         time_expansion=cfg.time_expansion,
     )
     write_manifest(cfg.out, manifest, cfg.archive)
-    summary = summarize(manifest, cfg.verify)
+    ok = manifest[manifest["error_type"] == ""]
+    sound = (
+        archive_sound(cfg.archive, ok.to_dict("records"), cfg.sound_files, 30.0, cfg.time_expansion)
+        if cfg.sound_files and len(ok)
+        else None
+    )
+    summary = summarize(manifest, cfg.verify, sound)
     print(json.dumps(summary, indent=2))
     for rate, r in summary["rates"].items():
         print(f"  {int(rate):>7} Hz: {r['files']} files, {r['hours']:.3f} h")
-    print(
-        f"recommended preset: --sample-rate-hz {summary['recommended_sample_rate_hz']} (the "
-        "lowest whose band covers 80 % of the hours; other files are resampled to it)"
+    why = (
+        "the lowest that hears the sampled sound whole"
+        if "rate_preset_hz" in summary
+        else "the lowest whose band covers 80 % of the hours"
     )
+    print(
+        f"recommended preset: --sample-rate-hz {summary['recommended_sample_rate_hz']} ({why}; "
+        "other files are resampled to it)"
+    )
+    if sound:
+        print(sound["advice"])
     if summary["warning"]:
         print(summary["warning"])
     print(

@@ -32,11 +32,12 @@ def write_archive(
     sample_rate_hz: int = 8000,
     file_s: float = 60.0,
     audio_format: str = "WAV",
+    calls: str = "auto",
 ) -> pd.DataFrame:
     """Write the collar archive; returns the annotation table."""
     tables = []
     ext = {"WAV": "wav", "FLAC": "flac"}[audio_format]
-    for name, audio, events in synth_archive(hours, seed, file_s, sample_rate_hz):
+    for name, audio, events in synth_archive(hours, seed, file_s, sample_rate_hz, calls):
         name = name.rsplit(".", 1)[0] + f".{ext}"
         events["file"] = name
         storage.write_bytes(
@@ -115,7 +116,9 @@ def run(cfg: SynthJob) -> pd.DataFrame:
     file_s = cfg.recording_s
     hours = file_s / 3600 if cfg.dry_run else cfg.hours
     if cfg.layout == "collar":
-        table = write_archive(cfg.out, hours, cfg.seed, cfg.sample_rate_hz, file_s, cfg.format)
+        table = write_archive(
+            cfg.out, hours, cfg.seed, cfg.sample_rate_hz, file_s, cfg.format, cfg.calls
+        )
     else:  # bats: files of 0.5 s to file_s, about 2.2 s on average
         mean_s = file_s if cfg.layout == "season" else (file_s - 0.5) / math.log(file_s / 0.5)
         table = write_season(cfg, 1 if cfg.dry_run else max(1, round(hours * 3600 / mean_s)))

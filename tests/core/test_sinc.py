@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from a2v_core.sinc import PSwish, SincConv, hz_to_mel
@@ -43,3 +44,40 @@ def test_pswish_is_identity_at_init():
     act = PSwish(8)
     x = torch.randn(2, 8, 50)
     assert torch.allclose(act(x), x)
+
+
+def edges(**fields):
+    from a2v_core.config import ModelConfig
+    from a2v_core.encoder import sinc_front_end
+
+    cfg = ModelConfig(preset="tiny", **fields)
+    low, high = (t.detach() for t in sinc_front_end(cfg).sinc.band_edges_hz())
+    return cfg, low, high
+
+
+def straddling(low, high, fold_hz):
+    return int((torch.floor(low / fold_hz) != torch.floor((high - 1e-3) / fold_hz)).sum())
+
+
+def test_off_folds_moves_every_band_off_the_folds_of_the_sinc_output_rate_width_kept():
+    cfg, low, high = edges(sample_rate_hz=32_000)
+    assert cfg.sinc_fold_hz == 4000 and straddling(low, high, 4000) == 5  # the preset as it was
+    _, f_low, f_high = edges(sample_rate_hz=32_000, sinc_off_folds=True)
+    assert straddling(f_low, f_high, 4000) == 0
+    assert torch.allclose(f_high - f_low, high - low, atol=1e-3)
+    assert f_low.min() >= 100 - 1e-3 and f_high.max() <= 16_000 + 1e-3
+    # a front end at the input rate has no fold inside its band: nothing moves
+    _, low8, high8 = edges(sample_rate_hz=8000)
+    _, f_low8, f_high8 = edges(sample_rate_hz=8000, sinc_off_folds=True)
+    assert torch.equal(low8, f_low8) and torch.equal(high8, f_high8)
+
+
+def test_init_high_puts_every_filter_below_it_and_the_band_says_so():
+    cfg, low, high = edges(sample_rate_hz=32_000, sinc_init_high_hz=6000)
+    assert cfg.band_hz == (100.0, 6000.0)
+    assert abs(high.max().item() - 6000) < 0.5 and low.min().item() == pytest.approx(100)
+    assert "hears 100-6000 Hz" in cfg.hearing("finetune")
+    from a2v_core.config import ModelConfig
+
+    with pytest.raises(ValueError, match="leaves no band"):
+        ModelConfig(preset="tiny", sample_rate_hz=32_000, sinc_init_high_hz=150)

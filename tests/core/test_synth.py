@@ -1,6 +1,6 @@
 import numpy as np
 
-from a2v_core.synth import CLASSES, synth_archive, synth_recording
+from a2v_core.synth import CALL_CLASSES, CLASSES, synth_archive, synth_recording
 
 
 def test_deterministic_per_seed_and_sparse():
@@ -22,3 +22,15 @@ def test_archive_has_imbalanced_classes_and_realistic_durations():
     assert counts.max() > 3 * counts.min()
     dur = (t.offset_s - t.onset_s).groupby(t.label).mean()
     assert dur["sn"] < 0.07 and dur["agg"] > 0.3
+
+
+def test_the_low_call_set_stays_below_4_khz_at_any_rate():
+    from a2v_core.spectrum import SoundSpectrum
+    from a2v_core.synth import synth_recording
+
+    spec = SoundSpectrum()
+    for seed in range(3):
+        audio, events = synth_recording(np.random.default_rng(seed), 30.0, 32_000, calls="low")
+        assert set(events["label"]) <= {c.label for c in CALL_CLASSES}
+        spec.add(audio, 32_000)
+    assert spec.top_hz() < 4000

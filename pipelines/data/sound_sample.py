@@ -1,0 +1,73 @@
+"""Where a sample of an archive's sound sits in frequency: the evidence behind rate advice.
+
+``a2v manifest`` reads up to ``per_rate`` files of each rate group (spread over the archive's
+sorted listing, so sites and nights are all drawn from), ``max_s`` seconds from each file's
+middle, as Ray tasks; each task returns the file's excess power over its noise floor
+(``a2v_core.spectrum``), and the driver sums them. A file that fails to decode is skipped (the
+manifest reports it already).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from a2v_core.audio import DecodeError, open_sound
+from a2v_core.rates import sound_advice
+from a2v_core.spectrum import SoundSpectrum
+from pipelines.data import storage
+
+
+def file_sound(
+    archive: str, rel: str, size: int, max_s: float, time_expansion: int = 1
+) -> tuple[np.ndarray, float] | None:
+    """(excess power per 50 Hz bin, bin width) of ``max_s`` seconds from the middle of ``rel``
+    (its first channel, at its true rate), or None when it cannot be read."""
+    fs, root = storage.filesystem(archive)
+    spec = SoundSpectrum()
+    try:
+        with storage.open_member(fs, root, rel, size) as f, open_sound(f, time_expansion) as snd:
+            n = int(max_s * snd.samplerate)
+            snd.seek(max(0, (snd.frames - n) // 2))
+            x = snd.read(min(n, snd.frames), dtype="float32", always_2d=True)[:, 0]
+            spec.add(x[np.isfinite(x)], int(snd.samplerate))
+    except (DecodeError, OSError, RuntimeError):
+        return None
+    return spec.excess, spec.bin_hz
+
+
+def sample_files(ok: list[dict], per_rate: int) -> list[dict]:
+    """Up to ``per_rate`` rows of each rate, evenly spread over the sorted paths."""
+    picked = []
+    for rate in sorted({r["sample_rate_hz"] for r in ok}):
+        rows = sorted((r for r in ok if r["sample_rate_hz"] == rate), key=lambda r: r["path"])
+        step = max(1, len(rows) / per_rate)
+        picked += [rows[int(i * step)] for i in range(min(per_rate, len(rows)))]
+    return picked
+
+
+def archive_sound(
+    archive: str, ok: list[dict], per_rate: int = 16, max_s: float = 30.0, time_expansion: int = 1
+) -> dict:
+    """The sound of a sample of ``ok`` (manifest rows without error): per rate group and over
+    all, the frequency below which 99 % of it lies, and the advice (``rates.sound_advice``)."""
+    rows = sample_files(ok, per_rate)
+    remote = ray.remote(file_sound)
+    refs = [
+        remote.remote(archive, r["path"], int(r["bytes"]), max_s, time_expansion) for r in rows
+    ]
+    total, by_rate = SoundSpectrum(), {}
+    for r, got in zip(rows, ray.get(refs), strict=True):
+        if got is None:
+            continue
+        part = by_rate.setdefault(int(r["sample_rate_hz"]), SoundSpectrum())
+        for spec in (part, total):
+            spec.merge(*got)
+    top = total.top_hz()
+    return {
+        "files_sampled": total.files,
+        "sound_top_hz": top,
+        "sound_top_hz_by_rate": {str(r): s.top_hz() for r, s in by_rate.items()},
+        "sound_below_4khz": total.fraction_below(4000) if top else None,
+        "advice": sound_advice(top, total.files),
+    }

@@ -118,6 +118,12 @@ class OptimConfig(Group):
     freeze_frontend: bool = Field(
         True, description="fine-tuning: Sinc filters + conv stack never train (the projection does)"
     )
+    sinc_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="the Sinc filters' edges (in Hz) learn at lr x this, without weight decay; at "
+        "1 (the original's) they move under 1 Hz in 300 steps (bench/sinc_bands.py --trained)",
+    )
 
 
 class DataConfig(Group):

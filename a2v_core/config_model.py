@@ -188,9 +188,7 @@ class ModelConfig(Group):
         """The job's first log line: the model's rate, band and frames (and the data's time
         expansion, when the files come from a time-expansion detector)."""
         low, high = self.band_hz
-        return hearing_line(
-            job, self.sample_rate_hz, self.frame_rate_hz, low, time_expansion, high
-        )
+        return hearing_line(job, self.sample_rate_hz, self.frame_rate_hz, low, time_expansion, high)
 
     @property
     def frontend_macs_per_s(self) -> float:

@@ -37,18 +37,34 @@ NO_DECAY_NAMES = ("alibi.scale", "act.alpha", "act.beta")
 OWN_STATES = ("model", "optimizer", "scheduler")
 
 
-def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+#: the Sinc filters' edges, in Hz (``a2v_core.sinc.SincConv``)
+SINC_EDGE_NAMES = ("sinc.low_hz_", "sinc.band_hz_")
+
+
+def param_groups(
+    named: list[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    lr: float,
+    sinc_lr_scale: float = 1.0,
+) -> list[dict]:
     """No decay for 1-D params, ALiBi scales and PSwish (Sinc edges (F,1) keep decay, as the
-    original)."""
-    decay, no_decay = [], []
+    original). ``sinc_lr_scale`` != 1: the Sinc edges in a group of their own at ``lr`` x it,
+    without decay (AdamW's decay at that rate would pull every edge towards 0 Hz)."""
+    decay, no_decay, edges = [], [], []
     for name, p in named:
         if not p.requires_grad:
             continue
+        if sinc_lr_scale != 1.0 and name.endswith(SINC_EDGE_NAMES):
+            edges.append(p)
+            continue
         (no_decay if p.ndim == 1 or any(k in name for k in NO_DECAY_NAMES) else decay).append(p)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if edges:
+        groups.append({"params": edges, "weight_decay": 0.0, "lr": lr * sinc_lr_scale})
+    return groups
 
 
 def warmup_cosine(cfg: OptimConfig) -> Callable[[int], float]:
@@ -90,7 +106,10 @@ class TrainState:
     ) -> TrainState:
         """AdamW over ``named`` (decay groups by ``param_groups``), warmup + cosine."""
         opt = torch.optim.AdamW(
-            param_groups(named, optim.weight_decay), lr=optim.lr, betas=optim.betas, eps=optim.eps
+            param_groups(named, optim.weight_decay, optim.lr, optim.sinc_lr_scale),
+            lr=optim.lr,
+            betas=optim.betas,
+            eps=optim.eps,
         )
         return cls(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(optim)))
 

@@ -129,7 +129,7 @@ def quality(args: argparse.Namespace) -> pd.DataFrame:
             seeded = [f"run.seed={seed}", f"data.split_seed={1612 + seed}"]
             m = fit_and_score(
                 out,
-                f"rate{rate}-s{seed}",
+                f"rate{rate}{args.tag}-s{seed}",
                 rate,
                 args.steps,
                 train,
@@ -139,6 +139,7 @@ def quality(args: argparse.Namespace) -> pd.DataFrame:
             rows.append(
                 {
                     "rate_hz": rate,
+                    "arm": f"{rate}{args.tag}",
                     "seed": seed,
                     "frame_macro_ap": m["ap"],
                     "event_f1": m["f1"],
@@ -146,7 +147,7 @@ def quality(args: argparse.Namespace) -> pd.DataFrame:
                 }
             )
     runs = pd.DataFrame(rows)
-    runs.to_csv(out / "rates.csv", index=False)
+    runs.to_csv(out / f"rates{args.tag}.csv", index=False)
     print(runs.to_string(index=False))
     print(quality_table(runs).to_markdown(index=False))
     return runs
@@ -154,11 +155,12 @@ def quality(args: argparse.Namespace) -> pd.DataFrame:
 
 def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
     """mean +- sd per rate, and the paired (same seed) difference to the first rate."""
-    first = runs["rate_hz"].iloc[0]
-    base = runs[runs["rate_hz"] == first].set_index("seed")
+    col = "arm" if "arm" in runs else "rate_hz"
+    first = runs[col].iloc[0]
+    base = runs[runs[col] == first].set_index("seed")
     rows = []
-    for rate, g in runs.groupby("rate_hz", sort=False):
-        row = {"rate_hz": rate, "seeds": len(g)}
+    for arm, g in runs.groupby(col, sort=False):
+        row = {col: arm, "seeds": len(g)}
         for m in ("frame_macro_ap", "event_f1"):
             v = g[m]
             row[m] = f"{v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
@@ -166,6 +168,35 @@ def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_vs_{first}"] = f"{d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def collected(args: argparse.Namespace) -> pd.DataFrame:
+    """Every scored run under ``--out`` (``eval/rate<R><tag>-s<seed>/metrics.json``), arms in
+    ``--arms`` order (the first is the paired baseline), as ``quality`` prints them."""
+    import re
+
+    out = Path(args.out)
+    rows = []
+    for metrics in sorted(out.glob("eval/*/metrics.json")):
+        m = re.fullmatch(r"rate(\d+)(.*)-s(\d+)", metrics.parent.name)
+        if not m:
+            continue
+        scores = json.loads(metrics.read_text())
+        rows.append(
+            {
+                "arm": f"{m[1]}{m[2]}",
+                "seed": int(m[3]),
+                "frame_macro_ap": scores["frame"]["macro_ap"],
+                "event_f1": scores["events"]["iou_0"]["f1"],
+            }
+        )
+    runs = pd.DataFrame(rows)
+    order = args.arms.split(",") if args.arms else sorted(set(runs["arm"]))
+    runs = runs[runs["arm"].isin(order)]
+    runs = runs.iloc[runs["arm"].map(order.index).argsort(kind="stable")]
+    print(runs.pivot(index="seed", columns="arm", values="frame_macro_ap")[order].round(3))
+    print(quality_table(runs).to_markdown(index=False))
+    return runs
 
 
 def bare_forward(cfg: ModelConfig, clip_s: float, batch: int = 8, reps: int = 2) -> float:
@@ -273,13 +304,19 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--synth-rate", type=int, default=0, help="synthetic archives at this rate")
     q.add_argument("--hours", type=float, default=0.5, help="synthetic training audio")
     q.add_argument("--set", dest="overrides", action="append", default=[])
+    q.add_argument(
+        "--tag", default="", help="names this arm's runs (rate<R><tag>-s<seed>) beside others"
+    )
+    t = sub.add_parser("table", help="the arms scored under --out, paired by seed")
+    t.add_argument("--out", default="outputs/rates-gy6or6")
+    t.add_argument("--arms", default="", help="e.g. 8000,32000,16000 (the first: the baseline)")
     s = sub.add_parser("speed")
     s.add_argument("--presets", default="tiny,base")
     s.add_argument("--rates", default="8000,32000,48000,250000")
     s.add_argument("--label-hours", type=float, default=0.25, help="0: no labelling run")
     args = ap.parse_args(argv)
     np.set_printoptions(precision=3)
-    (quality if args.what == "quality" else speed)(args)
+    {"quality": quality, "table": collected, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -108,9 +108,7 @@ def features(cfg: ModelConfig, files, table, classes, conv_seed: int | None):
             f = convs(out)[0].T.numpy()[:n]
         ctx = np.concatenate([np.roll(f, k, axis=0) for k in (-2, -1, 0, 1, 2)], axis=1)
         rows = by_file.get(name, table.iloc[:0])
-        y = annotations.frame_targets(
-            rows, classes, 0.0, n, cfg.sample_rate_hz, cfg.hop_samples
-        )
+        y = annotations.frame_targets(rows, classes, 0.0, n, cfg.sample_rate_hz, cfg.hop_samples)
         xs.append(ctx)
         ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
@@ -122,7 +120,7 @@ def band_counts(cfg: ModelConfig, top_hz: float) -> dict:
     row = {"filters_in_sound": int(((low + high) / 2 <= top_hz).sum())}
     fold = cfg.sinc_fold_hz
     row["straddle"] = (
-        0 if fold is None else int((np.floor(low / fold) != np.floor((high - 1e-6) / fold)).sum())
+        0 if fold is None else int((np.floor(low / fold) != np.floor((high - 1e-3) / fold)).sum())
     )
     return row
 
@@ -155,7 +153,9 @@ def init_table(args, train, test, train_table, test_table) -> pd.DataFrame:
             tr = features(cfg, train, train_table, classes, seed)
             te = features(cfg, test, test_table, classes, seed)
             aps.append(probe_ap(*tr, *te, classes, args.max_frames, seed))
-        row["frontend_ap"] = f"{np.mean(aps):.3f} +- {np.std(aps, ddof=1) if len(aps) > 1 else 0:.3f}"
+        row["frontend_ap"] = (
+            f"{np.mean(aps):.3f} +- {np.std(aps, ddof=1) if len(aps) > 1 else 0:.3f}"
+        )
         print(row, flush=True)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -38,6 +38,7 @@ from a2v_core.training import TrainState, finetune_step
 from pipelines.data import storage
 from pipelines.data.finetune_data import is_reviewed, prepare, split_dataset
 from pipelines.data.shared_storage import require_shared
+from pipelines.data.sound_sample import sound_check
 from pipelines.data.training_data import repeated
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
@@ -196,6 +197,11 @@ def run(job: FinetuneJob) -> dict:
     check_pretrained(job)
     check_resume(run_dir(job), job)  # before Ray starts: a mismatch costs nothing
     prepared = prepare(job)  # annotations, archive and splits: input errors before Ray starts
+    print(
+        sound_check(
+            "finetune", job.data.archive, prepared[3], job.model.band_hz, job.data.time_expansion
+        )
+    )
     init_ray(job.cluster.address)
     require_shared(
         {

@@ -33,6 +33,7 @@ from a2v_core.training import TrainState, pretrain_step
 from pipelines.data import inputs, storage
 from pipelines.data.datasource import good_chunks, read_chunks
 from pipelines.data.shared_storage import require_shared
+from pipelines.data.sound_sample import sound_check
 from pipelines.data.training_data import full_chunks, shuffled_files
 from pipelines.runtime.job_paths import pin_paths
 from pipelines.runtime.jobargs import command, job_parser, resolve
@@ -149,6 +150,9 @@ def run(job: PretrainJob) -> dict:
     run = run_dir(job)
     check_resume(run, job)  # before Ray starts: a mismatch costs nothing
     files = inputs.archive_files(job.data.archive, job.data.extensions)
+    print(
+        sound_check("pretrain", job.data.archive, files, job.model.band_hz, job.data.time_expansion)
+    )
     init_ray(job.cluster.address)
     require_shared(
         {"data.archive": job.data.archive, "run.storage_path": job.run.storage_path},

@@ -53,9 +53,7 @@ def archive_sound(
     all, the frequency below which 99 % of it lies, and the advice (``rates.sound_advice``)."""
     rows = sample_files(ok, per_rate)
     remote = ray.remote(file_sound)
-    refs = [
-        remote.remote(archive, r["path"], int(r["bytes"]), max_s, time_expansion) for r in rows
-    ]
+    refs = [remote.remote(archive, r["path"], int(r["bytes"]), max_s, time_expansion) for r in rows]
     total, by_rate = SoundSpectrum(), {}
     for r, got in zip(rows, ray.get(refs), strict=True):
         if got is None:
@@ -71,3 +69,31 @@ def archive_sound(
         "sound_below_4khz": total.fraction_below(4000) if top else None,
         "advice": sound_advice(top, total.files),
     }
+
+
+def sound_check(
+    job: str,
+    archive: str,
+    files: list[tuple[str, int]],
+    band_hz: tuple[float, float],
+    time_expansion: int = 1,
+    n_files: int = 4,
+    max_s: float = 10.0,
+) -> str:
+    """The line a training job prints after what its model hears: where the sound of
+    ``n_files`` of ``files`` (spread over them, ``max_s`` from each middle, read here, before
+    Ray) lies against the model's band, and the preset that would hear it whole."""
+    step = max(1, len(files) / n_files)
+    picked = [files[int(i * step)] for i in range(min(n_files, len(files)))]
+    spec = SoundSpectrum()
+    for rel, size in picked:
+        got = file_sound(archive, rel, size, max_s, time_expansion)
+        if got is not None:
+            spec.merge(*got)
+    top = spec.top_hz()
+    line = f"[{job}] {sound_advice(top, spec.files)}"
+    if top is not None:
+        low, high = band_hz
+        heard = 1.0 - spec.fraction_below(low) - (1.0 - spec.fraction_below(high))
+        line += f"; this model hears {low:g}-{high:g} Hz: {100 * heard:.0f} % of it"
+    return line

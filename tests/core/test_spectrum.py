@@ -42,12 +42,24 @@ def test_files_at_several_rates_add_up_on_one_axis():
 
 
 @pytest.mark.parametrize(
-    "top,preset", [(3725, 8000), (5800, 16_000), (7900, 16_000), (11_000, 24_000), (15_000, 32_000), (20_000, 48_000), (90_000, 192_000)]
+    "top,preset",
+    [
+        (3725, 8000),
+        (5800, 16_000),
+        (7900, 16_000),
+        (11_000, 24_000),
+        (15_000, 32_000),
+        (20_000, 48_000),
+        (90_000, 192_000),
+    ],
 )
 def test_the_advice_is_the_lowest_preset_that_holds_the_sound(top, preset):
     assert sound_preset_hz(top) == preset
     line = sound_advice(top, 16)
-    assert f"sound up to {top / 1000:.1f} kHz" in line and f"--sample-rate-hz {preset} hears it all" in line
+    assert (
+        f"sound up to {top / 1000:.1f} kHz" in line
+        and f"--sample-rate-hz {preset} hears it all" in line
+    )
 
 
 def test_no_sound_found_says_so():

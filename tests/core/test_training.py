@@ -36,13 +36,33 @@ def test_warmup_cosine_and_decay_groups():
     assert f(500) == pytest.approx(0.01)  # past max_steps: the floor, not a new cycle
     model = FrameClassifier(ModelTiny(), 2)
     model.set_encoder_frozen(True)
-    decay, no_decay = param_groups(list(model.named_parameters()), 0.01)
+    decay, no_decay = param_groups(list(model.named_parameters()), 0.01, 1e-3)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for p in decay["params"] + no_decay["params"]} == trainable
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim == 1 or "act." in names[id(p)] for p in no_decay["params"])
     assert all(p.ndim > 1 and "act." not in names[id(p)] for p in decay["params"])
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_the_sinc_edges_learn_at_their_own_scale(scale):
+    """At lr x 1 an edge in Hz moves about lr Hz per update (nothing); x 1000 it moves."""
+    torch.manual_seed(0)
+    model = FrameClassifier(ModelTiny(), 2, freeze_frontend=False)
+    optim = OptimConfig(
+        lr=3e-3, warmup_steps=0, max_steps=10, weight_decay=0.0, sinc_lr_scale=scale
+    )
+    state = TrainState.create(model, list(model.named_parameters()), optim)
+    assert len(state.optimizer.param_groups) == (2 if scale == 1.0 else 3)
+    sinc = model.encoder.local.sinc.sinc
+    before = torch.cat(sinc.band_edges_hz()).detach().clone()
+    audio = torch.randn(2, 8000)
+    for _ in range(5):
+        model(audio).pow(2).mean().backward()
+        state.update(model.parameters(), None)
+    moved = (torch.cat(sinc.band_edges_hz()).detach() - before).abs().max().item()
+    assert (moved > 1.0) if scale > 1 else (moved < 0.1)
 
 
 def ModelTiny():  # noqa: N802 - a config factory

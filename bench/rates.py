@@ -161,13 +161,31 @@ def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for arm, g in runs.groupby(col, sort=False):
         row = {col: arm, "seeds": len(g)}
-        for m in ("frame_macro_ap", "event_f1"):
+        for m in ("frame_macro_ap", "event_f1", *(c for c in runs if c.startswith("valid_ap@"))):
             v = g[m]
             row[m] = f"{v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
             d = g.set_index("seed")[m] - base[m]
             row[f"{m}_vs_{first}"] = f"{d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def valid_ap_at(out: Path, run_name: str, steps: str) -> dict:
+    """The run's validation frame macro AP at each of ``steps`` (from its MLflow history):
+    how fast it learned, within one budget."""
+    import mlflow
+
+    if not steps:
+        return {}
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("a2v/finetune")
+    found = client.search_runs([exp.experiment_id], f"attributes.run_name = '{run_name}'")
+    history = (
+        {h.step: h.value for h in client.get_metric_history(found[0].info.run_id, "val_macro_ap")}
+        if found
+        else {}
+    )
+    return {f"valid_ap@{s}": history.get(int(s)) for s in steps.split(",")}
 
 
 def collected(args: argparse.Namespace) -> pd.DataFrame:
@@ -188,6 +206,7 @@ def collected(args: argparse.Namespace) -> pd.DataFrame:
                 "seed": int(m[3]),
                 "frame_macro_ap": scores["frame"]["macro_ap"],
                 "event_f1": scores["events"]["iou_0"]["f1"],
+                **valid_ap_at(out, metrics.parent.name, args.valid_steps),
             }
         )
     runs = pd.DataFrame(rows)
@@ -310,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("table", help="the arms scored under --out, paired by seed")
     t.add_argument("--out", default="outputs/rates-gy6or6")
     t.add_argument("--arms", default="", help="e.g. 8000,32000,16000 (the first: the baseline)")
+    t.add_argument("--valid-steps", default="", help="e.g. 50,150: validation AP at those steps")
     s = sub.add_parser("speed")
     s.add_argument("--presets", default="tiny,base")
     s.add_argument("--rates", default="8000,32000,48000,250000")

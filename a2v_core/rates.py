@@ -21,6 +21,8 @@ from dataclasses import dataclass
 ULTRASONIC_FROM_HZ = 96_000
 #: frame rates a preset can give: 200 Hz (5 ms, the original) and 1 kHz (1 ms, ultrasonic)
 FRAME_RATES_HZ = (200, 1000)
+#: the share of an archive's sound (``a2v_core.spectrum``) a recommended preset must hear
+SOUND_COVER = 0.99
 #: where an ultrasonic preset's Sinc filters start (they may still learn to go lower)
 ULTRASONIC_INIT_LOW_HZ = 10_000.0
 
@@ -178,7 +180,8 @@ def sound_advice(top_hz: float | None, files: int) -> str:
         return f"sound: none found above the noise floor in {files} sampled files"
     preset = sound_preset_hz(top_hz)
     return (
-        f"sound up to {top_hz / 1000:.1f} kHz (99 % of the energy above the noise floor in "
+        f"sound up to {top_hz / 1000:.1f} kHz ({100 * SOUND_COVER:.0f} % of the energy above the "
+        f"noise floor in "
         f"{files} sampled files): --sample-rate-hz {preset} hears it all"
     )
 

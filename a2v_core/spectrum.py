@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import stft
 
+from a2v_core.rates import SOUND_COVER
+
 #: how far above its bin's noise floor a frame's power must stand to count as sound (10 dB)
 ABOVE_FLOOR = 10.0
-#: the fraction of the sound a recommended band holds
-SOUND_COVER = 0.99
 
 
 @dataclass
@@ -75,8 +75,3 @@ class SoundSpectrum:
             return 0.0
         i = min(int(hz // self.bin_hz), cum.size - 1)
         return float(cum[i])
-
-    def quantiles_hz(self, qs: np.ndarray) -> np.ndarray:
-        """Frequencies at the sound's cumulative shares ``qs`` (each in 0-1)."""
-        cum = self.cumulative()
-        return np.interp(qs, cum, self.freqs_hz + self.bin_hz / 2)

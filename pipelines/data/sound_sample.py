@@ -13,7 +13,7 @@ import numpy as np
 import ray
 
 from a2v_core.audio import DecodeError, open_sound
-from a2v_core.rates import sound_advice
+from a2v_core.rates import RATE_PRESETS, sound_advice
 from a2v_core.spectrum import SoundSpectrum
 from pipelines.data import storage
 
@@ -36,13 +36,18 @@ def file_sound(
     return spec.excess, spec.bin_hz
 
 
+def spread(items: list, n: int) -> list:
+    """Up to ``n`` of ``items``, evenly spread over them (in their order)."""
+    step = max(1, len(items) / n)
+    return [items[int(i * step)] for i in range(min(n, len(items)))]
+
+
 def sample_files(ok: list[dict], per_rate: int) -> list[dict]:
     """Up to ``per_rate`` rows of each rate, evenly spread over the sorted paths."""
     picked = []
     for rate in sorted({r["sample_rate_hz"] for r in ok}):
         rows = sorted((r for r in ok if r["sample_rate_hz"] == rate), key=lambda r: r["path"])
-        step = max(1, len(rows) / per_rate)
-        picked += [rows[int(i * step)] for i in range(min(per_rate, len(rows)))]
+        picked += spread(rows, per_rate)
     return picked
 
 
@@ -62,11 +67,15 @@ def archive_sound(
         for spec in (part, total):
             spec.merge(*got)
     top = total.top_hz()
+    highest = max((int(r["sample_rate_hz"]) for r in rows), default=0)
     return {
         "files_sampled": total.files,
         "sound_top_hz": top,
         "sound_top_hz_by_rate": {str(r): s.top_hz() for r, s in by_rate.items()},
-        "sound_below_4khz": total.fraction_below(4000) if top else None,
+        # the share of the sound each preset up to the files' own rate hears (below its Nyquist)
+        "sound_heard_by_preset": {
+            str(p): total.fraction_below(p / 2) for p in RATE_PRESETS if top and p <= highest
+        },
         "advice": sound_advice(top, total.files),
     }
 
@@ -83,10 +92,8 @@ def sound_check(
     """The line a training job prints after what its model hears: where the sound of
     ``n_files`` of ``files`` (spread over them, ``max_s`` from each middle, read here, before
     Ray) lies against the model's band, and the preset that would hear it whole."""
-    step = max(1, len(files) / n_files)
-    picked = [files[int(i * step)] for i in range(min(n_files, len(files)))]
     spec = SoundSpectrum()
-    for rel, size in picked:
+    for rel, size in spread(files, n_files):
         got = file_sound(archive, rel, size, max_s, time_expansion)
         if got is not None:
             spec.merge(*got)
@@ -94,6 +101,6 @@ def sound_check(
     line = f"[{job}] {sound_advice(top, spec.files)}"
     if top is not None:
         low, high = band_hz
-        heard = 1.0 - spec.fraction_below(low) - (1.0 - spec.fraction_below(high))
+        heard = spec.fraction_below(high) - spec.fraction_below(low)
         line += f"; this model hears {low:g}-{high:g} Hz: {100 * heard:.0f} % of it"
     return line

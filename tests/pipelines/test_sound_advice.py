@@ -26,6 +26,11 @@ def test_the_recommended_preset_holds_the_sampled_sound(
     assert summary["rate_preset_hz"] == 32_000  # what the files' rate alone would give
     assert f"--sample-rate-hz {preset} hears it all" in out
     assert f"recommended preset: --sample-rate-hz {preset} (the lowest that hears" in out
+    heard = sound["sound_heard_by_preset"]
+    assert list(heard) == ["8000", "16000", "24000", "32000"] and heard["32000"] == pytest.approx(
+        1.0
+    )
+    assert heard[str(preset)] >= 0.99 and all(heard[p] < 0.99 for p in heard if int(p) < preset)
     if calls == "low":  # a lower preset than the files' rate is never an upsampling warning
         assert summary["warning"] is None
 
